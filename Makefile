@@ -44,12 +44,13 @@ LDLIBS = $(PKG_LIBS) -lm -pthread
 CORE_OBJS  = core/status.o
 CORE_OBJS += core/tokenizer.o core/ftfy.o
 CORE_OBJS += core/safetensors.o core/torchbin.o core/weights.o
-CORE_OBJS += core/config.o core/model.o core/kernels.o
+CORE_OBJS += core/config.o core/model.o core/kernels.o core/linear.o core/pool.o
 CORE_OBJS += core/image.o core/resample.o core/preprocess.o
 
 # ---- query/: the clipdex command ----
 QUERY_OBJS  = query/main.o query/util.o
 QUERY_OBJS += query/cmd_embed.o query/cmd_tokenize.o query/cmd_model.o
+QUERY_OBJS += query/cmd_check.o
 
 # ---- indexer/: the clipdexd daemon ----
 INDEXER_OBJS = indexer/main.o
@@ -72,6 +73,8 @@ O_CORE = $(addprefix $(BUILD)/,$(CORE_OBJS))
 O_QUERY = $(addprefix $(BUILD)/,$(QUERY_OBJS))
 O_INDEXER = $(addprefix $(BUILD)/,$(INDEXER_OBJS))
 T_BINS = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
+# Helper programs the CLI tests run (built like unit tests, never run by prove).
+T_HELPERS = $(BUILD)/tests/preprocess_dump
 
 all: $(BIN)/clipdex $(BIN)/clipdexd
 	@ln -sfn $(BUILD)/bin bin 2>/dev/null || true
@@ -79,6 +82,13 @@ all: $(BIN)/clipdex $(BIN)/clipdexd
 $(BUILD)/%.o: %.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+# The compute kernels are written to be vectorised: -O3 and OpenMP's simd
+# pragmas (no OpenMP runtime is linked; see core/pool.h for why).
+$(BUILD)/core/kernels.o $(BUILD)/core/linear.o: KFLAGS = -O3 -fopenmp-simd
+$(BUILD)/core/kernels.o $(BUILD)/core/linear.o: $(BUILD)/%.o: %.c $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(KFLAGS) -c $< -o $@
 
 # Rebuild everything when the flags change (the idea is Redis's).
 $(BUILD)/.flags: FORCE
@@ -101,7 +111,7 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/tap.h $(LIB) $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(LIB) $(LDLIBS)
 
-tests-build: all $(T_BINS)
+tests-build: all $(T_BINS) $(T_HELPERS)
 
 # Generated test models and reference outputs (python3-torch, numpy, PIL).
 testdata: all
@@ -131,3 +141,8 @@ clean:
 
 .PHONY: all check asan-check deps bench install clean tests-build testdata FORCE
 -include $(O_CORE:.o=.d) $(O_QUERY:.o=.d) $(O_INDEXER:.o=.d)
+
+# ---- bench/: benchmark programs (not tests) ----
+$(BUILD)/bench/%: bench/%.c $(LIB) $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Wno-error -o $@ $< $(LIB) $(LDLIBS)

@@ -127,9 +127,21 @@ typedef struct cdx_image {
     uint8_t *rgb; /* width*height*3 bytes, owned by the struct */
 } cdx_image;
 
-/* Decode a JPEG or PNG file (format from magic bytes) to RGB as Pillow's
- * Image.convert("RGB") does.  No EXIF orientation is applied (exact mode:
- * the reference processor applies none). */
+/* Decode a JPEG or PNG file (format from magic bytes, not the name) to RGB
+ * exactly as Pillow's Image.open(path).convert("RGB") does: grey is
+ * replicated, palettes expanded, alpha dropped (not composited), tRNS and
+ * gAMA ignored; JPEG via libjpeg with default settings, CMYK/YCCK as
+ * Pillow converts them.  One deliberate difference: 16-bit samples keep
+ * their high byte (Pillow does that for 16-bit colour, but clips 16-bit
+ * grey to 255).  No EXIF orientation is applied (exact mode: the reference
+ * processor applies none).
+ *
+ * On success out->rgb is owned by *out (cdx_image_release frees it).
+ * Errors: CDX_ERR_IO (cannot open/read, not a regular file),
+ * CDX_ERR_FORMAT (not JPEG/PNG, corrupt, truncated, bad CRC),
+ * CDX_ERR_UNSUPPORTED (e.g. 12-bit or lossless JPEG), CDX_ERR_LIMIT (more
+ * than 200 megapixels), CDX_ERR_NOMEM; the message is "PATH: reason".
+ * Non-fatal decoder warnings go to the log sink.  Thread-safe. */
 cdx_status cdx_image_load(const char *path, cdx_image *out);
 void cdx_image_release(cdx_image *img);
 
@@ -141,20 +153,39 @@ typedef struct cdx_preprocess_cfg {
     int resample;             /* PIL constant; only 3 (BICUBIC) is supported */
     double rescale_factor;    /* usually 1/255 */
     float image_mean[3], image_std[3];
+    /* size = {"height": H, "width": W} (or [H, W]): resize to exactly
+     * resize_width x resize_height, ignoring shortest_edge.  Both 0 in the
+     * usual {"shortest_edge": N} / N form. */
+    int resize_width, resize_height;
 } cdx_preprocess_cfg;
 
-/* Parse a preprocessor_config.json file into *out. */
+/* Parse a preprocessor_config.json file into *out.  Keys follow
+ * CLIPImageProcessor: size ({"shortest_edge": N}, N, {"height","width"},
+ * [H, W]), crop_size (N, {"height","width"}, [H, W]), resample, do_resize,
+ * do_center_crop, do_rescale, rescale_factor, do_normalize, image_mean,
+ * image_std (3 numbers or one), do_convert_rgb.  Missing keys take the
+ * defaults of cdx_preprocess_cfg_default; unknown keys are ignored.
+ * Errors (CDX_ERR_IO, CDX_ERR_FORMAT) name the file and the key. */
 cdx_status cdx_preprocess_cfg_load(const char *path, cdx_preprocess_cfg *out);
 
 /* The CLIPImageProcessor defaults (224, bicubic, OpenAI mean/std). */
 void cdx_preprocess_cfg_default(cdx_preprocess_cfg *out);
 
 /* Exact CLIPImageProcessor preprocessing, bit-compatible with Pillow's
- * BICUBIC resize: resize shortest edge, center crop, rescale, normalise.
- * out receives 3*crop_height*crop_width floats, (3,H,W) planar (CHW).
- * Thread-safe. */
+ * BICUBIC resize: resize shortest edge, center crop (zero-padding an
+ * image smaller than the crop), rescale, normalise, each step only when
+ * its do_* flag is set.  out receives 3*H*W floats, (3,H,W) planar (CHW),
+ * where (W,H) is given by cdx_preprocess_output_size: the crop size in
+ * the usual configuration.  Errors: CDX_ERR_ARG, CDX_ERR_UNSUPPORTED
+ * (resample other than 3), CDX_ERR_LIMIT, CDX_ERR_NOMEM.  Thread-safe. */
 cdx_status cdx_preprocess_exact(const cdx_preprocess_cfg *cfg,
                                 const cdx_image *img, float *out);
+
+/* The (width, height) of cdx_preprocess_exact's output for an input of
+ * width x height: the crop size when do_center_crop, else the resized
+ * size (or the input size without do_resize). */
+cdx_status cdx_preprocess_output_size(const cdx_preprocess_cfg *cfg, uint32_t width,
+                                      uint32_t height, uint32_t *out_w, uint32_t *out_h);
 
 /* ------------------------------------------------------------------ */
 /* The CLIP model                                                      */
@@ -212,6 +243,321 @@ cdx_status cdx_model_encode_tokens(cdx_model *m, const int32_t *ids, int n,
  * produces; out is (B,E).  Any batch size; large batches are split. */
 cdx_status cdx_model_encode_images(cdx_model *m, const float *pixels, int batch,
                                    float *out, int normalize);
+
+/* ------------------------------------------------------------------ */
+/* Content hashing                                                     */
+/* ------------------------------------------------------------------ */
+
+/* Content hashes are SHA-256 (32 bytes): cryptographic, so a hostile file
+ * cannot be crafted to collide with another photo and inherit its vector,
+ * and fast enough (OpenSSL uses the CPU's SHA instructions: about 1.7 GB/s
+ * here, more than a disk delivers).  Identical to `sha256sum`. */
+#define CDX_HASH_SIZE 32
+
+/* Hash n bytes.  Thread-safe. */
+cdx_status cdx_hash_buf(const void *data, size_t n, uint8_t out[CDX_HASH_SIZE]);
+
+/* Hash a whole file, streaming it; *size (if non-NULL) receives the number
+ * of bytes hashed.  Thread-safe. */
+cdx_status cdx_hash_file(const char *path, uint8_t out[CDX_HASH_SIZE], int64_t *size);
+
+/* Lower-case hex of a hash into out (65 bytes with the NUL). */
+void cdx_hash_hex(const uint8_t hash[CDX_HASH_SIZE], char out[2 * CDX_HASH_SIZE + 1]);
+
+/* ------------------------------------------------------------------ */
+/* Index store                                                         */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The index store lives in a data directory:
+ *   clipdex.db            SQLite (WAL): the source of truth (files,
+ *                         models, vectors, change log, moderation, meta)
+ *   index-<model>.faiss   FAISS index of one model's vectors: a derived
+ *                         cache recording the change-log position it
+ *                         reflects; replayed forward or rebuilt at open
+ *   writer.lock           held (flock) by the one writer
+ *
+ * One writer (the daemon) and any number of readers (the query tool) may
+ * use a store at the same time.  A reader always sees one consistent,
+ * committed state, including what the writer committed since its last
+ * FAISS save.  Vectors belong to a model (see cdx_store_use_model); vectors
+ * of different models never meet in one FAISS index or one search.
+ *
+ * A file row links a path to the vector of its content: files with
+ * identical bytes (same SHA-256) share one vector per model.  Vectors are
+ * stored as float16, L2-normalised, so inner product is cosine similarity.
+ *
+ * A cdx_store handle must not be used by two threads at once.
+ */
+typedef struct cdx_store cdx_store;
+
+/* Progress of long operations (rebuilding a FAISS index): what is a short
+ * phrase, done/total counts.  Called from the thread using the store. */
+typedef void (*cdx_store_progress_fn)(const char *what, int64_t done, int64_t total,
+                                      void *user);
+
+typedef struct cdx_store_opts {
+    int writer;                 /* non-zero: take the writer lock (create
+                                   the store if needed); else read-only */
+    const char *index_factory;  /* writer: FAISS index_factory string for
+                                   this model's index (NULL: "Flat"); the
+                                   store wraps it in IndexIDMap2 with the
+                                   inner-product metric.  Types that need
+                                   training (IVF, PQ) are built as Flat
+                                   until train_min vectors exist. */
+    const char *search_params;  /* FAISS ParameterSpace string applied to
+                                   the loaded index, e.g. "nprobe=16" or
+                                   "efSearch=128"; NULL: none */
+    int64_t save_every;         /* writer: save the FAISS file after this
+                                   many changes (<= 0: 5000) */
+    int64_t train_min;          /* vectors needed before training (<= 0:
+                                   max(10000, 40 * IVF lists)) */
+    cdx_store_progress_fn progress;  /* NULL: no progress reports */
+    void *progress_user;
+} cdx_store_opts;
+
+/* The default data directory: $CLIPDEX_DATA, else $XDG_DATA_HOME/clipdex,
+ * else $HOME/.local/share/clipdex.  Heap string, caller frees; NULL when
+ * none of these variables is set. */
+char *cdx_store_default_dir(void);
+
+/* Open the store in dir.  A writer creates dir and the database when
+ * missing, takes the writer lock (CDX_ERR_BUSY naming the holder's pid
+ * when another writer has it) and migrates an older schema forward.  A
+ * reader needs an existing store (CDX_ERR_IO saying how to create one).
+ * A store written by a newer clipdex is refused (CDX_ERR_UNSUPPORTED).
+ * opts may be NULL (reader, defaults).  *out is freed with
+ * cdx_store_close. */
+cdx_status cdx_store_open(const char *dir, const cdx_store_opts *opts, cdx_store **out);
+
+/* Writer: commit nothing pending (an open transaction is rolled back),
+ * save the FAISS file if it has unsaved changes, release the lock.
+ * Accepts NULL. */
+void cdx_store_close(cdx_store *s);
+
+/* The identity of a CLIP model as the store records it. */
+typedef struct cdx_store_model {
+    const char *key;   /* identity: hex SHA-256 of config + weights header
+                          (cdx_store_model_key); vectors are tied to it */
+    const char *name;  /* human name, e.g. "clip-vit-base-patch32" */
+    const char *dir;   /* where it was loaded from (informative) */
+    int dim;           /* embedding dimension E */
+} cdx_store_model;
+
+/* The model key: SHA-256 over config.json's bytes, the weights file's size
+ * and its first MiB (the safetensors header and the first tensors).
+ * out receives 64 hex digits + NUL. */
+cdx_status cdx_store_model_key(const char *config_path, const char *weights_path,
+                               char out[2 * CDX_HASH_SIZE + 1]);
+
+/* Select the vector space to work in and load its FAISS index (replaying
+ * the change log since the file was saved; rebuilding it from SQLite, with
+ * progress reports, when it is missing, stale or corrupt).  A writer
+ * registers a new model; a reader looks the model up by key and fails
+ * with CDX_ERR_STORE (naming the models the store has) when there is
+ * none.  *model_id (may be NULL) receives the model's id. */
+cdx_status cdx_store_use_model(cdx_store *s, const cdx_store_model *m, int64_t *model_id);
+
+/* The models the store knows, for messages and status. */
+typedef struct cdx_store_model_info {
+    int64_t id;
+    char *key, *name, *dir, *index_factory;
+    int dim;
+    int64_t n_vectors;
+    int current;       /* the model the writer used last */
+} cdx_store_model_info;
+cdx_status cdx_store_models(cdx_store *s, cdx_store_model_info **out, size_t *n);
+void cdx_store_models_free(cdx_store_model_info *v, size_t n);
+
+/* ---- files ---- */
+
+#define CDX_TIME_UNKNOWN INT64_MIN
+
+/* What the daemon knows about a file.  Unknown values: 0 for numbers,
+ * NULL for strings, CDX_TIME_UNKNOWN for taken_at, has_* = 0. */
+typedef struct cdx_file_meta {
+    const char *path;           /* bytes; need not be UTF-8 */
+    uint64_t dev, ino;
+    int64_t size;               /* bytes */
+    int64_t mtime_ns;           /* st_mtim in nanoseconds */
+    uint8_t hash[CDX_HASH_SIZE];/* SHA-256 of the content */
+    int has_hash;
+    int32_t width, height;      /* pixels, as stored (before orientation) */
+    int32_t orientation;        /* EXIF 1..8 */
+    int64_t taken_at;           /* EXIF DateTimeOriginal, unix seconds */
+    const char *camera_make, *camera_model;
+    double gps_lat, gps_lon;
+    int has_gps;
+    uint64_t phash;             /* 64-bit perceptual hash */
+    int has_phash;
+} cdx_file_meta;
+
+enum { CDX_FILE_OK = 0, CDX_FILE_ERROR = 1 };
+
+/* A file row as stored. */
+typedef struct cdx_file_info {
+    int64_t id;
+    cdx_file_meta meta;
+    const char *ext;            /* lower-case extension without the dot */
+    int state;                  /* CDX_FILE_OK / CDX_FILE_ERROR */
+    const char *error;          /* why indexing failed (state ERROR) */
+    int64_t indexed_at;         /* unix seconds of the last store write */
+    int64_t vector_id;          /* 0 when none (error state) */
+    int64_t model_id;           /* model of vector_id */
+} cdx_file_info;
+
+/* Strings of a cdx_file_info filled by cdx_store_get_file or inside
+ * search hits are heap copies freed by this; those passed to a
+ * foreach callback belong to the store and live only during the call. */
+void cdx_file_info_release(cdx_file_info *fi);
+
+/* Writer: group writes into one transaction (one per daemon batch).
+ * Without begin, each write commits by itself.  The in-memory FAISS index
+ * follows each commit. */
+cdx_status cdx_store_begin(cdx_store *s);
+cdx_status cdx_store_commit(cdx_store *s);
+void cdx_store_rollback(cdx_store *s);
+
+/* Writer: the id of the current model's vector for a content hash, or 0
+ * in *vector_id when the content has not been embedded with it: the
+ * daemon's test before spending an embedding on a file. */
+cdx_status cdx_store_find_vector(cdx_store *s, const uint8_t hash[CDX_HASH_SIZE],
+                                 int64_t *vector_id);
+
+/* Writer: record a successfully indexed file (insert or update by path).
+ * m->has_hash is required.  vec (E floats, any norm; normalised here) is
+ * needed only when the content has no vector for the current model yet;
+ * otherwise it may be NULL and is ignored.  A vector no file refers to
+ * any more is removed.  *file_id may be NULL. */
+cdx_status cdx_store_put_file(cdx_store *s, const cdx_file_meta *m, const float *vec,
+                              int64_t *file_id);
+
+/* Writer: record a file that failed to index, with the reason (one line).
+ * The daemon retries it only when its size/mtime/inode change. */
+cdx_status cdx_store_put_error(cdx_store *s, const cdx_file_meta *m, const char *error);
+
+/* Writer: forget the file at path (*n = 0 or 1), or every file under the
+ * directory dir (*n = count).  n may be NULL. */
+cdx_status cdx_store_remove_file(cdx_store *s, const char *path, int64_t *n);
+cdx_status cdx_store_remove_under(cdx_store *s, const char *dir, int64_t *n);
+
+/* Writer: a rename or move inside the indexed tree, of a file or of a
+ * directory (every path under from/ moves under to/); rows already at the
+ * target are replaced.  No re-embedding.  *n (may be NULL): rows moved. */
+cdx_status cdx_store_rename(cdx_store *s, const char *from, const char *to, int64_t *n);
+
+/* Writer: save the FAISS file now (atomically).  Done automatically every
+ * save_every changes and at close. */
+cdx_status cdx_store_save(cdx_store *s);
+
+/* Look a file up by path: *found = 0 when absent (out untouched). */
+cdx_status cdx_store_get_file(cdx_store *s, const char *path, cdx_file_info *out, int *found);
+
+/* Search filters, evaluated together with the vector search (not by
+ * dropping results after the top k).  A zeroed struct filters nothing
+ * (and selects files in state OK); NULL is the same for search and "every
+ * file, any state" for foreach. */
+#define CDX_FILE_ANY (-1)
+typedef struct cdx_store_filter {
+    int64_t after, before;      /* taken_at (else mtime) in [after, before),
+                                   unix seconds; 0 = open end */
+    const char *under;          /* only paths under this directory */
+    const char *camera;         /* substring of "make model", ASCII case-
+                                   insensitive */
+    const char *const *exts;    /* extensions without dot, any case */
+    size_t n_exts;
+    const uint8_t *hash;        /* only files with this content hash */
+    int state;                  /* foreach: CDX_FILE_OK (0), CDX_FILE_ERROR
+                                   or CDX_FILE_ANY; search: ignored (OK) */
+} cdx_store_filter;
+
+/* Call fn for every file matching f (NULL: all files), in path order, or
+ * in hash order with CDX_FOREACH_BY_HASH.  CDX_FOREACH_STALE: only files
+ * in state OK whose vector is not of the current model (to re-embed after
+ * a model change).  fn returns non-zero to stop early.  All rows come from
+ * one consistent snapshot.  fn must not call the store. */
+#define CDX_FOREACH_BY_HASH 1u
+#define CDX_FOREACH_STALE 2u
+typedef int (*cdx_store_file_fn)(const cdx_file_info *fi, void *user);
+cdx_status cdx_store_foreach_file(cdx_store *s, const cdx_store_filter *f, unsigned flags,
+                                  cdx_store_file_fn fn, void *user);
+
+/* ---- search ---- */
+
+typedef struct cdx_store_hit {
+    float score;                /* cosine similarity */
+    cdx_file_info file;
+} cdx_store_hit;
+
+/* The k files nearest to query (E floats, normalised here) in the current
+ * model's space, best first, among files matching f (NULL: all), with
+ * score >= min_score (use -2 for none).  Files sharing content share a
+ * score and are each listed.  *hits is freed with cdx_store_hits_free. */
+cdx_status cdx_store_search(cdx_store *s, const float *query, size_t k,
+                            const cdx_store_filter *f, float min_score,
+                            cdx_store_hit **hits, size_t *n_hits);
+void cdx_store_hits_free(cdx_store_hit *hits, size_t n);
+
+/* Vector-level range search: every vector of the current model with
+ * cosine >= min_score to query, best first, at most max_results (0: no
+ * limit).  ids/scores are heap arrays freed with free(). */
+cdx_status cdx_store_range_search(cdx_store *s, const float *query, float min_score,
+                                  size_t max_results, int64_t **ids, float **scores,
+                                  size_t *n);
+
+/* A stored vector (E floats, normalised, float16-rounded). */
+cdx_status cdx_store_get_vector(cdx_store *s, int64_t vector_id, float *out);
+
+/* ---- moderation results, meta, stats ---- */
+
+/* Store the score of one label of a label set for a vector (replacing an
+ * older one).  Allowed on reader handles too: it does not touch vectors
+ * or FAISS, and waits for the writer's transaction if one is open. */
+cdx_status cdx_store_moderation_put(cdx_store *s, int64_t vector_id, const char *labelset,
+                                    const char *label, float score, int flagged);
+
+/* Call fn for every stored result of labelset (vector order).  fn returns
+ * non-zero to stop. */
+typedef int (*cdx_store_moderation_fn)(int64_t vector_id, const char *label, float score,
+                                       int flagged, void *user);
+cdx_status cdx_store_moderation_foreach(cdx_store *s, const char *labelset,
+                                        cdx_store_moderation_fn fn, void *user);
+
+/* Free-form status values (daemon state, last error, images/s ...), kept
+ * in the database so `clipdex status` works without the daemon.  Allowed
+ * on reader handles.  get: *value is a heap string (caller frees) or NULL
+ * when the key is absent. */
+cdx_status cdx_store_meta_set(cdx_store *s, const char *key, const char *value);
+cdx_status cdx_store_meta_get(cdx_store *s, const char *key, char **value);
+
+typedef struct cdx_store_stats {
+    int64_t n_files, n_ok, n_error;
+    int64_t n_vectors;          /* all models */
+    int64_t n_models;
+    int64_t model_vectors;      /* vectors of the current model */
+    int64_t faiss_ntotal;       /* in the loaded index (incl. tombstones) */
+    int64_t log_head;           /* change-log position of the current model */
+    int64_t faiss_saved_pos;    /* position of the FAISS file on disk */
+    int64_t db_bytes, faiss_bytes;
+    int schema_version;
+    char index_factory[128];    /* configured for the current model */
+    char index_built[128];      /* what the loaded index is built as */
+} cdx_store_stats;
+cdx_status cdx_store_stats_get(cdx_store *s, cdx_store_stats *out);
+
+/* ---- consistency ---- */
+
+/* Verify the store: SQLite integrity and foreign keys, every OK file
+ * points to an existing vector of its content, no vector without a file,
+ * vector blobs well-formed, and every model's FAISS index (file replayed
+ * to the present) holds exactly the live vector ids with the stored
+ * values.  Each problem is reported through fn (one line) and counted in
+ * *problems.  With repair (writer only) orphans are removed and FAISS
+ * indexes are rebuilt and saved, then everything is verified again;
+ * *problems then counts what remains. */
+typedef void (*cdx_store_report_fn)(const char *line, void *user);
+cdx_status cdx_store_check(cdx_store *s, int repair, cdx_store_report_fn fn, void *user,
+                           int64_t *problems);
 
 #ifdef __cplusplus
 }

@@ -104,7 +104,9 @@ void cdx_threads_set(int n)
         n = c > 0 ? (int)c : 1;
     }
     n_threads = n;
-    openblas_set_num_threads(n);
+    /* OpenBLAS stays on the calling thread; core/linear.c splits products
+     * across our own pool (see there for why). */
+    openblas_set_num_threads(1);
 }
 
 int cdx_threads_get(void) { return cdx_threads_internal(); }

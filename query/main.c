@@ -1,2 +1,103 @@
+/*
+ * main.c - clipdex, the query tool: dispatch over the subcommand table.
+ *
+ * The dispatcher looks a subcommand up, runs its handler, then flushes
+ * stdout and checks for write errors so that "clipdex ... > /full/disk"
+ * fails loudly instead of exiting 0 with a truncated result.
+ */
+#include <errno.h>
 #include <stdio.h>
-int main(void){return 0;}
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+
+const cdx_cmd cdx_commands[] = {
+    {"embed", cmd_embed,
+     "clipdex embed [--model DIR] [--preprocess exact|fast] [--format json|tsv] [--raw] "
+     "[--text STR]... [--image PATH]...",
+     "print CLIP embeddings of texts and images"},
+    {"tokenize", cmd_tokenize, "clipdex tokenize [--model DIR] TEXT...",
+     "print CLIP BPE token ids"},
+    {"model", cmd_model, "clipdex model [--model DIR]",
+     "summarise a CLIP model directory"},
+    {"check", cmd_check, "clipdex check [--data DIR] [--repair]",
+     "verify (and repair) the index store"},
+    {"help", cmd_help, "clipdex help [COMMAND]", "show help for a command"},
+    {NULL, NULL, NULL, NULL},
+};
+
+const cdx_cmd *cmd_find(const char *name)
+{
+    for (const cdx_cmd *c = cdx_commands; c->name; c++)
+        if (strcmp(c->name, name) == 0) return c;
+    return NULL;
+}
+
+static void main_usage(FILE *f)
+{
+    fprintf(f, "usage: clipdex COMMAND [ARGS]\n\ncommands:\n");
+    for (const cdx_cmd *c = cdx_commands; c->name; c++)
+        fprintf(f, "  %-10s %s\n", c->name, c->summary);
+    fprintf(f, "\n'clipdex help COMMAND' or 'clipdex COMMAND -h' shows a command's usage.\n");
+}
+
+int cmd_help(int argc, char **argv)
+{
+    if (argc < 2) {
+        main_usage(stdout);
+        return EXIT_FOUND;
+    }
+    const cdx_cmd *c = cmd_find(argv[1]);
+    if (!c) return usage_error(cmd_find("help"), "unknown command '%s'", argv[1]);
+    cmd_usage(c, stdout);
+    return EXIT_FOUND;
+}
+
+static void log_sink(int level, const char *msg, void *user)
+{
+    (void)user;
+    fprintf(stderr, "clipdex: %s%s\n", level >= CDX_LOG_ERROR ? "error: " :
+            level == CDX_LOG_WARN ? "warning: " : "", msg);
+}
+
+int main(int argc, char **argv)
+{
+    const cdx_cmd *c;
+    int ret;
+
+    if (argc < 2) {
+        main_usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (is_help(argv[1])) {
+        main_usage(stdout);
+        return EXIT_FOUND;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("clipdex %s\n", CDX_VERSION);
+        return EXIT_FOUND;
+    }
+    c = cmd_find(argv[1]);
+    if (!c) {
+        fprintf(stderr, "clipdex: '%s' is not a clipdex command\n", argv[1]);
+        main_usage(stderr);
+        return EXIT_USAGE;
+    }
+    cdx_log_set(log_sink, NULL, getenv("CLIPDEX_DEBUG") ? CDX_LOG_DEBUG : CDX_LOG_WARN);
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) break;
+        if (is_help(argv[i])) {
+            cmd_usage(c, stdout);
+            return EXIT_FOUND;
+        }
+    }
+    ret = c->run(argc - 1, argv + 1);
+
+    /* Output errors (EPIPE, ENOSPC) must not pass silently. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        if (errno != EPIPE) fprintf(stderr, "clipdex: write error on stdout: %s\n", strerror(errno));
+        return ret ? ret : EXIT_ERROR;
+    }
+    return ret;
+}

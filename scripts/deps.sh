@@ -29,3 +29,71 @@ if [ -n "$missing" ]; then
 else
     echo "deps: all Debian packages present"
 fi
+
+
+# ---- FAISS C API ----------------------------------------------------------
+# Debian's libfaiss-dev ships the C API headers and libfaiss.a but not the
+# compiled C API (c_api/*.cpp).  Build it from Debian's own faiss source
+# package, of exactly the installed version, into build/faiss/libfaiss_c.a
+# (the Makefile links it with libfaiss.a, OpenBLAS, libgomp and libstdc++).
+# The source comes through a private apt tree under build/apt, so the
+# system's sources.list, package lists and caches are never touched.
+# Idempotent: build/faiss/VERSION records the version built.  Nothing of
+# FAISS is committed.
+FAISS_OUT="build/faiss"
+FAISS_VER=$(dpkg-query -W -f='${source:Version}' libfaiss-dev)   # e.g. 1.7.3-2
+FAISS_UP=${FAISS_VER%-*}                                           # e.g. 1.7.3
+FAISS_STAMP="$FAISS_VER recipe-2"    # bump the recipe number when the build below changes
+if [ -f "$FAISS_OUT/libfaiss_c.a" ] && [ "$(cat "$FAISS_OUT/VERSION" 2>/dev/null)" = "$FAISS_STAMP" ]; then
+    echo "deps: FAISS C API $FAISS_VER already built in $FAISS_OUT"
+else
+    echo "deps: building the FAISS C API $FAISS_VER into $FAISS_OUT"
+    APT_DIR="$(pwd)/build/apt"
+    mkdir -p "$APT_DIR/sources.list.d" "$APT_DIR/lists/partial" \
+        "$APT_DIR/cache/archives/partial" "$APT_DIR/src"
+    # The same mirror as the machine's own configuration (it may be a
+    # snapshot or a local mirror), else the public one.
+    MIRROR=$(sed -n 's|^URIs:[[:space:]]*\([^[:space:]]*/debian\)/*[[:space:]]*$|\1|p' \
+        /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n 1)
+    [ -n "$MIRROR" ] || MIRROR=$(sed -n 's|^deb[[:space:]].*[[:space:]]\(https\{0,1\}://[^[:space:]]*/debian\)/*[[:space:]].*|\1|p' \
+        /etc/apt/sources.list 2>/dev/null | head -n 1)
+    [ -n "$MIRROR" ] || MIRROR=http://deb.debian.org/debian
+    echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR bookworm main" \
+        > "$APT_DIR/sources.list"
+    APT_OPTS="-o Dir::Etc::sourcelist=$APT_DIR/sources.list
+      -o Dir::Etc::sourceparts=$APT_DIR/sources.list.d
+      -o Dir::State::Lists=$APT_DIR/lists
+      -o Dir::Cache=$APT_DIR/cache
+      -o APT::Sandbox::User=root"
+    # APT_OPTS is split into words on purpose (no spaces in our paths).
+    apt-get -qq $APT_OPTS update
+    SRC="$APT_DIR/src/faiss-$FAISS_UP"
+    rm -rf "$SRC"
+    # faiss=VERSION pins the exact source version of the installed package.
+    (cd "$APT_DIR/src" && apt-get -qq $APT_OPTS source --download-only "faiss=$FAISS_VER" &&
+        dpkg-source --no-check -x "faiss_$FAISS_VER.dsc" "faiss-$FAISS_UP" >/dev/null)
+    # We compile against the installed headers, which belong to the
+    # libfaiss.a we link; the source's headers must be the same files.
+    for h in "$SRC"/c_api/*.h "$SRC"/c_api/impl/*.h "$SRC"/c_api/utils/*.h \
+             "$SRC"/faiss/*.h "$SRC"/faiss/impl/*.h; do
+        rel=${h#"$SRC"/}
+        case $rel in c_api/*) inst=/usr/include/faiss/$rel ;; *) inst=/usr/include/$rel ;; esac
+        cmp -s "$h" "$inst" || {
+            echo "deps: $rel differs from $inst: faiss source $FAISS_VER does not match libfaiss-dev" >&2
+            exit 1
+        }
+    done
+    rm -rf "$FAISS_OUT/obj"
+    mkdir -p "$FAISS_OUT/obj"
+    # Two compiles at a time (the build machines have two cores).  -DNDEBUG
+    # as in upstream's release builds: without it every C API call that
+    # fails also prints the exception on stderr, and libclipdex never prints.
+    ls "$SRC"/c_api/*.cpp "$SRC"/c_api/impl/*.cpp "$SRC"/c_api/utils/*.cpp |
+        xargs -P 2 -I{} sh -c 'f="$1"; d=$(basename "$(dirname "$f")"); \
+            exec g++ -std=c++17 -O2 -DNDEBUG -fPIC -fopenmp -w -c "$f" -o "$2/${d}_$(basename "$f" .cpp).o"' \
+            sh {} "$FAISS_OUT/obj"
+    rm -f "$FAISS_OUT/libfaiss_c.a"
+    ar rcs "$FAISS_OUT/libfaiss_c.a" "$FAISS_OUT"/obj/*.o
+    echo "$FAISS_STAMP" > "$FAISS_OUT/VERSION"
+    echo "deps: FAISS C API built: $FAISS_OUT/libfaiss_c.a"
+fi

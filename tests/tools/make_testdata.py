@@ -1,5 +1,95 @@
-#!/usr/bin/env python3
-"""make_testdata.py - placeholder; filled in by the model generator work."""
-import argparse, os
-ap = argparse.ArgumentParser(); ap.add_argument("--out", required=True); a = ap.parse_args()
-os.makedirs(a.out, exist_ok=True)
+#!/usr/bin/python3
+"""make_testdata.py - generate the models and images the tests use, once.
+
+OUT/models/NAME   random-weight HF CLIP directories (tests/tools/gen_model.py)
+OUT/images/*      test images written with Pillow: JPEG 4:2:0 / 4:4:4 /
+                  progressive, PNG gray / palette / RGBA / 16-bit, odd sizes
+
+Everything is deterministic; a stamp file holding the generator sources'
+hash makes reruns free until the generators change.
+"""
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+MODELS = {
+    "tiny": [],
+    "tiny-gelu": ["--act", "gelu", "--seed", "2"],
+    "tiny-f16": ["--dtype", "F16", "--seed", "3"],
+    "tiny-bf16": ["--dtype", "BF16", "--seed", "4"],
+    "tiny-sharded": ["--format", "sharded", "--seed", "5"],
+    "tiny-bin": ["--format", "bin", "--seed", "6"],
+    "tiny-bin-f16": ["--format", "bin", "--dtype", "F16", "--seed", "7"],
+    "vitb32": ["--preset", "vitb32", "--seed", "8"],
+}
+
+
+def smooth_image(w, h, seed):
+    """A photo-like image: smooth gradients plus some texture and edges, so
+    resampling and chroma subsampling matter."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.zeros((h, w, 3), np.float32)
+    for c in range(3):
+        fx, fy, ph = rng.uniform(0.5, 6, 2).tolist() + [rng.uniform(0, 6)]
+        img[..., c] = 128 + 90 * np.sin(x / max(w, 1) * fx * 6.28 + ph) * np.cos(y / max(h, 1) * fy * 6.28)
+    img += rng.normal(0, 12, img.shape)
+    img[h // 3: h // 2, w // 4: w // 2] = rng.uniform(0, 255, 3)  # a sharp-edged block
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_images(out):
+    from PIL import Image
+    os.makedirs(out, exist_ok=True)
+    a = smooth_image(640, 480, 1)
+    Image.fromarray(a).save(os.path.join(out, "photo420.jpg"), quality=90, subsampling=2)
+    Image.fromarray(a).save(os.path.join(out, "photo444.jpg"), quality=95, subsampling=0)
+    Image.fromarray(smooth_image(500, 375, 2)).save(os.path.join(out, "progressive.jpg"),
+                                                    quality=85, progressive=True)
+    Image.fromarray(smooth_image(301, 201, 3)).save(os.path.join(out, "odd301x201.png"))
+    Image.fromarray(smooth_image(225, 224, 4)).save(os.path.join(out, "odd225x224.png"))
+    Image.fromarray(smooth_image(1000, 333, 5)).save(os.path.join(out, "wide1000x333.jpg"), quality=92)
+    Image.fromarray(smooth_image(3, 3, 6)).save(os.path.join(out, "tiny3x3.png"))
+    Image.fromarray(smooth_image(200, 260, 7)).convert("L").save(os.path.join(out, "gray.png"))
+    Image.fromarray(smooth_image(260, 200, 8)).convert("P", palette=Image.ADAPTIVE, colors=64).save(
+        os.path.join(out, "palette.png"))
+    rgba = np.dstack([smooth_image(240, 240, 9), smooth_image(240, 240, 10)[..., 0]])
+    Image.fromarray(rgba, "RGBA").save(os.path.join(out, "rgba.png"))
+    Image.fromarray(smooth_image(300, 300, 11)).convert("L").save(os.path.join(out, "gray.jpg"), quality=90)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--only", help="comma-separated model names")
+    a = ap.parse_args()
+    h = hashlib.sha256()
+    for f in ("gen_model.py", "make_testdata.py"):
+        with open(os.path.join(HERE, f), "rb") as fh:
+            h.update(fh.read())
+    stamp_val = h.hexdigest()
+    names = a.only.split(",") if a.only else list(MODELS)
+    for name in names:
+        d = os.path.join(a.out, "models", name)
+        stamp = os.path.join(d, ".stamp")
+        if os.path.exists(stamp) and open(stamp).read() == stamp_val:
+            continue
+        print("testdata: generating model %s" % name, file=sys.stderr)
+        subprocess.check_call([sys.executable, os.path.join(HERE, "gen_model.py"), d] + MODELS[name])
+        with open(stamp, "w") as f:
+            f.write(stamp_val)
+    istamp = os.path.join(a.out, "images", ".stamp")
+    if not (os.path.exists(istamp) and open(istamp).read() == stamp_val):
+        make_images(os.path.join(a.out, "images"))
+        with open(istamp, "w") as f:
+            f.write(stamp_val)
+
+
+if __name__ == "__main__":
+    main()

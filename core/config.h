@@ -1,0 +1,24 @@
+/*
+ * config.h - config.json (CLIPConfig) parsing (internal).
+ *
+ * Missing keys take transformers' CLIPTextConfig / CLIPVisionConfig
+ * defaults, as transformers does: older Hub configs list only the values
+ * that differ from the defaults.
+ */
+#ifndef CDX_CONFIG_H
+#define CDX_CONFIG_H
+
+#include "clipdex.h"
+
+typedef enum cdx_act { CDX_ACT_QUICK_GELU, CDX_ACT_GELU } cdx_act;
+
+typedef struct cdx_clip_config {
+    int projection_dim;
+    cdx_tower_info text, vision; /* act strings are static */
+    cdx_act text_act, vision_act;
+} cdx_clip_config;
+
+/* Parse path (a config.json).  Errors name the file and the key. */
+cdx_status cdx_config_load(const char *path, cdx_clip_config *out);
+
+#endif

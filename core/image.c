@@ -1,0 +1,537 @@
+/*
+ * image.c - decode JPEG and PNG files to 8-bit RGB, pixel for pixel as
+ * Pillow's Image.open(path).convert("RGB") does.
+ *
+ * Why Pillow: the reference CLIP preprocessing (transformers) opens images
+ * with Pillow, so any difference in decoding shows up in the embeddings.
+ * JPEG is decoded by the same libjpeg(-turbo) Pillow links, with the same
+ * (default) settings: islow IDCT, fancy upsampling, libjpeg's colour
+ * conversion.  PNG is decoded by libpng here but by Pillow's own decoder
+ * there, so the conversions Pillow applies are re-done by hand below
+ * (palette lookup with Pillow's grey-ramp default entries, grey scaling,
+ * alpha dropped, no gamma).
+ *
+ * The format comes from the magic bytes, never from the file name.  Each
+ * format is one entry of the formats[] table with a decoder function, so a
+ * new format is a new table row plus its decoder.
+ *
+ * Hostile input: dimensions are checked against a pixel limit before any
+ * pixel memory is allocated, every size product is overflow-checked, the
+ * libraries' error paths longjmp back here (they never print or exit), and
+ * truncated data is an error rather than a silently grey-padded image.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdio.h> /* before jpeglib.h, which uses FILE */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jpeglib.h>
+#include <jerror.h>
+#include <png.h>
+
+#include "image_impl.h"
+
+/* ------------------------------------------------------------------ */
+/* Shared helpers                                                      */
+/* ------------------------------------------------------------------ */
+
+cdx_status cdx_image_alloc_rgb(const char *path, const cdx_decode_opts *opts,
+                               uint32_t w, uint32_t h, uint8_t **rgb)
+{
+    size_t npix, nbytes;
+
+    if (w == 0 || h == 0)
+        return cdx_fail(CDX_ERR_FORMAT, "%s: image has zero size (%ux%u)", path, w, h);
+    if (!cdx_mul_ok(w, h, &npix) || npix > opts->max_pixels)
+        return cdx_fail(CDX_ERR_LIMIT, "%s: image is %ux%u (%.1f megapixels), over the "
+                        "%.1f megapixel limit", path, w, h, (double)w * h / 1e6,
+                        (double)opts->max_pixels / 1e6);
+    if (!cdx_mul_ok(npix, 3, &nbytes) || !(*rgb = malloc(nbytes)))
+        return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory for a %ux%u image", path, w, h);
+    return CDX_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* JPEG (libjpeg API)                                                  */
+/* ------------------------------------------------------------------ */
+
+/* libjpeg reports errors through error_exit, which must not return; ours
+ * records the message and longjmps back to jpeg_run(). */
+typedef struct jpeg_err {
+    struct jpeg_error_mgr pub; /* first: libjpeg casts cinfo->err to this */
+    jmp_buf jb;
+    const char *path;
+    cdx_status st;
+    int warned;
+} jpeg_err;
+
+/* Everything jpeg_run() touches lives here, not in its locals, so nothing
+ * it needs after a longjmp is an indeterminate non-volatile local. */
+typedef struct jpeg_job {
+    struct jpeg_decompress_struct cinfo;
+    jpeg_err err;
+    int created;
+    FILE *f;
+    const cdx_decode_opts *opts;
+    uint8_t *rgb;    /* result, w*h*3 */
+    uint8_t *row4;   /* CMYK scanline, w*4 */
+    uint32_t w, h;
+    int cmyk;        /* 4-component file, decoded as CMYK */
+} jpeg_job;
+
+static void jpeg_on_error(j_common_ptr cinfo)
+{
+    jpeg_err *e = (jpeg_err *)cinfo->err;
+    char msg[JMSG_LENGTH_MAX];
+    int code = e->pub.msg_code;
+
+    switch (code) {
+    case JERR_BAD_PRECISION:
+        e->st = cdx_fail(CDX_ERR_UNSUPPORTED, "%s: unsupported: %d-bit JPEG", e->path,
+                         e->pub.msg_parm.i[0]);
+        break;
+    case JERR_SOF_UNSUPPORTED: {
+        int m = e->pub.msg_parm.i[0];
+        /* SOF3/7/11/15 are the lossless processes (DNG previews, medical). */
+        if (m == 0xc3 || m == 0xc7 || m == 0xcb || m == 0xcf)
+            e->st = cdx_fail(CDX_ERR_UNSUPPORTED, "%s: unsupported: lossless JPEG", e->path);
+        else
+            e->st = cdx_fail(CDX_ERR_UNSUPPORTED, "%s: unsupported: JPEG process "
+                             "(SOF marker 0x%02x)", e->path, m);
+        break;
+    }
+    case JERR_NOT_COMPILED:
+    case JERR_ARITH_NOTIMPL:
+    case JERR_CONVERSION_NOTIMPL:
+        (*e->pub.format_message)(cinfo, msg);
+        e->st = cdx_fail(CDX_ERR_UNSUPPORTED, "%s: unsupported: %s", e->path, msg);
+        break;
+    case JERR_IMAGE_TOO_BIG:
+        (*e->pub.format_message)(cinfo, msg);
+        e->st = cdx_fail(CDX_ERR_LIMIT, "%s: %s", e->path, msg);
+        break;
+    case JERR_OUT_OF_MEMORY:
+        e->st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory decoding JPEG", e->path);
+        break;
+    case JERR_FILE_READ:
+        e->st = cdx_fail(CDX_ERR_IO, "%s: read error", e->path);
+        break;
+    case JERR_INPUT_EMPTY:
+        e->st = cdx_fail(CDX_ERR_FORMAT, "%s: truncated JPEG data", e->path);
+        break;
+    default:
+        (*e->pub.format_message)(cinfo, msg);
+        e->st = cdx_fail(CDX_ERR_FORMAT, "%s: JPEG error: %s", e->path, msg);
+        break;
+    }
+    longjmp(e->jb, 1);
+}
+
+/* Warnings (level -1) and trace messages (level >= 0).  Running out of
+ * data is only a warning to libjpeg, which then pads with grey; Pillow
+ * refuses such files ("image file is truncated") and so do we.  Other
+ * warnings (corrupt entropy data, bad restart markers) are what Pillow
+ * silently decodes through, so we do too and log the first one. */
+static void jpeg_on_message(j_common_ptr cinfo, int level)
+{
+    jpeg_err *e = (jpeg_err *)cinfo->err;
+    char msg[JMSG_LENGTH_MAX];
+
+    if (level >= 0) return;
+    if (e->pub.msg_code == JWRN_JPEG_EOF) {
+        e->st = cdx_fail(CDX_ERR_FORMAT, "%s: truncated JPEG data", e->path);
+        longjmp(e->jb, 1);
+    }
+    e->pub.num_warnings++;
+    if (!e->warned) {
+        e->warned = 1;
+        (*e->pub.format_message)(cinfo, msg);
+        CDX_WARN("%s: JPEG warning: %s", e->path, msg);
+    }
+}
+
+static void jpeg_silent(j_common_ptr cinfo) { (void)cinfo; }
+
+/* Pillow opens every 4-component JPEG as "CMYK;I" (Adobe's inverted
+ * polarity), un-inverts, then converts with
+ *     rgb = (255-k) - (c*(255-k))/255     (rounded divide by 255).
+ * With libjpeg's raw inverted samples C' = 255-c and K' = 255-k this is
+ * K' - div255((255-C') * K'). */
+static void cmyk_row_to_rgb(const uint8_t *in, uint8_t *out, uint32_t w)
+{
+    for (uint32_t x = 0; x < w; x++, in += 4, out += 3) {
+        unsigned nk = in[3];
+        for (int c = 0; c < 3; c++) {
+            unsigned t = (255u - in[c]) * nk + 128u;
+            out[c] = (uint8_t)(nk - (((t >> 8) + t) >> 8));
+        }
+    }
+}
+
+static cdx_status jpeg_run(jpeg_job *j)
+{
+    struct jpeg_decompress_struct *ci = &j->cinfo;
+    cdx_status st;
+
+    if (setjmp(j->err.jb)) return j->err.st;
+
+    jpeg_create_decompress(ci);
+    j->created = 1;
+    jpeg_stdio_src(ci, j->f);
+    jpeg_read_header(ci, TRUE);
+
+    /* Only the output colour space is chosen, as Pillow does; all other
+     * decompression parameters keep libjpeg's defaults (JDCT_ISLOW, fancy
+     * upsampling, no scaling) so the pixels are Pillow's. */
+    switch (ci->num_components) {
+    case 1: /* grey: libjpeg replicates it to RGB, like convert("RGB") */
+    case 3: /* YCbCr or RGB, as libjpeg detects from JFIF/Adobe/ids */
+        ci->out_color_space = JCS_RGB;
+        break;
+    case 4: /* CMYK or YCCK (libjpeg turns YCCK into CMYK) */
+        ci->out_color_space = JCS_CMYK;
+        j->cmyk = 1;
+        break;
+    default:
+        return cdx_fail(CDX_ERR_UNSUPPORTED, "%s: unsupported: %d-component JPEG",
+                        j->err.path, ci->num_components);
+    }
+
+    /* Check the size before jpeg_start_decompress, which allocates whole-
+     * image coefficient buffers for progressive files. */
+    j->w = ci->image_width;
+    j->h = ci->image_height;
+    if ((st = cdx_image_alloc_rgb(j->err.path, j->opts, j->w, j->h, &j->rgb))) return st;
+    if (j->cmyk && !(j->row4 = malloc((size_t)j->w * 4)))
+        return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", j->err.path);
+
+    jpeg_start_decompress(ci);
+    if (ci->output_width != j->w || ci->output_height != j->h ||
+        ci->output_components != (j->cmyk ? 4 : 3))
+        return CDX_BUG("libjpeg output geometry differs from the header");
+
+    while (ci->output_scanline < ci->output_height) {
+        uint8_t *dst = j->rgb + (size_t)ci->output_scanline * j->w * 3;
+        JSAMPROW row = j->cmyk ? j->row4 : dst;
+        if (jpeg_read_scanlines(ci, &row, 1) != 1)
+            return CDX_BUG("jpeg_read_scanlines returned no row");
+        if (j->cmyk) cmyk_row_to_rgb(j->row4, dst, j->w);
+    }
+    /* Reads up to EOI, so a file cut after the last scan is caught too. */
+    jpeg_finish_decompress(ci);
+    return CDX_OK;
+}
+
+static cdx_status decode_jpeg(FILE *f, const char *path, const cdx_decode_opts *opts,
+                              cdx_image *out)
+{
+    jpeg_job *j = calloc(1, sizeof *j);
+    cdx_status st;
+
+    if (!j) return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", path);
+    j->f = f;
+    j->opts = opts;
+    j->err.path = path;
+    j->cinfo.err = jpeg_std_error(&j->err.pub);
+    j->err.pub.error_exit = jpeg_on_error;
+    j->err.pub.emit_message = jpeg_on_message;
+    j->err.pub.output_message = jpeg_silent;
+
+    st = jpeg_run(j);
+    if (j->created) jpeg_destroy_decompress(&j->cinfo);
+    if (st == CDX_OK) {
+        out->width = j->w;
+        out->height = j->h;
+        out->rgb = j->rgb;
+        j->rgb = NULL;
+    }
+    free(j->rgb);
+    free(j->row4);
+    free(j);
+    return st;
+}
+
+/* ------------------------------------------------------------------ */
+/* PNG (libpng)                                                        */
+/* ------------------------------------------------------------------ */
+
+typedef struct png_job {
+    png_structp png;
+    png_infop info;
+    FILE *f;
+    const char *path;
+    const cdx_decode_opts *opts;
+    cdx_status st;
+    int read_failed;  /* 1 = end of file, 2 = I/O error (errno in read_errno) */
+    int read_errno;
+    int warned;
+    uint8_t *rgb;
+    png_bytep *rows;
+    uint32_t w, h;
+} png_job;
+
+static void png_on_error(png_structp png, png_const_charp msg)
+{
+    png_job *j = png_get_error_ptr(png);
+    const char *crc = strstr(msg, ": CRC error");
+
+    if (j->read_failed == 1)
+        j->st = cdx_fail(CDX_ERR_FORMAT, "%s: truncated PNG data", j->path);
+    else if (j->read_failed == 2)
+        j->st = cdx_fail(CDX_ERR_IO, "%s: read error: %s", j->path, strerror(j->read_errno));
+    else if (crc) /* libpng says "IDAT: CRC error" */
+        j->st = cdx_fail(CDX_ERR_FORMAT, "%s: PNG CRC error in %.*s", j->path,
+                         (int)(crc - msg), msg);
+    else if (strstr(msg, "out of memory") || strstr(msg, "Out of memory"))
+        j->st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory decoding PNG", j->path);
+    else
+        j->st = cdx_fail(CDX_ERR_FORMAT, "%s: PNG error: %s", j->path, msg);
+    png_longjmp(png, 1);
+}
+
+/* libpng's warnings (and its "benign errors", which it downgrades to
+ * warnings when reading) cover things Pillow also accepts: bad iCCP
+ * profiles, palette indexes past the palette, trailing IDAT data. */
+static void png_on_warning(png_structp png, png_const_charp msg)
+{
+    png_job *j = png_get_error_ptr(png);
+    if (!j->warned) {
+        j->warned = 1;
+        CDX_WARN("%s: PNG warning: %s", j->path, msg);
+    }
+}
+
+static void png_on_read(png_structp png, png_bytep data, size_t len)
+{
+    png_job *j = png_get_io_ptr(png);
+    if (fread(data, 1, len, j->f) != len) {
+        j->read_failed = ferror(j->f) ? 2 : 1;
+        j->read_errno = errno;
+        png_error(png, "read failed");
+    }
+}
+
+/* Turn one decoded row (after libpng's transforms: 1 byte per pixel for
+ * grey and palette, 3 for colour) into RGB, in place.  The row buffer is
+ * w*3 bytes; 1-byte pixels are expanded from the right so no input byte
+ * is overwritten before it is read. */
+static void png_expand_row(uint8_t *row, uint32_t w, int color_type, int bit_depth,
+                           const uint8_t pal[256][3])
+{
+    if (color_type == PNG_COLOR_TYPE_PALETTE) {
+        for (uint32_t x = w; x-- > 0;) {
+            const uint8_t *p = pal[row[x]];
+            row[3 * x + 2] = p[2];
+            row[3 * x + 1] = p[1];
+            row[3 * x + 0] = p[0];
+        }
+    } else if (!(color_type & PNG_COLOR_MASK_COLOR)) {
+        /* 1/2/4-bit grey arrive unscaled (png_set_packing); Pillow scales
+         * them to 0..255 by bit replication: x255, x85, x17. */
+        unsigned mul = bit_depth == 1 ? 255 : bit_depth == 2 ? 85 : bit_depth == 4 ? 17 : 1;
+        for (uint32_t x = w; x-- > 0;) {
+            uint8_t v = (uint8_t)(row[x] * mul);
+            row[3 * x + 2] = v;
+            row[3 * x + 1] = v;
+            row[3 * x + 0] = v;
+        }
+    }
+}
+
+static cdx_status png_run(png_job *j)
+{
+    png_uint_32 w, h;
+    int bit_depth, color_type, interlace;
+    uint8_t pal[256][3];
+
+    if (setjmp(png_jmpbuf(j->png))) return j->st;
+
+    png_set_read_fn(j->png, j, png_on_read);
+    /* Pillow rejects a bad CRC on any chunk; libpng by default only on
+     * critical ones (ancillary ones are warned about and dropped). */
+    png_set_crc_action(j->png, PNG_CRC_ERROR_QUIT, PNG_CRC_ERROR_QUIT);
+    png_read_info(j->png, j->info);
+    png_get_IHDR(j->png, j->info, &w, &h, &bit_depth, &color_type, &interlace, NULL, NULL);
+    if (w > UINT32_MAX || h > UINT32_MAX) /* libpng caps at 2^31-1 already */
+        return cdx_fail(CDX_ERR_LIMIT, "%s: PNG dimensions too large", j->path);
+    j->w = (uint32_t)w;
+    j->h = (uint32_t)h;
+
+    /* Palette: Pillow's palette starts as a grey ramp (entry i = (i,i,i))
+     * and PLTE overwrites the first entries, so an index past the end of
+     * PLTE shows as grey i, not black as libpng's own expansion gives.
+     * That is why palettes are expanded here and not by libpng. */
+    for (int i = 0; i < 256; i++) pal[i][0] = pal[i][1] = pal[i][2] = (uint8_t)i;
+    if (color_type == PNG_COLOR_TYPE_PALETTE) {
+        png_colorp plte = NULL;
+        int n = 0;
+        if (png_get_PLTE(j->png, j->info, &plte, &n) & PNG_INFO_PLTE)
+            for (int i = 0; i < n && i < 256; i++) {
+                pal[i][0] = plte[i].red;
+                pal[i][1] = plte[i].green;
+                pal[i][2] = plte[i].blue;
+            }
+    }
+
+    /* Transforms that never widen a pixel beyond 3 bytes, so every row can
+     * be decoded straight into its final place in the RGB buffer:
+     *   16-bit -> high byte (Pillow's RGB;16B/RGBA;16B/LA;16B unpackers do
+     *   the same; 16-bit grey is mode "I" there, see the header),
+     *   alpha dropped, not composited (convert("RGB") drops it),
+     *   sub-byte samples unpacked one per byte.
+     * Not requested, deliberately: gamma (Pillow ignores gAMA), tRNS
+     * expansion, sBIT shifts. */
+    if (bit_depth == 16) png_set_strip_16(j->png);
+    if (color_type & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(j->png);
+    if (bit_depth < 8) png_set_packing(j->png);
+    (void)png_set_interlace_handling(j->png);
+    png_read_update_info(j->png, j->info);
+    if (png_get_rowbytes(j->png, j->info) > (size_t)j->w * 3)
+        return CDX_BUG("PNG row wider than 3 bytes per pixel after transforms");
+
+    {
+        cdx_status st = cdx_image_alloc_rgb(j->path, j->opts, j->w, j->h, &j->rgb);
+        if (st) return st;
+    }
+    const size_t stride = (size_t)j->w * 3;
+    if (interlace == PNG_INTERLACE_NONE) {
+        /* Row by row: expand while the row is still in cache. */
+        for (uint32_t y = 0; y < j->h; y++) {
+            uint8_t *row = j->rgb + y * stride;
+            png_read_row(j->png, row, NULL);
+            png_expand_row(row, j->w, color_type, bit_depth, pal);
+        }
+    } else {
+        /* Adam7 fills each row over 7 passes; libpng needs all rows. */
+        if (!(j->rows = malloc((size_t)j->h * sizeof *j->rows)))
+            return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", j->path);
+        for (uint32_t y = 0; y < j->h; y++) j->rows[y] = j->rgb + y * stride;
+        png_read_image(j->png, j->rows);
+        for (uint32_t y = 0; y < j->h; y++)
+            png_expand_row(j->rows[y], j->w, color_type, bit_depth, pal);
+    }
+    /* Read to IEND: catches truncation and CRC errors after the pixels. */
+    png_read_end(j->png, NULL);
+    return CDX_OK;
+}
+
+static cdx_status decode_png(FILE *f, const char *path, const cdx_decode_opts *opts,
+                             cdx_image *out)
+{
+    png_job *j = calloc(1, sizeof *j);
+    cdx_status st;
+
+    if (!j) return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", path);
+    j->f = f;
+    j->path = path;
+    j->opts = opts;
+    j->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, j, png_on_error, png_on_warning);
+    if (j->png) j->info = png_create_info_struct(j->png);
+    if (!j->png || !j->info) {
+        st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", path);
+    } else {
+        st = png_run(j);
+    }
+    if (j->png) png_destroy_read_struct(&j->png, j->info ? &j->info : NULL, NULL);
+    if (st == CDX_OK) {
+        out->width = j->w;
+        out->height = j->h;
+        out->rgb = j->rgb;
+        j->rgb = NULL;
+    }
+    free(j->rgb);
+    free(j->rows);
+    free(j);
+    return st;
+}
+
+/* ------------------------------------------------------------------ */
+/* Format detection and the public entry points                        */
+/* ------------------------------------------------------------------ */
+
+#define MAGIC_MAX 8
+
+static const struct image_format {
+    const char *name;
+    const char *magic; /* compared as bytes */
+    size_t magic_len;
+    cdx_decode_fn decode;
+} formats[] = {
+    /* SOI alone: Pillow also wants the next 0xFF, but a file cut right
+     * after SOI should say "truncated JPEG", not "not an image". */
+    {"JPEG", "\xff\xd8", 2, decode_jpeg},
+    {"PNG", "\x89PNG\r\n\x1a\n", 8, decode_png},
+};
+
+cdx_status cdx_image_load(const char *path, cdx_image *out)
+{
+    cdx_status st = CDX_OK;
+    cdx_decode_opts opts = {.max_pixels = CDX_IMAGE_MAX_PIXELS_DEFAULT};
+    unsigned char head[MAGIC_MAX];
+    struct stat sb;
+    FILE *f = NULL;
+    int fd = -1;
+    size_t n;
+
+    if (!path || !out) return cdx_fail(CDX_ERR_ARG, "cdx_image_load: NULL argument");
+
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+     * writer forever.  It has no effect on regular files. */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) return cdx_fail(CDX_ERR_IO, "%s: %s", path, strerror(errno));
+    if (fstat(fd, &sb) != 0) {
+        st = cdx_fail(CDX_ERR_IO, "%s: %s", path, strerror(errno));
+        goto cleanup;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        st = cdx_fail(CDX_ERR_IO, "%s: not a regular file", path);
+        goto cleanup;
+    }
+    if (!(f = fdopen(fd, "rb"))) {
+        st = cdx_fail(CDX_ERR_IO, "%s: %s", path, strerror(errno));
+        goto cleanup;
+    }
+    fd = -1; /* owned by f now */
+
+    n = fread(head, 1, sizeof head, f);
+    if (ferror(f)) {
+        st = cdx_fail(CDX_ERR_IO, "%s: read error: %s", path, strerror(errno));
+        goto cleanup;
+    }
+    if (n == 0) {
+        st = cdx_fail(CDX_ERR_FORMAT, "%s: empty file", path);
+        goto cleanup;
+    }
+    if (fseek(f, 0, SEEK_SET) != 0) {
+        st = cdx_fail(CDX_ERR_IO, "%s: cannot seek: %s", path, strerror(errno));
+        goto cleanup;
+    }
+    for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++) {
+        const struct image_format *fmt = &formats[i];
+        if (n >= fmt->magic_len && memcmp(head, fmt->magic, fmt->magic_len) == 0) {
+            st = fmt->decode(f, path, &opts, out);
+            goto cleanup;
+        }
+        /* The whole file is a proper prefix of the signature. */
+        if (n < fmt->magic_len && n > 1 && memcmp(head, fmt->magic, n) == 0) {
+            st = cdx_fail(CDX_ERR_FORMAT, "%s: truncated %s data", path, fmt->name);
+            goto cleanup;
+        }
+    }
+    st = cdx_fail(CDX_ERR_FORMAT, "%s: not a JPEG or PNG file", path);
+cleanup:
+    if (f) fclose(f);
+    if (fd >= 0) close(fd);
+    return st;
+}
+
+void cdx_image_release(cdx_image *img)
+{
+    if (!img) return;
+    free(img->rgb);
+    memset(img, 0, sizeof *img);
+}

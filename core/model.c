@@ -1,0 +1,472 @@
+/*
+ * model.c - the CLIP model: open a Hugging Face model directory, bind the
+ * checkpoint's tensors to the two towers, and run them.
+ *
+ * Both towers are pre-LayerNorm transformers sharing one block function:
+ *
+ *   x = x + out_proj(attn(LN1(x)))        attn: q scaled by D^-1/2
+ *   x = x + fc2(act(fc1(LN2(x))))         act: quick_gelu or gelu
+ *
+ * Vision: patches (a stride-P convolution without bias, done as im2col +
+ * one GEMM), class token prepended, position embeddings, pre_layrnorm,
+ * blocks, post_layernorm of the class token, visual_projection.
+ * Text: token + position embeddings, causal blocks, final_layer_norm,
+ * the row of the first end-of-text token, text_projection.  Because
+ * attention is causal, only the real tokens are run (no padding to 77):
+ * rows after the end token cannot influence it.
+ *
+ * Weights stay where cdx_weights put them (mmap'd F32, or converted
+ * copies); activations for the largest batch are allocated in one block at
+ * open, so inference does not allocate.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "internal.h"
+#include "kernels.h"
+#include "linear.h"
+#include "weights.h"
+
+/* Images per vision pass: enough rows (16 x 50) for sgemm to run at full
+ * speed, small enough that activations stay ~35 MB for ViT-B/32. */
+#define VISION_CHUNK 16
+
+struct layer_w {
+    const float *ln1_w, *ln1_b;           /* (C) */
+    const float *q_w, *k_w, *v_w, *o_w;   /* (C,C) */
+    const float *q_b, *k_b, *v_b, *o_b;   /* (C) */
+    const float *ln2_w, *ln2_b;           /* (C) */
+    const float *fc1_w, *fc1_b;           /* (F,C), (F) */
+    const float *fc2_w, *fc2_b;           /* (C,F), (C) */
+};
+
+struct tower {
+    int C, F, H, L;
+    float eps;
+    cdx_act act;
+    struct layer_w *layers; /* L entries */
+};
+
+/* Activation buffers, all (rows, width) row-major; rows = B*N or T. */
+struct acts {
+    float *x;   /* (rows,C) residual stream */
+    float *h;   /* (rows,C) normalised input of a sub-block */
+    float *q, *k, *v, *o; /* (rows,C) */
+    float *mlp; /* (rows,F) */
+    float *col; /* vision: (B*(N-1), 3*P*P) im2col patches */
+    int64_t rows;
+};
+
+struct cdx_model {
+    char *dir;
+    unsigned towers;
+    cdx_clip_config cfg;
+    cdx_model_info info;
+    cdx_preprocess_cfg pre;
+    cdx_tokenizer *tok;
+    cdx_weights *w;
+    char *weights_path;
+
+    /* text: token_emb (V,Ct), pos_emb (T,Ct), final LN (Ct), proj (E,Ct) */
+    const float *tok_emb, *tpos_emb, *final_ln_w, *final_ln_b, *text_proj;
+    struct tower text;
+    /* vision: cls (Cv), patch (Cv,3,P,P), pos (N,Cv), pre/post LN (Cv), proj (E,Cv) */
+    const float *cls, *patch_w, *vpos_emb, *pre_ln_w, *pre_ln_b, *post_ln_w, *post_ln_b, *vis_proj;
+    struct tower vision;
+
+    float *act_block; /* one allocation behind tacts and vacts */
+    struct acts tacts, vacts;
+};
+
+/* ---------------------------------------------------------------- binding */
+
+static cdx_status bind(cdx_model *m, const char *name, int ndim, int64_t d0, int64_t d1,
+                       int64_t d2, int64_t d3, const float **out)
+{
+    int64_t shape[4] = {d0, d1, d2, d3};
+    return cdx_weights_f32(m->w, name, ndim, shape, out);
+}
+
+static cdx_status bind_tower(cdx_model *m, const char *prefix, struct tower *t)
+{
+    char n[256];
+    const int C = t->C, F = t->F;
+    t->layers = calloc((size_t)t->L, sizeof *t->layers);
+    if (!t->layers) return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", m->dir);
+    for (int i = 0; i < t->L; i++) {
+        struct layer_w *l = &t->layers[i];
+        struct {
+            const char *suffix;
+            int ndim;
+            int64_t d0, d1;
+            const float **dst;
+        } spec[] = {
+            {"layer_norm1.weight", 1, C, 0, &l->ln1_w}, {"layer_norm1.bias", 1, C, 0, &l->ln1_b},
+            {"self_attn.q_proj.weight", 2, C, C, &l->q_w}, {"self_attn.q_proj.bias", 1, C, 0, &l->q_b},
+            {"self_attn.k_proj.weight", 2, C, C, &l->k_w}, {"self_attn.k_proj.bias", 1, C, 0, &l->k_b},
+            {"self_attn.v_proj.weight", 2, C, C, &l->v_w}, {"self_attn.v_proj.bias", 1, C, 0, &l->v_b},
+            {"self_attn.out_proj.weight", 2, C, C, &l->o_w}, {"self_attn.out_proj.bias", 1, C, 0, &l->o_b},
+            {"layer_norm2.weight", 1, C, 0, &l->ln2_w}, {"layer_norm2.bias", 1, C, 0, &l->ln2_b},
+            {"mlp.fc1.weight", 2, F, C, &l->fc1_w}, {"mlp.fc1.bias", 1, F, 0, &l->fc1_b},
+            {"mlp.fc2.weight", 2, C, F, &l->fc2_w}, {"mlp.fc2.bias", 1, C, 0, &l->fc2_b},
+        };
+        for (size_t s = 0; s < sizeof spec / sizeof spec[0]; s++) {
+            snprintf(n, sizeof n, "%s.encoder.layers.%d.%s", prefix, i, spec[s].suffix);
+            cdx_status st = bind(m, n, spec[s].ndim, spec[s].d0, spec[s].d1, 0, 0, spec[s].dst);
+            if (st) return st;
+        }
+    }
+    return CDX_OK;
+}
+
+static void tower_from_cfg(struct tower *t, const cdx_tower_info *ti, cdx_act act)
+{
+    t->C = ti->hidden;
+    t->F = ti->intermediate;
+    t->H = ti->heads;
+    t->L = ti->layers;
+    t->eps = (float)ti->ln_eps;
+    t->act = act;
+}
+
+static cdx_status bind_text(cdx_model *m)
+{
+    const cdx_tower_info *ti = &m->cfg.text;
+    cdx_status st;
+    tower_from_cfg(&m->text, ti, m->cfg.text_act);
+    if ((st = bind(m, "text_model.embeddings.token_embedding.weight", 2, ti->vocab_size, ti->hidden,
+                   0, 0, &m->tok_emb)) ||
+        (st = bind(m, "text_model.embeddings.position_embedding.weight", 2, ti->max_positions,
+                   ti->hidden, 0, 0, &m->tpos_emb)) ||
+        (st = bind(m, "text_model.final_layer_norm.weight", 1, ti->hidden, 0, 0, 0, &m->final_ln_w)) ||
+        (st = bind(m, "text_model.final_layer_norm.bias", 1, ti->hidden, 0, 0, 0, &m->final_ln_b)) ||
+        (st = bind(m, "text_projection.weight", 2, m->cfg.projection_dim, ti->hidden, 0, 0,
+                   &m->text_proj)))
+        return st;
+    return bind_tower(m, "text_model", &m->text);
+}
+
+static cdx_status bind_vision(cdx_model *m)
+{
+    const cdx_tower_info *vi = &m->cfg.vision;
+    const int64_t side = vi->image_size / vi->patch_size, N = side * side + 1;
+    cdx_status st;
+    tower_from_cfg(&m->vision, vi, m->cfg.vision_act);
+    if ((st = bind(m, "vision_model.embeddings.class_embedding", 1, vi->hidden, 0, 0, 0, &m->cls)) ||
+        (st = bind(m, "vision_model.embeddings.patch_embedding.weight", 4, vi->hidden, 3,
+                   vi->patch_size, vi->patch_size, &m->patch_w)) ||
+        (st = bind(m, "vision_model.embeddings.position_embedding.weight", 2, N, vi->hidden, 0, 0,
+                   &m->vpos_emb)) ||
+        (st = bind(m, "vision_model.pre_layrnorm.weight", 1, vi->hidden, 0, 0, 0, &m->pre_ln_w)) ||
+        (st = bind(m, "vision_model.pre_layrnorm.bias", 1, vi->hidden, 0, 0, 0, &m->pre_ln_b)) ||
+        (st = bind(m, "vision_model.post_layernorm.weight", 1, vi->hidden, 0, 0, 0, &m->post_ln_w)) ||
+        (st = bind(m, "vision_model.post_layernorm.bias", 1, vi->hidden, 0, 0, 0, &m->post_ln_b)) ||
+        (st = bind(m, "visual_projection.weight", 2, m->cfg.projection_dim, vi->hidden, 0, 0,
+                   &m->vis_proj)))
+        return st;
+    return bind_tower(m, "vision_model", &m->vision);
+}
+
+/* Carve the activation buffers of both towers out of one allocation. */
+static cdx_status alloc_acts(cdx_model *m)
+{
+    size_t total = 0, tsz[7] = {0}, vsz[7] = {0};
+    if (m->towers & CDX_TOWER_TEXT) {
+        size_t T = (size_t)m->cfg.text.max_positions, C = (size_t)m->text.C, F = (size_t)m->text.F;
+        for (int i = 0; i < 6; i++) tsz[i] = T * C;
+        tsz[5] = T * F;
+        m->tacts.rows = (int64_t)T;
+    }
+    if (m->towers & CDX_TOWER_VISION) {
+        const cdx_tower_info *vi = &m->cfg.vision;
+        size_t side = (size_t)(vi->image_size / vi->patch_size), N = side * side + 1;
+        size_t R = VISION_CHUNK * N, C = (size_t)m->vision.C, F = (size_t)m->vision.F;
+        size_t PP = 3 * (size_t)vi->patch_size * (size_t)vi->patch_size;
+        for (int i = 0; i < 6; i++) vsz[i] = R * C;
+        vsz[5] = R * F;
+        vsz[6] = VISION_CHUNK * (N - 1) * PP;
+        m->vacts.rows = (int64_t)R;
+    }
+    for (int i = 0; i < 7; i++) total += tsz[i] + vsz[i];
+    /* Sizes come from a validated config (dims <= 65536), so no overflow. */
+    m->act_block = malloc(total * sizeof(float) + 64);
+    if (!m->act_block) return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory for activations", m->dir);
+    float *p = m->act_block;
+    float **tdst[7] = {&m->tacts.x, &m->tacts.h, &m->tacts.q, &m->tacts.k, &m->tacts.v, &m->tacts.mlp, &m->tacts.col};
+    float **vdst[7] = {&m->vacts.x, &m->vacts.h, &m->vacts.q, &m->vacts.k, &m->vacts.v, &m->vacts.mlp, &m->vacts.col};
+    for (int i = 0; i < 7; i++) {
+        *tdst[i] = p;
+        p += tsz[i];
+        *vdst[i] = p;
+        p += vsz[i];
+    }
+    /* The attention output reuses h: h is dead once q, k, v are computed. */
+    m->tacts.o = m->tacts.h;
+    m->vacts.o = m->vacts.h;
+    return CDX_OK;
+}
+
+static void count_params(cdx_model *m)
+{
+    int64_t n = 0;
+    for (int i = 0; i < cdx_weights_count(m->w); i++) {
+        const cdx_tensor_info *t = cdx_weights_at(m->w, i);
+        /* position_ids are buffers, not parameters */
+        if (!strstr(t->name, "position_ids")) n += t->numel;
+    }
+    m->info.n_params = n;
+}
+
+cdx_status cdx_model_open(const char *dir, unsigned towers, cdx_model **out)
+{
+    cdx_status st = CDX_OK;
+    cdx_model *m = NULL;
+    char *path = NULL;
+    struct stat sb;
+
+    if (!dir || !out || !(towers & (CDX_TOWER_TEXT | CDX_TOWER_VISION)) ||
+        (towers & ~(CDX_TOWER_TEXT | CDX_TOWER_VISION)))
+        return cdx_fail(CDX_ERR_ARG, "cdx_model_open: invalid arguments");
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return cdx_fail(CDX_ERR_IO, "%s: not a model directory", dir);
+    m = calloc(1, sizeof *m);
+    if (!m || !(m->dir = strdup(dir))) {
+        st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", dir);
+        goto fail;
+    }
+    m->towers = towers;
+
+    if (!(path = cdx_path_join(dir, "config.json"))) goto nomem;
+    if ((st = cdx_config_load(path, &m->cfg))) goto fail;
+    free(path);
+
+    if (!(path = cdx_path_join(dir, "preprocessor_config.json"))) goto nomem;
+    if (access(path, F_OK) == 0) {
+        if ((st = cdx_preprocess_cfg_load(path, &m->pre))) goto fail;
+    } else {
+        CDX_WARN("%s: missing, using CLIPImageProcessor defaults", path);
+        cdx_preprocess_cfg_default(&m->pre);
+    }
+    free(path);
+    path = NULL;
+    if ((towers & CDX_TOWER_VISION) &&
+        (m->pre.crop_width != m->cfg.vision.image_size || m->pre.crop_height != m->cfg.vision.image_size)) {
+        st = cdx_fail(CDX_ERR_MODEL, "%s/preprocessor_config.json: crop size %dx%d does not match "
+                      "vision_config.image_size %d", dir, m->pre.crop_width, m->pre.crop_height,
+                      m->cfg.vision.image_size);
+        goto fail;
+    }
+
+    if (towers & CDX_TOWER_TEXT) {
+        char *merges = cdx_path_join(dir, "merges.txt");
+        if (!(path = cdx_path_join(dir, "vocab.json")) || !merges) {
+            free(merges);
+            goto nomem;
+        }
+        st = cdx_tokenizer_open(path, merges, &m->tok);
+        free(merges);
+        if (st) goto fail;
+        free(path);
+        path = NULL;
+    }
+
+    if ((st = cdx_weights_open(dir, &m->w))) goto fail;
+    if ((towers & CDX_TOWER_TEXT) && (st = bind_text(m))) goto fail;
+    if ((towers & CDX_TOWER_VISION) && (st = bind_vision(m))) goto fail;
+    {
+        const float *ls;
+        if ((st = bind(m, "logit_scale", 0, 0, 0, 0, 0, &ls))) goto fail;
+        m->info.logit_scale = expf(ls[0]);
+    }
+    if ((st = alloc_acts(m))) goto fail;
+
+    m->info.dir = m->dir;
+    m->info.projection_dim = m->cfg.projection_dim;
+    m->info.text = m->cfg.text;
+    m->info.vision = m->cfg.vision;
+    m->info.weights_file = cdx_weights_path(m->w);
+    m->info.dtype = cdx_weights_dtype_name(m->w);
+    count_params(m);
+    *out = m;
+    return CDX_OK;
+
+nomem:
+    st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", dir);
+fail:
+    free(path);
+    cdx_model_close(m);
+    return st;
+}
+
+void cdx_model_close(cdx_model *m)
+{
+    if (!m) return;
+    free(m->text.layers);
+    free(m->vision.layers);
+    free(m->act_block);
+    cdx_weights_close(m->w);
+    cdx_tokenizer_free(m->tok);
+    free(m->dir);
+    free(m);
+}
+
+const cdx_model_info *cdx_model_get_info(const cdx_model *m) { return &m->info; }
+const cdx_preprocess_cfg *cdx_model_preprocess(const cdx_model *m) { return &m->pre; }
+cdx_tokenizer *cdx_model_tokenizer(cdx_model *m) { return m->tok; }
+
+/* ---------------------------------------------------------------- forward */
+
+/* One pre-LN transformer block on x (B,T,C) in place.  a->h, q, k, v, o
+ * and mlp are scratch of at least B*T rows. */
+static void block(const struct tower *t, const struct layer_w *l, struct acts *a, int B, int T,
+                  int causal)
+{
+    const int64_t R = (int64_t)B * T;
+    const int C = t->C, F = t->F, H = t->H, D = C / H;
+
+    cdx_layernorm(a->h, a->x, l->ln1_w, l->ln1_b, R, C, t->eps);
+    cdx_linear(a->q, a->h, l->q_w, R, C, C);
+    cdx_linear(a->k, a->h, l->k_w, R, C, C);
+    cdx_linear(a->v, a->h, l->v_w, R, C, C);
+    cdx_add_bias(a->q, l->q_b, R, C);
+    cdx_scale(a->q, R * C, 1.0f / sqrtf((float)D));
+    cdx_add_bias(a->k, l->k_b, R, C);
+    cdx_add_bias(a->v, l->v_b, R, C);
+    cdx_attention(a->o, a->q, a->k, a->v, B, T, H, D, causal);
+    /* out_proj into q (free now), then x += q + bias */
+    cdx_linear(a->q, a->o, l->o_w, R, C, C);
+    cdx_residual_bias(a->x, a->q, l->o_b, R, C);
+
+    cdx_layernorm(a->h, a->x, l->ln2_w, l->ln2_b, R, C, t->eps);
+    cdx_linear(a->mlp, a->h, l->fc1_w, R, C, F);
+    cdx_bias_act(a->mlp, l->fc1_b, R, F, t->act);
+    cdx_linear(a->q, a->mlp, l->fc2_w, R, F, C);
+    cdx_residual_bias(a->x, a->q, l->fc2_b, R, C);
+}
+
+static void normalize(float *v, int n)
+{
+    double s = 0;
+    for (int i = 0; i < n; i++) s += (double)v[i] * v[i];
+    if (s > 0) {
+        float inv = (float)(1.0 / sqrt(s));
+        for (int i = 0; i < n; i++) v[i] *= inv;
+    }
+}
+
+cdx_status cdx_model_encode_tokens(cdx_model *m, const int32_t *ids, int n, float *out,
+                                   int normalize_out)
+{
+    if (!m || !ids || !out) return cdx_fail(CDX_ERR_ARG, "cdx_model_encode_tokens: NULL argument");
+    if (!(m->towers & CDX_TOWER_TEXT))
+        return cdx_fail(CDX_ERR_ARG, "%s: the text tower was not loaded", m->dir);
+    if (n < 1 || n > m->cfg.text.max_positions)
+        return cdx_fail(CDX_ERR_ARG, "%s: %d tokens, the model takes 1 to %d", m->dir, n,
+                        m->cfg.text.max_positions);
+    const int C = m->text.C, V = m->cfg.text.vocab_size;
+    const int32_t eot = cdx_tokenizer_eot(m->tok);
+    int pool = -1;
+    for (int t = 0; t < n; t++) {
+        if (ids[t] < 0 || ids[t] >= V)
+            return cdx_fail(CDX_ERR_ARG, "%s: token id %d is outside the vocabulary (%d)", m->dir,
+                            (int)ids[t], V);
+        if (pool < 0 && ids[t] == eot) pool = t;
+    }
+    if (pool < 0)
+        return cdx_fail(CDX_ERR_ARG, "%s: the token sequence has no end-of-text token", m->dir);
+    /* Causal attention: tokens after the pooled one cannot change it. */
+    const int T = pool + 1;
+    struct acts *a = &m->tacts;
+    for (int t = 0; t < T; t++)
+        for (int c = 0; c < C; c++)
+            a->x[(int64_t)t * C + c] =
+                m->tok_emb[(int64_t)ids[t] * C + c] + m->tpos_emb[(int64_t)t * C + c];
+    for (int i = 0; i < m->text.L; i++) block(&m->text, &m->text.layers[i], a, 1, T, 1);
+    /* Only the pooled row is needed from here on. */
+    float *row = a->h;
+    cdx_layernorm(row, a->x + (int64_t)pool * C, m->final_ln_w, m->final_ln_b, 1, C, m->text.eps);
+    cdx_linear(out, row, m->text_proj, 1, C, m->cfg.projection_dim);
+    if (normalize_out) normalize(out, m->cfg.projection_dim);
+    return CDX_OK;
+}
+
+cdx_status cdx_model_encode_text(cdx_model *m, const char *text, float *out, int normalize_out)
+{
+    int32_t ids[4096];
+    int n = 0;
+    cdx_status st;
+    if (!m || !text || !out) return cdx_fail(CDX_ERR_ARG, "cdx_model_encode_text: NULL argument");
+    if (!(m->towers & CDX_TOWER_TEXT))
+        return cdx_fail(CDX_ERR_ARG, "%s: the text tower was not loaded", m->dir);
+    int max_len = m->cfg.text.max_positions < 4096 ? m->cfg.text.max_positions : 4096;
+    if ((st = cdx_tokenizer_encode(m->tok, text, max_len, ids, &n))) return st;
+    return cdx_model_encode_tokens(m, ids, n, out, normalize_out);
+}
+
+/* im2col for the patch convolution: col (B*(N-1), 3*P*P), each row one
+ * patch in the weight's (c, py, px) order, so patch embedding is one GEMM
+ * col x patch_w^T.  pixels (B,3,S,S). */
+static void im2col(float *col, const float *pixels, int B, int S, int P)
+{
+    const int side = S / P, PP = P * P;
+    for (int b = 0; b < B; b++)
+        for (int gy = 0; gy < side; gy++)
+            for (int gx = 0; gx < side; gx++) {
+                float *dst = col + (((int64_t)b * side + gy) * side + gx) * 3 * PP;
+                for (int c = 0; c < 3; c++)
+                    for (int py = 0; py < P; py++)
+                        memcpy(dst + c * PP + py * P,
+                               pixels + (((int64_t)b * 3 + c) * S + gy * P + py) * S + gx * P,
+                               sizeof(float) * (size_t)P);
+            }
+}
+
+static void encode_image_chunk(cdx_model *m, const float *pixels, int B, float *out)
+{
+    const cdx_tower_info *vi = &m->cfg.vision;
+    const int S = vi->image_size, P = vi->patch_size, side = S / P, NP = side * side, N = NP + 1;
+    const int C = m->vision.C, E = m->cfg.projection_dim;
+    struct acts *a = &m->vacts;
+
+    im2col(a->col, pixels, B, S, P);
+    /* patch embeddings into h: (B*NP, C) */
+    cdx_linear(a->h, a->col, m->patch_w, (int64_t)B * NP, 3 * P * P, C);
+    for (int b = 0; b < B; b++) {
+        float *xb = a->x + (int64_t)b * N * C;
+        for (int c = 0; c < C; c++) xb[c] = m->cls[c] + m->vpos_emb[c];
+        for (int p = 0; p < NP; p++)
+            for (int c = 0; c < C; c++)
+                xb[(int64_t)(p + 1) * C + c] =
+                    a->h[((int64_t)b * NP + p) * C + c] + m->vpos_emb[(int64_t)(p + 1) * C + c];
+    }
+    cdx_layernorm(a->x, a->x, m->pre_ln_w, m->pre_ln_b, (int64_t)B * N, C, m->vision.eps);
+    for (int i = 0; i < m->vision.L; i++) block(&m->vision, &m->vision.layers[i], a, B, N, 0);
+    /* class tokens -> post LN -> projection */
+    for (int b = 0; b < B; b++)
+        memcpy(a->h + (int64_t)b * C, a->x + (int64_t)b * N * C, sizeof(float) * (size_t)C);
+    cdx_layernorm(a->h, a->h, m->post_ln_w, m->post_ln_b, B, C, m->vision.eps);
+    cdx_linear(out, a->h, m->vis_proj, B, C, E);
+}
+
+cdx_status cdx_model_encode_images(cdx_model *m, const float *pixels, int batch, float *out,
+                                   int normalize_out)
+{
+    if (!m || !pixels || !out || batch < 0)
+        return cdx_fail(CDX_ERR_ARG, "cdx_model_encode_images: invalid argument");
+    if (!(m->towers & CDX_TOWER_VISION))
+        return cdx_fail(CDX_ERR_ARG, "%s: the vision tower was not loaded", m->dir);
+    const int S = m->cfg.vision.image_size, E = m->cfg.projection_dim;
+    const int64_t per = 3 * (int64_t)S * S;
+    for (int b0 = 0; b0 < batch; b0 += VISION_CHUNK) {
+        int nb = batch - b0 < VISION_CHUNK ? batch - b0 : VISION_CHUNK;
+        encode_image_chunk(m, pixels + b0 * per, nb, out + (int64_t)b0 * E);
+    }
+    if (normalize_out)
+        for (int b = 0; b < batch; b++) normalize(out + (int64_t)b * E, E);
+    return CDX_OK;
+}

@@ -1,0 +1,56 @@
+/*
+ * cmd_model.c - `clipdex model`: what a model directory holds, checked by
+ * actually opening it (every tensor bound and validated).
+ */
+#include <getopt.h>
+
+#include "cmd.h"
+
+static void tower(const char *name, const cdx_tower_info *t, int vision)
+{
+    printf("%s: width %d, %d layers, %d heads, mlp %d, %s, layer norm eps %g", name, t->hidden,
+           t->layers, t->heads, t->intermediate, t->act, t->ln_eps);
+    if (vision)
+        printf(", image %dx%d, patch %d\n", t->image_size, t->image_size, t->patch_size);
+    else
+        printf(", context %d, vocabulary %d\n", t->max_positions, t->vocab_size);
+}
+
+int cmd_model(int argc, char **argv)
+{
+    const cdx_cmd *self = cmd_find("model");
+    static const struct option opts[] = {
+        {"model", required_argument, NULL, 'm'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *model_opt = NULL, *dir;
+    cdx_model *m = NULL;
+    int c;
+
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 'm') model_opt = optarg;
+        else return usage_error(self, "unknown or incomplete option '%s'", argv[optind - 1]);
+    }
+    if (optind < argc) return usage_error(self, "unexpected argument '%s'", argv[optind]);
+    if (!(dir = resolve_model_dir(model_opt))) return EXIT_USAGE;
+    if (cdx_model_open(dir, CDX_TOWER_TEXT | CDX_TOWER_VISION, &m)) return error("%s", cdx_last_error());
+    const cdx_model_info *i = cdx_model_get_info(m);
+    const cdx_preprocess_cfg *p = cdx_model_preprocess(m);
+    printf("model: %s\n", i->dir);
+    printf("architecture: CLIP, ViT-%s/%d vision, %d-layer text, embedding dimension %d\n",
+           i->vision.hidden >= 1024 ? "L" : i->vision.hidden >= 768 ? "B" : "custom",
+           i->vision.patch_size, i->text.layers, i->projection_dim);
+    tower("vision", &i->vision, 1);
+    tower("text", &i->text, 0);
+    printf("parameters: %lld (%.1f M)\n", (long long)i->n_params, (double)i->n_params / 1e6);
+    printf("weights: %s (%s)\n", i->weights_file, i->dtype);
+    printf("logit scale: %.4f\n", (double)i->logit_scale);
+    printf("preprocess: shortest edge %d, crop %dx%d, mean [%.8g, %.8g, %.8g], std [%.8g, %.8g, %.8g]\n",
+           p->shortest_edge, p->crop_width, p->crop_height, (double)p->image_mean[0],
+           (double)p->image_mean[1], (double)p->image_mean[2], (double)p->image_std[0],
+           (double)p->image_std[1], (double)p->image_std[2]);
+    cdx_model_close(m);
+    return EXIT_FOUND;
+}

@@ -1,0 +1,106 @@
+/*
+ * util.c - front-end helpers shared by the clipdex subcommands: error
+ * printing, usage, model directory resolution, JSON/float output.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+
+static void vreport(const char *prefix, const char *fmt, va_list ap)
+{
+    fprintf(stderr, "clipdex: %s", prefix);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+int error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport("", fmt, ap);
+    va_end(ap);
+    return EXIT_ERROR;
+}
+
+void warning(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport("warning: ", fmt, ap);
+    va_end(ap);
+}
+
+void cmd_usage(const cdx_cmd *cmd, FILE *f)
+{
+    fprintf(f, "usage: %s\n", cmd->usage);
+}
+
+int usage_error(const cdx_cmd *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport("", fmt, ap);
+    va_end(ap);
+    if (cmd) cmd_usage(cmd, stderr);
+    return EXIT_USAGE;
+}
+
+int is_help(const char *arg)
+{
+    return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
+}
+
+const char *resolve_model_dir(const char *opt)
+{
+    const char *env;
+    if (opt && *opt) return opt;
+    env = getenv("CLIPDEX_MODEL");
+    if (env && *env) return env;
+    fprintf(stderr, "clipdex: no model: pass --model DIR or set CLIPDEX_MODEL "
+                    "(get one with: scripts/get-model openai/clip-vit-base-patch32 DIR)\n");
+    return NULL;
+}
+
+void print_float(FILE *f, float v)
+{
+    fprintf(f, "%.9g", (double)v);
+}
+
+void print_json_string(FILE *f, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    fputc('"', f);
+    for (; *p; p++) {
+        unsigned char c = *p;
+        if (c == '"' || c == '\\') {
+            fputc('\\', f);
+            fputc(c, f);
+        } else if (c == '\n') {
+            fputs("\\n", f);
+        } else if (c == '\t') {
+            fputs("\\t", f);
+        } else if (c == '\r') {
+            fputs("\\r", f);
+        } else if (c < 0x20 || c == 0x7f) {
+            fprintf(f, "\\u%04x", c);
+        } else if (c < 0x80) {
+            fputc(c, f);
+        } else {
+            /* Copy a valid UTF-8 sequence through; escape stray bytes. */
+            int n = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+            int okseq = n > 0;
+            for (int i = 1; okseq && i < n; i++)
+                if ((p[i] & 0xc0) != 0x80) okseq = 0;
+            if (okseq) {
+                fwrite(p, 1, (size_t)n, f);
+                p += n - 1;
+            } else {
+                fprintf(f, "\\u%04x", c);
+            }
+        }
+    }
+    fputc('"', f);
+}
