@@ -279,8 +279,11 @@ cdx_status cdx_model_open(const char *dir, unsigned towers, cdx_model **out)
     if ((towers & CDX_TOWER_TEXT) && (st = bind_text(m))) goto fail;
     if ((towers & CDX_TOWER_VISION) && (st = bind_vision(m))) goto fail;
     {
+        /* A scalar as transformers saves it; some exports store it as [1]. */
         const float *ls;
-        if ((st = bind(m, "logit_scale", 0, 0, 0, 0, 0, &ls))) goto fail;
+        const cdx_tensor_info *ti = cdx_weights_find(m->w, "logit_scale");
+        int one_d = ti && ti->ndim == 1;
+        if ((st = bind(m, "logit_scale", one_d, 1, 0, 0, 0, &ls))) goto fail;
         m->info.logit_scale = expf(ls[0]);
     }
     if ((st = alloc_acts(m))) goto fail;

@@ -52,8 +52,10 @@ int cdx_weights_count(const cdx_weights *w);
 const cdx_tensor_info *cdx_weights_at(const cdx_weights *w, int i);
 
 /* The tensor `name` as float32, checking it has exactly ndim dims equal to
- * shape[].  Missing tensor, wrong shape or unsupported dtype is
- * CDX_ERR_MODEL with "FILE: tensor NAME: reason". *out borrowed until close.
+ * shape[].  A missing tensor or wrong shape is CDX_ERR_MODEL, a dtype we
+ * cannot compute with (I64 buffers, strided torch views) is
+ * CDX_ERR_UNSUPPORTED, both as "FILE: tensor NAME: reason".  Non-float
+ * tensors are not listed by find/count/at.  *out borrowed until close.
  * Not thread-safe (converts lazily); the model calls it at open only. */
 cdx_status cdx_weights_f32(cdx_weights *w, const char *name, int ndim,
                            const int64_t *shape, const float **out);

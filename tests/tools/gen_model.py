@@ -144,7 +144,7 @@ def write_bin(path, tensors, dtype):
     tdt = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[dtype]
     sd = OrderedDict()
     for n, a in tensors.items():
-        x = torch.from_numpy(np.ascontiguousarray(a))
+        x = torch.from_numpy(a.copy())  # keeps 0-d tensors 0-d (ascontiguousarray would not)
         sd[n] = x if a.dtype == np.int64 else x.to(tdt)
     torch.save(sd, path)
 

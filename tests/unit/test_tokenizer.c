@@ -386,6 +386,50 @@ static void test_threads(const char *vocab, const char *merges)
     cdx_tokenizer_free(tok);
 }
 
+/* ---- the two BPE implementations agree ---- */
+
+/* Long words take the heap BPE, short ones the scan; with CLIPDEX_BPE_REF=1
+ * the scan does everything.  Random long words (letters from a small
+ * alphabet so that many merges apply, accented and CJK letters, runs of
+ * punctuation) must give the same ids both ways. */
+static void test_bpe_paths(const char *vocab, const char *merges, cdx_tokenizer *fast)
+{
+    static const char *const pieces[] = {
+        "a", "e", "i", "n", "r", "s", "t", "o", "l", "th", "ing", "tion", "Ã©",
+        "Ã¼", "ç«", "Ðº", "Î±",
+    };
+    static const char *const punct[] = {"!", ".", "?", "-", "*", "~", "â¢"};
+    cdx_tokenizer *ref = NULL;
+    int32_t a[MAX_IDS], b[MAX_IDS];
+    int na, nb, same = 0, total = 0;
+    unsigned seed = 12345;
+    setenv("CLIPDEX_BPE_REF", "1", 1);
+    cdx_status st = cdx_tokenizer_open(vocab, merges, &ref);
+    unsetenv("CLIPDEX_BPE_REF");
+    if (!ok(st == CDX_OK, "open with CLIPDEX_BPE_REF=1")) return;
+    for (int t = 0; t < 300; t++) {
+        char text[2048];
+        size_t o = 0, len = 10 + (size_t)(t % 150);
+        int use_punct = t % 5 == 4;
+        for (size_t k = 0; k < len && o + 8 < sizeof text; k++) {
+            const char *p;
+            seed = seed * 1103515245u + 12345u;
+            p = use_punct ? punct[(seed >> 16) % 7] : pieces[(seed >> 16) % 17];
+            memcpy(text + o, p, strlen(p));
+            o += strlen(p);
+        }
+        text[o] = '\0';
+        total++;
+        if (encode(fast, text, MAX_IDS, a, &na) && encode(ref, text, MAX_IDS, b, &nb) &&
+            na == nb && memcmp(a, b, (size_t)na * sizeof *a) == 0)
+            same++;
+        else
+            diag("  BPE paths differ on '%s'", show(text));
+    }
+    ok(same == total, "heap BPE equals the reference scan on %d/%d long words", same, total);
+    cdx_tokenizer_free(ref);
+}
+
 /* ---- timing (reported, not asserted: machines differ) ---- */
 
 static void report_timing(const char *vocab, const char *merges)
@@ -427,6 +471,7 @@ int main(void)
     }
     test_edges(tok);
     test_bad_files(vocab, merges);
+    test_bpe_paths(vocab, merges, tok);
     if (n_records) test_threads(vocab, merges);
     report_timing(vocab, merges);
 

@@ -1,0 +1,1084 @@
+/*
+ * store_vindex.c - the store's FAISS side: one in-memory index per model,
+ * kept in step with SQLite through the change log, and its cache file.
+ *
+ * The index is an IndexIDMap2 around whatever index_factory string the
+ * configuration names (default "Flat"), with the inner-product metric on
+ * L2-normalised vectors, so scores are cosines.  FAISS ids are the SQLite
+ * rowids of the vectors table; since those are AUTOINCREMENT (never
+ * reused) and a vector is added to the log before it is ever removed, the
+ * ids in an index only grow: the IDMap's id list stays sorted, which gives
+ * membership tests by binary search.
+ *
+ * The cache file index-<model>.faiss is:
+ *   vx_header (host byte order; a file from another architecture fails
+ *   the endianness check and is rebuilt) | tombstone ids (int64) | FAISS
+ *   write_index payload.
+ * The header records the database's uuid, the model, the change-log
+ * position the index reflects, the id count and an order-independent hash
+ * of the ids, and the exact payload size, so a truncated, foreign or
+ * outdated file is recognised before FAISS parses it.  The payload itself
+ * is not checksummed: hashing hundreds of MB at every open would cost more
+ * than the whole open is allowed to take, and the file is only ever
+ * replaced by an atomic rename; `clipdex check` compares the stored values
+ * with SQLite instead.
+ *
+ * Index types without remove_ids (HNSW) keep removed ids as tombstones:
+ * searches ask FAISS for k + tombstones results and drop them; the writer
+ * rebuilds once they pass 10% of the index.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <faiss/c_api/AutoTune_c.h>
+#include <faiss/c_api/Index_c.h>
+#include <faiss/c_api/MetaIndexes_c.h>
+#include <faiss/c_api/error_c.h>
+#include <faiss/c_api/impl/AuxIndexStructures_c.h>
+#include <faiss/c_api/index_factory_c.h>
+#include <faiss/c_api/index_io_c.h>
+
+#include "store_internal.h"
+
+#define VX_MAGIC "CDXFAISS"
+#define VX_VERSION 1
+#define VX_ENDIAN 0x0102030405060708ull
+#define ADD_CHUNK 4096 /* vectors per FAISS add during rebuild/replay */
+
+/* Every field is 8-byte sized or a multiple of 8 bytes: no padding. */
+typedef struct vx_header {
+    char magic[8];
+    uint32_t version;
+    uint32_t header_bytes;
+    uint64_t endian;
+    char uuid[40];
+    int64_t model_id;
+    int64_t dim;
+    int64_t pos;
+    int64_t ntotal;
+    uint64_t idsum;
+    uint64_t n_tomb;
+    uint64_t payload_bytes;
+    int64_t can_remove;
+    char built[128];
+    char wanted[128];
+    uint64_t check; /* FNV-1a of every byte before this field */
+} vx_header;
+
+struct cdx_vindex {
+    FaissIndex *idx; /* IndexIDMap2, owns its sub-index */
+    int dim;
+    int64_t pos;       /* change-log position reflected */
+    int64_t saved_pos; /* position of the file on disk, -1: none */
+    int64_t unsaved;   /* changes applied since loaded or saved */
+    int can_remove;
+    int64_t *tomb; /* sorted */
+    size_t n_tomb, cap_tomb;
+    char built[128];  /* what the index is */
+    char wanted[128]; /* what the configuration asked for */
+};
+
+static uint64_t fnv1a(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* splitmix64: spreads ids so that the sum detects swapped/lost ids. */
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static cdx_status faiss_fail(const char *what)
+{
+    const char *e = faiss_get_last_error();
+    return cdx_fail(CDX_ERR_STORE, "faiss: %s: %s", what, e ? e : "unknown error");
+}
+
+void cdx_vindex_free(cdx_vindex *vx)
+{
+    if (!vx) return;
+    if (vx->idx) faiss_Index_free(vx->idx);
+    free(vx->tomb);
+    free(vx);
+}
+
+int64_t cdx_vindex_ntotal(const cdx_vindex *vx)
+{
+    return vx ? (int64_t)faiss_Index_ntotal(vx->idx) - (int64_t)vx->n_tomb : 0;
+}
+int64_t cdx_vindex_pos(const cdx_vindex *vx) { return vx ? vx->pos : 0; }
+int64_t cdx_vindex_saved_pos(const cdx_vindex *vx) { return vx ? vx->saved_pos : -1; }
+int64_t cdx_vindex_unsaved(const cdx_vindex *vx) { return vx ? vx->unsaved : 0; }
+const char *cdx_vindex_built(const cdx_vindex *vx) { return vx ? vx->built : ""; }
+const char *cdx_vindex_wanted(const cdx_vindex *vx) { return vx ? vx->wanted : ""; }
+
+/* "IVF4096,PQ64" -> 4096 (0 when no IVF). */
+static int64_t ivf_lists(const char *factory)
+{
+    const char *p = strstr(factory, "IVF");
+    if (!p) return 0;
+    return strtoll(p + 3, NULL, 10);
+}
+
+int64_t cdx_vindex_train_min(const char *factory, int64_t configured)
+{
+    /* FAISS's k-means wants >= 39 points per centroid and prints a warning
+     * on stderr below that; 40 per list keeps it quiet.  PQ codebooks have
+     * 256 centroids per sub-quantizer: 10000 covers those. */
+    if (configured > 0) return configured;
+    int64_t n = 40 * ivf_lists(factory);
+    return n > 10000 ? n : 10000;
+}
+
+int cdx_vindex_wants_rebuild(const cdx_vindex *vx, int64_t live, int64_t train_min)
+{
+    if (!vx) return 0;
+    if (strcmp(vx->built, vx->wanted) != 0 && live >= cdx_vindex_train_min(vx->wanted, train_min))
+        return 1;
+    return vx->n_tomb > 1000 && (int64_t)vx->n_tomb > live / 10;
+}
+
+/* ---- id helpers ---- */
+
+static void id_map(const cdx_vindex *vx, const int64_t **ids, size_t *n)
+{
+    idx_t *p = NULL;
+    size_t k = 0;
+    faiss_IndexIDMap2_id_map((FaissIndexIDMap2 *)vx->idx, &p, &k);
+    *ids = (const int64_t *)p;
+    *n = k;
+}
+
+static int in_sorted(const int64_t *v, size_t n, int64_t x)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (v[mid] < x) lo = mid + 1;
+        else if (v[mid] > x) hi = mid;
+        else return 1;
+    }
+    return 0;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int is_live(const cdx_vindex *vx, int64_t id)
+{
+    const int64_t *ids;
+    size_t n;
+    id_map(vx, &ids, &n);
+    return in_sorted(ids, n, id) && !in_sorted(vx->tomb, vx->n_tomb, id);
+}
+
+cdx_status cdx_vindex_ids(const cdx_vindex *vx, int64_t **out, size_t *n_out)
+{
+    const int64_t *ids;
+    size_t n, k = 0;
+    id_map(vx, &ids, &n);
+    int64_t *v = malloc((n ? n : 1) * sizeof *v);
+    if (!v) return cdx_fail(CDX_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        if (!in_sorted(vx->tomb, vx->n_tomb, ids[i])) v[k++] = ids[i];
+    qsort(v, k, sizeof *v, cmp_i64);
+    *out = v;
+    *n_out = k;
+    return CDX_OK;
+}
+
+static uint64_t ids_sum(const cdx_vindex *vx)
+{
+    const int64_t *ids;
+    size_t n;
+    uint64_t h = 0;
+    id_map(vx, &ids, &n);
+    for (size_t i = 0; i < n; i++) h += mix64((uint64_t)ids[i]);
+    return h;
+}
+
+/* ---- creating indexes ---- */
+
+static cdx_status apply_params(cdx_store *s, cdx_vindex *vx)
+{
+    FaissParameterSpace *ps = NULL;
+    cdx_status st = CDX_OK;
+    if (!s->search_params) return CDX_OK;
+    if (faiss_ParameterSpace_new(&ps) != 0) return faiss_fail("parameter space");
+    if (faiss_ParameterSpace_set_index_parameters(ps, vx->idx, s->search_params) != 0)
+        st = cdx_fail(CDX_ERR_ARG, "search parameters '%s' do not apply to index '%s': %s",
+                      s->search_params, vx->built, faiss_get_last_error());
+    faiss_ParameterSpace_free(ps);
+    return st;
+}
+
+/* An empty IndexIDMap2 over factory (inner product). */
+static cdx_status make_index(const char *factory, int dim, cdx_vindex **out)
+{
+    FaissIndex *sub = NULL;
+    FaissIndexIDMap2 *map = NULL;
+    FaissIDSelectorBatch *sel = NULL;
+    cdx_vindex *vx;
+    idx_t probe = -1;
+    size_t nrem = 0;
+
+    if (strlen(factory) >= sizeof vx->built)
+        return cdx_fail(CDX_ERR_ARG, "index type '%s' is too long", factory);
+    if (faiss_index_factory(&sub, dim, factory, METRIC_INNER_PRODUCT) != 0)
+        return cdx_fail(CDX_ERR_ARG, "index type '%s': %s", factory, faiss_get_last_error());
+    if (faiss_IndexIDMap2_new(&map, sub) != 0) {
+        faiss_Index_free(sub);
+        return faiss_fail("IndexIDMap2");
+    }
+    faiss_IndexIDMap2_set_own_fields(map, 1);
+    vx = calloc(1, sizeof *vx);
+    if (!vx) {
+        faiss_Index_free((FaissIndex *)map);
+        return cdx_fail(CDX_ERR_NOMEM, "out of memory");
+    }
+    vx->idx = (FaissIndex *)map;
+    vx->dim = dim;
+    vx->saved_pos = -1;
+    snprintf(vx->built, sizeof vx->built, "%s", factory);
+    snprintf(vx->wanted, sizeof vx->wanted, "%s", factory);
+    /* Whether removal works is a property of the index type: ask an empty
+     * index to remove an id it does not have. */
+    if (faiss_Index_is_trained(vx->idx) && faiss_IDSelectorBatch_new(&sel, 1, &probe) == 0) {
+        vx->can_remove = faiss_Index_remove_ids(vx->idx, (FaissIDSelector *)sel, &nrem) == 0;
+        faiss_IDSelector_free((FaissIDSelector *)sel);
+    }
+    *out = vx;
+    return CDX_OK;
+}
+
+/* Probe removal on a trained index (IVF answers only after training). */
+static void probe_remove(cdx_vindex *vx)
+{
+    FaissIDSelectorBatch *sel = NULL;
+    idx_t probe = -1;
+    size_t nrem = 0;
+    if (faiss_IDSelectorBatch_new(&sel, 1, &probe) == 0) {
+        vx->can_remove = faiss_Index_remove_ids(vx->idx, (FaissIDSelector *)sel, &nrem) == 0;
+        faiss_IDSelector_free((FaissIDSelector *)sel);
+    }
+}
+
+static cdx_status tomb_add(cdx_vindex *vx, int64_t id)
+{
+    if (vx->n_tomb == vx->cap_tomb) {
+        size_t nc = vx->cap_tomb ? vx->cap_tomb * 2 : 64;
+        int64_t *p = realloc(vx->tomb, nc * sizeof *p);
+        if (!p) return cdx_fail(CDX_ERR_NOMEM, "out of memory");
+        vx->tomb = p;
+        vx->cap_tomb = nc;
+    }
+    vx->tomb[vx->n_tomb++] = id;
+    return CDX_OK;
+}
+
+/* ---- rebuild from SQLite ---- */
+
+static void progress(cdx_store *s, const char *what, int64_t done, int64_t total)
+{
+    if (s->progress) s->progress(what, done, total, s->progress_user);
+}
+
+cdx_status cdx_vindex_build(cdx_store *s, int64_t model_id, int dim, const char *factory,
+                            cdx_vindex **out)
+{
+    cdx_status st;
+    cdx_vindex *vx = NULL;
+    sqlite3_stmt *q = NULL;
+    float *buf = NULL;
+    idx_t *ids = NULL;
+    int64_t count = 0, head = 0, done = 0;
+    int rc, began = 0;
+
+    if ((st = cdx_store_read_begin(s, &began)) != CDX_OK) return st;
+    if ((st = cdx_store_log_head(s, model_id, &head)) != CDX_OK) goto cleanup;
+    if (sqlite3_prepare_v2(s->db, "SELECT count(*) FROM vectors WHERE model_id = ?", -1, &q, NULL) !=
+        SQLITE_OK) {
+        st = cdx_store_sqlfail(s, "prepare");
+        goto cleanup;
+    }
+    sqlite3_bind_int64(q, 1, model_id);
+    if (sqlite3_step(q) == SQLITE_ROW) count = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    q = NULL;
+
+    if ((st = make_index(factory, dim, &vx)) != CDX_OK) goto cleanup;
+    if (!faiss_Index_is_trained(vx->idx)) {
+        int64_t tmin = cdx_vindex_train_min(factory, s->train_min);
+        if (count < tmin) {
+            /* Too few vectors to train on: exact search meanwhile; the
+             * writer rebuilds with the real type once enough exist. */
+            cdx_vindex_free(vx);
+            vx = NULL;
+            if ((st = make_index("Flat", dim, &vx)) != CDX_OK) goto cleanup;
+            snprintf(vx->wanted, sizeof vx->wanted, "%s", factory);
+        } else {
+            /* Train on an even sample across the collection, at most 256
+             * points per list (FAISS would subsample beyond that anyway)
+             * and at most 200k vectors (memory). */
+            int64_t ntrain = 256 * (ivf_lists(factory) ? ivf_lists(factory) : 64);
+            if (ntrain < tmin) ntrain = tmin;
+            if (ntrain > 200000) ntrain = 200000;
+            if (ntrain > count) ntrain = count;
+            int64_t stride = count / ntrain, got = 0, row = 0;
+            size_t bytes;
+            if (!cdx_mul_ok((size_t)ntrain, (size_t)dim * sizeof(float), &bytes) ||
+                !(buf = malloc(bytes))) {
+                st = cdx_fail(CDX_ERR_NOMEM, "out of memory for %lld training vectors",
+                              (long long)ntrain);
+                goto cleanup;
+            }
+            if (sqlite3_prepare_v2(s->db, "SELECT data FROM vectors WHERE model_id = ? ORDER BY id",
+                                   -1, &q, NULL) != SQLITE_OK) {
+                st = cdx_store_sqlfail(s, "prepare");
+                goto cleanup;
+            }
+            sqlite3_bind_int64(q, 1, model_id);
+            while (got < ntrain && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+                if (row++ % stride) continue;
+                st = cdx_vec_decode(sqlite3_column_blob(q, 0), (size_t)sqlite3_column_bytes(q, 0),
+                                    dim, buf + (size_t)got * dim);
+                if (st != CDX_OK) goto cleanup;
+                got++;
+            }
+            sqlite3_finalize(q);
+            q = NULL;
+            progress(s, "training the FAISS index", 0, got);
+            if (faiss_Index_train(vx->idx, got, buf) != 0) {
+                st = faiss_fail("train");
+                goto cleanup;
+            }
+            free(buf);
+            buf = NULL;
+            probe_remove(vx);
+        }
+    }
+
+    buf = malloc((size_t)ADD_CHUNK * dim * sizeof(float));
+    ids = malloc(ADD_CHUNK * sizeof *ids);
+    if (!buf || !ids) {
+        st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    if (sqlite3_prepare_v2(s->db, "SELECT id, data FROM vectors WHERE model_id = ? ORDER BY id", -1,
+                           &q, NULL) != SQLITE_OK) {
+        st = cdx_store_sqlfail(s, "prepare");
+        goto cleanup;
+    }
+    sqlite3_bind_int64(q, 1, model_id);
+    progress(s, "building the FAISS index", 0, count);
+    for (;;) {
+        int n = 0;
+        while (n < ADD_CHUNK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+            ids[n] = sqlite3_column_int64(q, 0);
+            st = cdx_vec_decode(sqlite3_column_blob(q, 1), (size_t)sqlite3_column_bytes(q, 1), dim,
+                                buf + (size_t)n * dim);
+            if (st != CDX_OK) {
+                cdx_fail_prefix(st, "vector");
+                goto cleanup;
+            }
+            n++;
+        }
+        if (n < ADD_CHUNK && rc != SQLITE_DONE) {
+            st = cdx_store_sqlfail(s, "read vectors");
+            goto cleanup;
+        }
+        if (n > 0 && faiss_Index_add_with_ids(vx->idx, n, buf, ids) != 0) {
+            st = faiss_fail("add");
+            goto cleanup;
+        }
+        done += n;
+        progress(s, "building the FAISS index", done, count);
+        if (n < ADD_CHUNK) break;
+    }
+    vx->pos = head;
+    vx->unsaved = count > 0 ? count : 1; /* never saved: a writer saves it */
+    if ((st = apply_params(s, vx)) != CDX_OK) goto cleanup;
+    *out = vx;
+    vx = NULL;
+cleanup:
+    sqlite3_finalize(q);
+    cdx_store_read_end(s, began);
+    free(buf);
+    free(ids);
+    cdx_vindex_free(vx);
+    return st;
+}
+
+/* ---- replaying the change log ---- */
+
+/* Apply the log after vx->pos up to the head of the current transaction.
+ * *bad receives a reason when the log does not fit the index (the caller
+ * rebuilds); the return status is for real failures. */
+static cdx_status replay(cdx_store *s, cdx_vindex *vx, int64_t model_id, const char **bad)
+{
+    cdx_status st = CDX_OK;
+    sqlite3_stmt *q = NULL;
+    int64_t *add_ids = NULL, *rm = NULL, *ghost = NULL, head = 0, applied = 0;
+    size_t n_add = 0, n_rm = 0, cap_rm = 0, n_ghost = 0, cap_ghost = 0;
+    float *buf = NULL;
+    int rc;
+    const int64_t *ids;
+    size_t n_ids;
+
+    *bad = NULL;
+    if ((st = cdx_store_log_head(s, model_id, &head)) != CDX_OK) return st;
+    if (head == vx->pos) return CDX_OK;
+    if (head < vx->pos) {
+        *bad = "the index is ahead of the database's change log";
+        return CDX_OK;
+    }
+    buf = malloc((size_t)ADD_CHUNK * vx->dim * sizeof(float));
+    add_ids = malloc(ADD_CHUNK * sizeof *add_ids);
+    if (!buf || !add_ids) {
+        st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT c.op, c.vector_id, v.data FROM changes c LEFT JOIN vectors v "
+                           "ON c.op = 1 AND v.id = c.vector_id AND v.model_id = c.model_id "
+                           "WHERE c.model_id = ? AND c.seq > ? ORDER BY c.seq",
+                           -1, &q, NULL) != SQLITE_OK) {
+        st = cdx_store_sqlfail(s, "prepare");
+        goto cleanup;
+    }
+    sqlite3_bind_int64(q, 1, model_id);
+    sqlite3_bind_int64(q, 2, vx->pos);
+    for (;;) {
+        rc = sqlite3_step(q);
+        int flush = rc != SQLITE_ROW || n_add == ADD_CHUNK;
+        if (flush && n_add) {
+            /* Adds may go in before later removes: ids are never reused,
+             * so a remove that follows can only target an id already in. */
+            size_t k = 0;
+            id_map(vx, &ids, &n_ids);
+            int64_t last = n_ids ? ids[n_ids - 1] : 0;
+            for (size_t i = 0; i < n_add; i++) {
+                if (add_ids[i] < 0) continue; /* cancelled by a later remove */
+                if (add_ids[i] <= last) {
+                    *bad = "the change log adds an id the index already has";
+                    goto cleanup;
+                }
+                last = add_ids[i];
+                if (k != i) {
+                    add_ids[k] = add_ids[i];
+                    memcpy(buf + k * vx->dim, buf + i * vx->dim, (size_t)vx->dim * sizeof(float));
+                }
+                k++;
+            }
+            if (k && faiss_Index_add_with_ids(vx->idx, (idx_t)k, buf, add_ids) != 0) {
+                st = faiss_fail("add");
+                goto cleanup;
+            }
+            n_add = 0;
+        }
+        if (rc == SQLITE_DONE) break;
+        if (rc != SQLITE_ROW) {
+            st = cdx_store_sqlfail(s, "read change log");
+            goto cleanup;
+        }
+        int op = sqlite3_column_int(q, 0);
+        int64_t id = sqlite3_column_int64(q, 1);
+        applied++;
+        if (op == CDX_CHANGE_ADD) {
+            if (sqlite3_column_type(q, 2) == SQLITE_NULL) {
+                /* Removed again later in the log: remember to expect it. */
+                if (n_ghost == cap_ghost) {
+                    size_t nc = cap_ghost ? cap_ghost * 2 : 64;
+                    int64_t *p = realloc(ghost, nc * sizeof *p);
+                    if (!p) {
+                        st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
+                        goto cleanup;
+                    }
+                    ghost = p;
+                    cap_ghost = nc;
+                }
+                ghost[n_ghost++] = id;
+                continue;
+            }
+            st = cdx_vec_decode(sqlite3_column_blob(q, 2), (size_t)sqlite3_column_bytes(q, 2),
+                                vx->dim, buf + n_add * vx->dim);
+            if (st != CDX_OK) goto cleanup;
+            add_ids[n_add++] = id;
+        } else if (op == CDX_CHANGE_REMOVE) {
+            int found = 0;
+            for (size_t i = 0; i < n_add && !found; i++)
+                if (add_ids[i] == id) add_ids[i] = -1, found = 1;
+            for (size_t i = 0; i < n_ghost && !found; i++)
+                if (ghost[i] == id) ghost[i] = ghost[--n_ghost], found = 1;
+            if (found) continue;
+            if (n_rm == cap_rm) {
+                size_t nc = cap_rm ? cap_rm * 2 : 64;
+                int64_t *p = realloc(rm, nc * sizeof *p);
+                if (!p) {
+                    st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
+                    goto cleanup;
+                }
+                rm = p;
+                cap_rm = nc;
+            }
+            rm[n_rm++] = id;
+        } else {
+            *bad = "unknown operation in the change log";
+            goto cleanup;
+        }
+    }
+    if (n_ghost) {
+        *bad = "the change log adds a vector the database does not have";
+        goto cleanup;
+    }
+    if (n_rm) {
+        for (size_t i = 0; i < n_rm; i++)
+            if (!is_live(vx, rm[i])) {
+                *bad = "the change log removes an id the index does not have";
+                goto cleanup;
+            }
+        if (vx->can_remove) {
+            FaissIDSelectorBatch *sel = NULL;
+            size_t nrem = 0;
+            if (faiss_IDSelectorBatch_new(&sel, n_rm, rm) != 0) {
+                st = faiss_fail("selector");
+                goto cleanup;
+            }
+            int r = faiss_Index_remove_ids(vx->idx, (FaissIDSelector *)sel, &nrem);
+            faiss_IDSelector_free((FaissIDSelector *)sel);
+            if (r != 0) {
+                st = faiss_fail("remove");
+                goto cleanup;
+            }
+            if (nrem != n_rm) {
+                *bad = "FAISS removed a different number of ids than asked";
+                goto cleanup;
+            }
+        } else {
+            for (size_t i = 0; i < n_rm; i++)
+                if ((st = tomb_add(vx, rm[i])) != CDX_OK) goto cleanup;
+            qsort(vx->tomb, vx->n_tomb, sizeof *vx->tomb, cmp_i64);
+        }
+    }
+    vx->pos = head;
+    vx->unsaved += applied;
+cleanup:
+    sqlite3_finalize(q);
+    free(buf);
+    free(add_ids);
+    free(rm);
+    free(ghost);
+    return st;
+}
+
+/* ---- the cache file ---- */
+
+/* Read and verify a file; NULL *out with a *why when it cannot be used. */
+static cdx_status read_file(cdx_store *s, const char *path, int64_t model_id, int dim,
+                            cdx_vindex **out, const char **why)
+{
+    cdx_status st = CDX_OK;
+    FILE *f = NULL;
+    FaissIndex *idx = NULL;
+    cdx_vindex *vx = NULL;
+    vx_header h;
+    struct stat sb;
+    uint64_t want;
+
+    *out = NULL;
+    *why = NULL;
+    f = fopen(path, "rb");
+    if (!f) {
+        if (errno == ENOENT) *why = "missing";
+        else *why = "unreadable";
+        return CDX_OK;
+    }
+    if (fstat(fileno(f), &sb) != 0 || fread(&h, sizeof h, 1, f) != 1) {
+        *why = "truncated (no header)";
+        goto cleanup;
+    }
+    if (memcmp(h.magic, VX_MAGIC, 8) != 0 || h.version != VX_VERSION ||
+        h.header_bytes != sizeof h || h.endian != VX_ENDIAN ||
+        h.check != fnv1a(&h, offsetof(vx_header, check))) {
+        *why = "not a clipdex FAISS file of this version (bad header)";
+        goto cleanup;
+    }
+    h.uuid[sizeof h.uuid - 1] = h.built[sizeof h.built - 1] = h.wanted[sizeof h.wanted - 1] = '\0';
+    if (strcmp(h.uuid, s->uuid) != 0) {
+        *why = "made for another database";
+        goto cleanup;
+    }
+    if (h.model_id != model_id || h.dim != dim) {
+        *why = "made for another model";
+        goto cleanup;
+    }
+    if (h.n_tomb > (uint64_t)h.ntotal ||
+        !cdx_add_ok(sizeof h + h.n_tomb * 8, h.payload_bytes, (size_t *)&want) ||
+        (uint64_t)sb.st_size != want) {
+        *why = "truncated or padded (size does not match its header)";
+        goto cleanup;
+    }
+    vx = calloc(1, sizeof *vx);
+    if (!vx || (h.n_tomb && !(vx->tomb = malloc(h.n_tomb * sizeof *vx->tomb)))) {
+        st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    vx->n_tomb = vx->cap_tomb = h.n_tomb;
+    if (h.n_tomb && fread(vx->tomb, 8, h.n_tomb, f) != h.n_tomb) {
+        *why = "truncated (tombstones)";
+        goto cleanup;
+    }
+    if (faiss_read_index(f, 0, &idx) != 0) {
+        *why = "FAISS cannot read it";
+        goto cleanup;
+    }
+    if (!faiss_IndexIDMap2_cast(idx) || faiss_Index_d(idx) != dim ||
+        faiss_Index_metric_type(idx) != METRIC_INNER_PRODUCT || faiss_Index_ntotal(idx) != h.ntotal) {
+        *why = "FAISS index of the wrong kind or size";
+        goto cleanup;
+    }
+    vx->idx = idx;
+    idx = NULL;
+    vx->dim = dim;
+    vx->pos = h.pos;
+    vx->saved_pos = h.pos;
+    vx->can_remove = h.can_remove != 0;
+    memcpy(vx->built, h.built, sizeof vx->built);
+    memcpy(vx->wanted, h.wanted, sizeof vx->wanted);
+    {
+        const int64_t *ids;
+        size_t n;
+        id_map(vx, &ids, &n);
+        for (size_t i = 1; i < n; i++)
+            if (ids[i] <= ids[i - 1]) {
+                *why = "ids out of order";
+                goto cleanup;
+            }
+        for (size_t i = 0; i < vx->n_tomb; i++)
+            if ((i && vx->tomb[i] <= vx->tomb[i - 1]) || !in_sorted(ids, n, vx->tomb[i])) {
+                *why = "bad tombstones";
+                goto cleanup;
+            }
+        if (ids_sum(vx) != h.idsum) {
+            *why = "id checksum mismatch";
+            goto cleanup;
+        }
+    }
+    *out = vx;
+    vx = NULL;
+cleanup:
+    if (idx) faiss_Index_free(idx);
+    cdx_vindex_free(vx);
+    if (f) fclose(f);
+    return st;
+}
+
+cdx_status cdx_vindex_load(cdx_store *s, int64_t model_id, int dim, const char *factory,
+                           int allow_rebuild, cdx_vindex **out, const char **rebuilt)
+{
+    cdx_status st = CDX_OK;
+    char *path = cdx_store_faiss_path(s, model_id);
+    cdx_vindex *vx = NULL;
+    const char *why = NULL;
+    int64_t count = 0;
+
+    if (rebuilt) *rebuilt = NULL;
+    *out = NULL;
+    if (!path) return cdx_fail(CDX_ERR_NOMEM, "out of memory");
+    /* The file may be newer than a reader's snapshot (the writer saved
+     * after we began): then start a new snapshot, which includes it. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int began = 0;
+        int64_t head = 0, pruned = 0;
+        cdx_vindex_free(vx);
+        vx = NULL;
+        if ((st = read_file(s, path, model_id, dim, &vx, &why)) != CDX_OK) goto cleanup;
+        if ((st = cdx_store_read_begin(s, &began)) != CDX_OK) goto cleanup;
+        sqlite3_stmt *q = NULL;
+        if (sqlite3_prepare_v2(s->db,
+                               "SELECT pruned_upto, (SELECT count(*) FROM vectors WHERE model_id "
+                               "= ?1) FROM models WHERE id = ?1", -1, &q, NULL) != SQLITE_OK) {
+            st = cdx_store_sqlfail(s, "prepare");
+            cdx_store_read_end(s, began);
+            goto cleanup;
+        }
+        sqlite3_bind_int64(q, 1, model_id);
+        if (sqlite3_step(q) == SQLITE_ROW) {
+            pruned = sqlite3_column_int64(q, 0);
+            count = sqlite3_column_int64(q, 1);
+        }
+        sqlite3_finalize(q);
+        if ((st = cdx_store_log_head(s, model_id, &head)) != CDX_OK) {
+            cdx_store_read_end(s, began);
+            goto cleanup;
+        }
+        if (vx) {
+            if (vx->pos > head) {
+                if (attempt < 2 && began) {
+                    cdx_store_read_end(s, began);
+                    continue;
+                }
+                why = "ahead of the database (from a state the database lost)";
+            } else if (vx->pos < pruned) {
+                why = "stale (older than the change log kept in the database)";
+            } else if (s->writer && strcmp(vx->wanted, factory) != 0) {
+                why = "built for another index type";
+            } else {
+                st = replay(s, vx, model_id, &why);
+                if (st == CDX_OK && !why && cdx_vindex_ntotal(vx) != count)
+                    why = "does not hold the database's vectors";
+            }
+            if (why) {
+                cdx_vindex_free(vx);
+                vx = NULL;
+            }
+        }
+        if (st == CDX_OK && !vx) {
+            if (!allow_rebuild) {
+                cdx_store_read_end(s, began);
+                if (why && strcmp(why, "missing") == 0) {
+                    if (rebuilt) *rebuilt = why; /* a missing cache is no error */
+                } else {
+                    st = cdx_fail(CDX_ERR_FORMAT, "%s: %s", path, why ? why : "unusable");
+                }
+                goto cleanup;
+            }
+            if (count > 0 || strcmp(why, "missing") != 0)
+                CDX_WARN("%s: %s: rebuilding it from the database (%lld vectors)", path, why,
+                         (long long)count);
+            st = cdx_vindex_build(s, model_id, dim, factory, &vx);
+            if (rebuilt) *rebuilt = why;
+        }
+        cdx_store_read_end(s, began);
+        if (st != CDX_OK) goto cleanup;
+        break;
+    }
+    if (vx && vx->saved_pos >= 0 && (st = apply_params(s, vx)) != CDX_OK) goto cleanup;
+    *out = vx;
+    vx = NULL;
+cleanup:
+    cdx_vindex_free(vx);
+    free(path);
+    return st;
+}
+
+cdx_status cdx_vindex_sync(cdx_store *s)
+{
+    cdx_vindex *vx = s->vx;
+    cdx_status st;
+    const char *bad = NULL;
+    int64_t pruned = 0;
+    sqlite3_stmt *q = NULL;
+
+    if (!vx) return CDX_OK;
+    if (sqlite3_prepare_v2(s->db, "SELECT pruned_upto FROM models WHERE id = ?", -1, &q, NULL) !=
+        SQLITE_OK)
+        return cdx_store_sqlfail(s, "prepare");
+    sqlite3_bind_int64(q, 1, s->model_id);
+    if (sqlite3_step(q) == SQLITE_ROW) pruned = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    if (vx->pos < pruned) {
+        /* The writer saved twice since we loaded and pruned the log we
+         * would need: the newer file has it all. */
+        bad = "the change log was pruned past this index";
+    } else if ((st = replay(s, vx, s->model_id, &bad)) != CDX_OK) {
+        return st;
+    }
+    if (!bad) return CDX_OK;
+    CDX_DEBUG("FAISS index of model %lld: %s: reloading", (long long)s->model_id, bad);
+    if (vx->pos < pruned && !s->txn) {
+        /* Reload from the file (outside our snapshot: the caller's read
+         * transaction is ended and begun again by load). */
+        cdx_vindex *nx = NULL;
+        const char *why = NULL;
+        sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+        st = cdx_vindex_load(s, s->model_id, s->dim, vx->wanted, 1, &nx, &why);
+        sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL);
+        if (st != CDX_OK) return st;
+        cdx_vindex_free(s->vx);
+        s->vx = nx;
+        return CDX_OK;
+    }
+    cdx_vindex *nx = NULL;
+    CDX_WARN("FAISS index of model %lld: %s: rebuilding it", (long long)s->model_id, bad);
+    if ((st = cdx_vindex_build(s, s->model_id, s->dim, vx->wanted, &nx)) != CDX_OK) return st;
+    cdx_vindex_free(s->vx);
+    s->vx = nx;
+    return CDX_OK;
+}
+
+static cdx_status fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return cdx_fail(CDX_ERR_IO, "%s: %s", dir, strerror(errno));
+    int r = fsync(fd);
+    int e = errno;
+    close(fd);
+    if (r != 0) return cdx_fail(CDX_ERR_IO, "%s: fsync: %s", dir, strerror(e));
+    return CDX_OK;
+}
+
+cdx_status cdx_vindex_save(cdx_store *s, cdx_vindex *vx, int64_t model_id)
+{
+    cdx_status st = CDX_OK;
+    char *path = cdx_store_faiss_path(s, model_id), *tmp = NULL;
+    FILE *f = NULL;
+    vx_header h;
+    long end;
+    const char *step = "open";
+    int saved_errno = 0;
+    int64_t prev = vx->saved_pos;
+
+    if (!path) return cdx_fail(CDX_ERR_NOMEM, "out of memory");
+    if (s->lock_fd < 0) {
+        st = cdx_fail(CDX_ERR_INTERNAL, "%s: saving without the writer lock", path);
+        goto cleanup;
+    }
+    /* One writer at a time holds the lock, so a fixed temp name is safe; a
+     * leftover from a killed writer is simply overwritten. */
+    tmp = malloc(strlen(path) + 5);
+    if (!tmp) {
+        st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    memcpy(tmp, path, strlen(path));
+    memcpy(tmp + strlen(path), ".tmp", 5);
+
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, VX_MAGIC, 8);
+    h.version = VX_VERSION;
+    h.header_bytes = sizeof h;
+    h.endian = VX_ENDIAN;
+    snprintf(h.uuid, sizeof h.uuid, "%s", s->uuid);
+    h.model_id = model_id;
+    h.dim = vx->dim;
+    h.pos = vx->pos;
+    h.ntotal = (int64_t)faiss_Index_ntotal(vx->idx);
+    h.idsum = ids_sum(vx);
+    h.n_tomb = vx->n_tomb;
+    h.can_remove = vx->can_remove;
+    memcpy(h.built, vx->built, sizeof h.built);
+    memcpy(h.wanted, vx->wanted, sizeof h.wanted);
+
+    f = fopen(tmp, "wb");
+    if (!f) goto io_fail;
+    step = "write";
+    if (fwrite(&h, sizeof h, 1, f) != 1) goto io_fail;
+    if (vx->n_tomb && fwrite(vx->tomb, 8, vx->n_tomb, f) != vx->n_tomb) goto io_fail;
+    if (faiss_write_index(vx->idx, f) != 0) {
+        st = faiss_fail("write index");
+        goto cleanup;
+    }
+    if ((end = ftell(f)) < 0) goto io_fail;
+    h.payload_bytes = (uint64_t)end - sizeof h - vx->n_tomb * 8;
+    h.check = fnv1a(&h, offsetof(vx_header, check));
+    if (fseek(f, 0, SEEK_SET) != 0 || fwrite(&h, sizeof h, 1, f) != 1) goto io_fail;
+    step = "flush";
+    if (fflush(f) != 0) goto io_fail;
+    step = "fsync";
+    if (fsync(fileno(f)) != 0) goto io_fail;
+    step = "close";
+    {
+        FILE *ff = f;
+        f = NULL;
+        if (fclose(ff) != 0) goto io_fail;
+    }
+    step = "rename";
+    if (rename(tmp, path) != 0) goto io_fail;
+    free(tmp);
+    tmp = NULL; /* renamed: nothing to clean up any more */
+    if ((st = fsync_dir(s->dir)) != CDX_OK) goto cleanup;
+    vx->saved_pos = vx->pos;
+    vx->unsaved = 0;
+
+    /* Keep the log since the previous save: a reader that loaded the
+     * previous file can still catch up without reloading. */
+    if (prev > 0) {
+        char sql[256];
+        snprintf(sql, sizeof sql,
+                 "BEGIN IMMEDIATE; UPDATE models SET pruned_upto = max(pruned_upto, %lld) "
+                 "WHERE id = %lld; DELETE FROM changes WHERE model_id = %lld AND seq <= %lld; "
+                 "COMMIT", (long long)prev, (long long)model_id, (long long)model_id,
+                 (long long)prev);
+        if (cdx_store_exec(s, sql) != CDX_OK) {
+            CDX_WARN("pruning the change log: %s", cdx_last_error());
+            if (!sqlite3_get_autocommit(s->db)) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        }
+    }
+    goto cleanup;
+
+io_fail:
+    saved_errno = errno;
+    st = cdx_fail(CDX_ERR_IO, "%s: %s: %s", tmp ? tmp : path, step, strerror(saved_errno));
+cleanup:
+    if (f) fclose(f);
+    if (tmp) unlink(tmp);
+    free(tmp);
+    free(path);
+    if (saved_errno) errno = saved_errno;
+    return st;
+}
+
+/* ---- queries ---- */
+
+cdx_status cdx_vindex_search(cdx_vindex *vx, const float *q, int64_t k, float *scores,
+                             int64_t *labels, int64_t *n_out)
+{
+    int64_t ntot = (int64_t)faiss_Index_ntotal(vx->idx);
+    int64_t kk = k + (int64_t)vx->n_tomb, n = 0;
+    float *d = NULL;
+    idx_t *l = NULL;
+
+    if (kk > ntot) kk = ntot;
+    *n_out = 0;
+    if (kk <= 0 || k <= 0) return CDX_OK;
+    d = malloc((size_t)kk * sizeof *d);
+    l = malloc((size_t)kk * sizeof *l);
+    if (!d || !l) {
+        free(d);
+        free(l);
+        return cdx_fail(CDX_ERR_NOMEM, "out of memory");
+    }
+    if (faiss_Index_search(vx->idx, 1, q, kk, d, l) != 0) {
+        free(d);
+        free(l);
+        return faiss_fail("search");
+    }
+    for (int64_t i = 0; i < kk && n < k; i++) {
+        if (l[i] < 0 || in_sorted(vx->tomb, vx->n_tomb, l[i])) continue;
+        scores[n] = d[i];
+        labels[n] = l[i];
+        n++;
+    }
+    *n_out = n;
+    free(d);
+    free(l);
+    return CDX_OK;
+}
+
+typedef struct scored { int64_t id; float score; } scored;
+
+static int cmp_scored(const void *a, const void *b)
+{
+    const scored *x = a, *y = b;
+    if (x->score != y->score) return x->score < y->score ? 1 : -1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+cdx_status cdx_vindex_range(cdx_vindex *vx, const float *q, float min_score, int64_t **ids_out,
+                            float **scores_out, size_t *n_out)
+{
+    cdx_status st = CDX_OK;
+    FaissRangeSearchResult *rs = NULL;
+    scored *v = NULL;
+    size_t n = 0;
+    int64_t ntot = (int64_t)faiss_Index_ntotal(vx->idx);
+
+    if (faiss_RangeSearchResult_new(&rs, 1) != 0) return faiss_fail("range result");
+    /* FAISS keeps inner products strictly above the radius. */
+    if (faiss_Index_range_search(vx->idx, 1, q, nextafterf(min_score, -INFINITY), rs) == 0) {
+        size_t *lims = NULL;
+        idx_t *lab = NULL;
+        float *dis = NULL;
+        faiss_RangeSearchResult_lims(rs, &lims);
+        faiss_RangeSearchResult_labels(rs, &lab, &dis);
+        size_t cnt = lims[1] - lims[0];
+        v = malloc((cnt ? cnt : 1) * sizeof *v);
+        if (!v) {
+            st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
+            goto cleanup;
+        }
+        for (size_t i = lims[0]; i < lims[1]; i++) {
+            if (lab[i] < 0 || in_sorted(vx->tomb, vx->n_tomb, lab[i])) continue;
+            v[n].id = lab[i];
+            v[n].score = dis[i];
+            n++;
+        }
+    } else {
+        /* Index types without range search (HNSW): k-NN with a growing k
+         * until the worst result falls below the threshold. */
+        int64_t k = 64;
+        float *d = NULL;
+        int64_t *l = NULL, got = 0;
+        for (;;) {
+            if (k > ntot) k = ntot;
+            free(d);
+            free(l);
+            d = malloc((size_t)(k ? k : 1) * sizeof *d);
+            l = malloc((size_t)(k ? k : 1) * sizeof *l);
+            if (!d || !l) {
+                free(d);
+                free(l);
+                st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
+                goto cleanup;
+            }
+            if ((st = cdx_vindex_search(vx, q, k, d, l, &got)) != CDX_OK) {
+                free(d);
+                free(l);
+                goto cleanup;
+            }
+            if (got == 0 || d[got - 1] < min_score || k >= ntot) break;
+            k *= 4;
+        }
+        v = malloc((size_t)(got ? got : 1) * sizeof *v);
+        if (!v) {
+            free(d);
+            free(l);
+            st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
+            goto cleanup;
+        }
+        for (int64_t i = 0; i < got; i++)
+            if (d[i] >= min_score) {
+                v[n].id = l[i];
+                v[n].score = d[i];
+                n++;
+            }
+        free(d);
+        free(l);
+    }
+    qsort(v, n, sizeof *v, cmp_scored);
+    {
+        int64_t *ids = malloc((n ? n : 1) * sizeof *ids);
+        float *sc = malloc((n ? n : 1) * sizeof *sc);
+        if (!ids || !sc) {
+            free(ids);
+            free(sc);
+            st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
+            goto cleanup;
+        }
+        for (size_t i = 0; i < n; i++) {
+            ids[i] = v[i].id;
+            sc[i] = v[i].score;
+        }
+        *ids_out = ids;
+        *scores_out = sc;
+        *n_out = n;
+    }
+cleanup:
+    free(v);
+    faiss_RangeSearchResult_free(rs);
+    return st;
+}
+
+cdx_status cdx_vindex_reconstruct(const cdx_vindex *vx, int64_t id, float *out)
+{
+    if (faiss_Index_reconstruct(vx->idx, id, out) != 0)
+        return cdx_fail(CDX_ERR_UNSUPPORTED, "faiss: reconstruct: %s", faiss_get_last_error());
+    return CDX_OK;
+}
