@@ -2,6 +2,7 @@
 #
 #   make deps        install build/test dependencies (Debian packages) and
 #                    build the FAISS C API into build/faiss
+#   make demo        build, then run the main job end to end (scripts/demo.sh)
 #   make             build bin/clipdex and bin/clipdexd (strict warnings)
 #   make check       run every test (TAP, one prove summary)
 #   make asan-check  the same tests built with ASan+UBSan
@@ -127,6 +128,9 @@ asan-check:
 deps:
 	scripts/deps.sh
 
+demo: all
+	BUILD=$(BUILD) PYTHON=$(PYTHON) scripts/demo.sh
+
 bench: all
 	PYTHON=$(PYTHON) bench/run.sh $(BUILD)
 
@@ -139,7 +143,7 @@ install: all
 clean:
 	rm -rf build build-asan bin
 
-.PHONY: all check asan-check deps bench install clean tests-build testdata FORCE
+.PHONY: all check asan-check deps demo bench install clean tests-build testdata FORCE
 -include $(O_CORE:.o=.d) $(O_QUERY:.o=.d) $(O_INDEXER:.o=.d)
 
 # ---- bench/: benchmark programs (not tests) ----

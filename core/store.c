@@ -663,14 +663,11 @@ static cdx_status load_vindex(cdx_store *s, const char *factory)
     cdx_status st;
     cdx_vindex *vx = NULL;
     const char *why = NULL;
-    int began = 0;
 
     cdx_vindex_free(s->vx);
     s->vx = NULL;
-    if ((st = cdx_store_read_begin(s, &began)) != CDX_OK) return st;
-    st = cdx_vindex_load(s, s->model_id, s->dim, factory, 1, &vx, &why);
-    cdx_store_read_end(s, began);
-    if (st != CDX_OK) return st;
+    /* (load takes its own read snapshots) */
+    if ((st = cdx_vindex_load(s, s->model_id, s->dim, factory, 1, &vx, &why)) != CDX_OK) return st;
     s->vx = vx;
     if (why && s->lock_fd < 0) {
         /* A reader rebuilt the index: save it for the next reader if no

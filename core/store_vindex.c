@@ -23,9 +23,15 @@
  * replaced by an atomic rename; `clipdex check` compares the stored values
  * with SQLite instead.
  *
- * Index types without remove_ids (HNSW) keep removed ids as tombstones:
- * searches ask FAISS for k + tombstones results and drop them; the writer
- * rebuilds once they pass 10% of the index.
+ * Removal: FAISS's remove_ids is used only when the sub-index stores its
+ * codes in one array that removal compacts in order (Flat, SQ, LSH), since
+ * IndexIDMap translates positions to ids.  HNSW has no remove_ids, and IVF
+ * keeps its old positions after a removal, which silently shifts every
+ * later id of an IndexIDMap (measured with FAISS 1.7.3: after removing one
+ * id, 50 of 50 self-queries returned a neighbour's id).  Those types keep
+ * removed ids as tombstones instead: searches ask FAISS for k + tombstones
+ * results and drop them, and the writer rebuilds once they pass 10% of the
+ * index.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -37,6 +43,9 @@
 #include <unistd.h>
 
 #include <faiss/c_api/AutoTune_c.h>
+#include <faiss/c_api/IndexFlat_c.h>
+#include <faiss/c_api/IndexLSH_c.h>
+#include <faiss/c_api/IndexScalarQuantizer_c.h>
 #include <faiss/c_api/Index_c.h>
 #include <faiss/c_api/MetaIndexes_c.h>
 #include <faiss/c_api/error_c.h>
@@ -228,15 +237,29 @@ static cdx_status apply_params(cdx_store *s, cdx_vindex *vx)
     return st;
 }
 
+/* Whether remove_ids keeps an IndexIDMap2 correct (see the top). */
+static void probe_remove(cdx_vindex *vx)
+{
+    FaissIndex *sub = faiss_IndexIDMap2_sub_index((FaissIndexIDMap2 *)vx->idx);
+    FaissIDSelectorBatch *sel = NULL;
+    idx_t probe = -1;
+    size_t nrem = 0;
+    vx->can_remove = 0;
+    if (!sub || !(faiss_IndexFlat_cast(sub) || faiss_IndexScalarQuantizer_cast(sub) ||
+                  faiss_IndexLSH_cast(sub)))
+        return;
+    if (faiss_IDSelectorBatch_new(&sel, 1, &probe) == 0) {
+        vx->can_remove = faiss_Index_remove_ids(vx->idx, (FaissIDSelector *)sel, &nrem) == 0;
+        faiss_IDSelector_free((FaissIDSelector *)sel);
+    }
+}
+
 /* An empty IndexIDMap2 over factory (inner product). */
 static cdx_status make_index(const char *factory, int dim, cdx_vindex **out)
 {
     FaissIndex *sub = NULL;
     FaissIndexIDMap2 *map = NULL;
-    FaissIDSelectorBatch *sel = NULL;
     cdx_vindex *vx;
-    idx_t probe = -1;
-    size_t nrem = 0;
 
     if (strlen(factory) >= sizeof vx->built)
         return cdx_fail(CDX_ERR_ARG, "index type '%s' is too long", factory);
@@ -257,26 +280,9 @@ static cdx_status make_index(const char *factory, int dim, cdx_vindex **out)
     vx->saved_pos = -1;
     snprintf(vx->built, sizeof vx->built, "%s", factory);
     snprintf(vx->wanted, sizeof vx->wanted, "%s", factory);
-    /* Whether removal works is a property of the index type: ask an empty
-     * index to remove an id it does not have. */
-    if (faiss_Index_is_trained(vx->idx) && faiss_IDSelectorBatch_new(&sel, 1, &probe) == 0) {
-        vx->can_remove = faiss_Index_remove_ids(vx->idx, (FaissIDSelector *)sel, &nrem) == 0;
-        faiss_IDSelector_free((FaissIDSelector *)sel);
-    }
+    if (faiss_Index_is_trained(vx->idx)) probe_remove(vx);
     *out = vx;
     return CDX_OK;
-}
-
-/* Probe removal on a trained index (IVF answers only after training). */
-static void probe_remove(cdx_vindex *vx)
-{
-    FaissIDSelectorBatch *sel = NULL;
-    idx_t probe = -1;
-    size_t nrem = 0;
-    if (faiss_IDSelectorBatch_new(&sel, 1, &probe) == 0) {
-        vx->can_remove = faiss_Index_remove_ids(vx->idx, (FaissIDSelector *)sel, &nrem) == 0;
-        faiss_IDSelector_free((FaissIDSelector *)sel);
-    }
 }
 
 static cdx_status tomb_add(cdx_vindex *vx, int64_t id)
@@ -599,7 +605,7 @@ static cdx_status read_file(cdx_store *s, const char *path, int64_t model_id, in
     cdx_vindex *vx = NULL;
     vx_header h;
     struct stat sb;
-    uint64_t want;
+    size_t want;
 
     *out = NULL;
     *why = NULL;
@@ -628,8 +634,8 @@ static cdx_status read_file(cdx_store *s, const char *path, int64_t model_id, in
         *why = "made for another model";
         goto cleanup;
     }
-    if (h.n_tomb > (uint64_t)h.ntotal ||
-        !cdx_add_ok(sizeof h + h.n_tomb * 8, h.payload_bytes, (size_t *)&want) ||
+    if (h.ntotal < 0 || h.n_tomb > (uint64_t)h.ntotal ||
+        !cdx_add_ok(sizeof h + h.n_tomb * 8, h.payload_bytes, &want) ||
         (uint64_t)sb.st_size != want) {
         *why = "truncated or padded (size does not match its header)";
         goto cleanup;
@@ -778,46 +784,50 @@ cleanup:
     return st;
 }
 
+/* Called inside the caller's read transaction (never inside the writer's
+ * explicit one: uncommitted rows must not reach FAISS). */
 cdx_status cdx_vindex_sync(cdx_store *s)
 {
-    cdx_vindex *vx = s->vx;
     cdx_status st;
     const char *bad = NULL;
-    int64_t pruned = 0;
-    sqlite3_stmt *q = NULL;
 
-    if (!vx) return CDX_OK;
-    if (sqlite3_prepare_v2(s->db, "SELECT pruned_upto FROM models WHERE id = ?", -1, &q, NULL) !=
-        SQLITE_OK)
-        return cdx_store_sqlfail(s, "prepare");
-    sqlite3_bind_int64(q, 1, s->model_id);
-    if (sqlite3_step(q) == SQLITE_ROW) pruned = sqlite3_column_int64(q, 0);
-    sqlite3_finalize(q);
-    if (vx->pos < pruned) {
-        /* The writer saved twice since we loaded and pruned the log we
-         * would need: the newer file has it all. */
-        bad = "the change log was pruned past this index";
-    } else if ((st = replay(s, vx, s->model_id, &bad)) != CDX_OK) {
-        return st;
-    }
-    if (!bad) return CDX_OK;
-    CDX_DEBUG("FAISS index of model %lld: %s: reloading", (long long)s->model_id, bad);
-    if (vx->pos < pruned && !s->txn) {
-        /* Reload from the file (outside our snapshot: the caller's read
-         * transaction is ended and begun again by load). */
+    if (!s->vx || s->txn) return CDX_OK;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int64_t pruned = 0;
+        sqlite3_stmt *q = NULL;
+        if (sqlite3_prepare_v2(s->db, "SELECT pruned_upto FROM models WHERE id = ?", -1, &q,
+                               NULL) != SQLITE_OK)
+            return cdx_store_sqlfail(s, "prepare");
+        sqlite3_bind_int64(q, 1, s->model_id);
+        if (sqlite3_step(q) == SQLITE_ROW) pruned = sqlite3_column_int64(q, 0);
+        sqlite3_finalize(q);
+        if (s->vx->pos >= pruned) {
+            if ((st = replay(s, s->vx, s->model_id, &bad)) != CDX_OK) return st;
+            if (!bad) return CDX_OK;
+            break;
+        }
+        /* The writer saved twice since we loaded and pruned the log we would
+         * need: the newer file has it all.  Loading takes its own snapshots,
+         * so end ours, load, and catch up in a fresh one. */
         cdx_vindex *nx = NULL;
         const char *why = NULL;
+        CDX_DEBUG("FAISS index of model %lld: log pruned past it: reloading",
+                  (long long)s->model_id);
         sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
-        st = cdx_vindex_load(s, s->model_id, s->dim, vx->wanted, 1, &nx, &why);
-        sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL);
-        if (st != CDX_OK) return st;
+        st = cdx_vindex_load(s, s->model_id, s->dim, s->vx->wanted, 1, &nx, &why);
+        if (sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK && st == CDX_OK)
+            st = cdx_store_sqlfail(s, "begin read");
+        if (st != CDX_OK) {
+            cdx_vindex_free(nx);
+            return st;
+        }
         cdx_vindex_free(s->vx);
         s->vx = nx;
-        return CDX_OK;
     }
+    if (!bad) bad = "cannot catch up with the change log";
     cdx_vindex *nx = NULL;
     CDX_WARN("FAISS index of model %lld: %s: rebuilding it", (long long)s->model_id, bad);
-    if ((st = cdx_vindex_build(s, s->model_id, s->dim, vx->wanted, &nx)) != CDX_OK) return st;
+    if ((st = cdx_vindex_build(s, s->model_id, s->dim, s->vx->wanted, &nx)) != CDX_OK) return st;
     cdx_vindex_free(s->vx);
     s->vx = nx;
     return CDX_OK;

@@ -15,12 +15,13 @@
  *
  * Data structures.  Every symbol BPE can produce is a vocabulary entry, so
  * BPE works on ids, never on strings: the vocabulary is a hash table from
- * token string to id (used at open time only), and each merge "a b" of
+ * token string to id (needed only while opening, then freed), and each merge "a b" of
  * merges.txt becomes an entry (id(a), id(b)) -> (rank, id(ab)) of a second
  * hash table.  A word's bytes start as the ids of their single-byte symbols
  * (byte_id / byte_eow_id); the lowest-ranked adjacent pair is merged
  * everywhere, left to right, until no pair has a rank: the same order as
- * the reference's bpe(), hence the same ids.
+ * the reference's bpe(), hence the same ids.  Short words use a plain scan
+ * per round; long ones a heap, so that a huge word costs O(n log n).
  *
  * The BPE cache maps a piece's bytes to its ids.  It is shared by all
  * threads using the tokenizer and guarded by a mutex held only for the
@@ -78,6 +79,7 @@ typedef struct cache_entry {
 } cache_entry;
 
 struct cdx_tokenizer {
+    /* Vocabulary, only while opening. */
     char *keys; /* every vocabulary string, NUL-terminated, back to back */
     vocab_slot *vocab;
     size_t vocab_mask, n_vocab;
@@ -410,6 +412,12 @@ cdx_status cdx_tokenizer_open(const char *vocab_json, const char *merges_txt,
         cdx_tokenizer_free(tok);
         return st;
     }
+    /* Encoding only needs the merge table and the byte symbols: drop the
+     * string table (about 1.5 MB for CLIP). */
+    free(tok->vocab);
+    free(tok->keys);
+    tok->vocab = NULL;
+    tok->keys = NULL;
     *out = tok;
     return CDX_OK;
 }
