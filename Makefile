@@ -28,7 +28,7 @@ SANFLAGS =
 endif
 BIN = $(BUILD)/bin
 
-PKGS = openblas libcjson libutf8proc libpng libjpeg libzip
+PKGS = openblas libcjson libutf8proc libpng libjpeg libzip sqlite3 libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -39,14 +39,20 @@ endif
 CFLAGS ?= $(O) -g
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -pthread -MMD -MP $(WARN) $(SANFLAGS) \
 	-Icore $(PKG_CFLAGS) $(CFLAGS)
-LDLIBS = $(PKG_LIBS) -lm -pthread
+# FAISS (index store): the C API that `make deps` builds into build/faiss
+# (scripts/deps.sh), over Debian's static libfaiss.a, which is C++ with
+# OpenMP: hence libgomp and libstdc++ after it.
+FAISS_C = build/faiss/libfaiss_c.a
+FAISS_A := $(firstword $(wildcard /usr/lib/*/libfaiss.a /usr/lib/libfaiss.a))
+LDLIBS = $(FAISS_C) $(FAISS_A) $(PKG_LIBS) -lgomp -lstdc++ -lm -pthread
 
 # ---- core/: the library, one line per module ----
 CORE_OBJS  = core/status.o
 CORE_OBJS += core/tokenizer.o core/ftfy.o
 CORE_OBJS += core/safetensors.o core/torchbin.o core/weights.o
 CORE_OBJS += core/config.o core/model.o core/kernels.o core/linear.o core/pool.o
-CORE_OBJS += core/image.o core/resample.o core/preprocess.o
+CORE_OBJS += core/image.o core/resample.o core/preprocess.o core/phash.o
+CORE_OBJS += core/hash.o core/store.o core/store_vindex.o core/store_search.o core/store_check.o
 
 # ---- query/: the clipdex command ----
 QUERY_OBJS  = query/main.o query/util.o
@@ -62,6 +68,8 @@ UNIT_TESTS += test_tokenizer
 UNIT_TESTS += test_weights
 UNIT_TESTS += test_kernels
 UNIT_TESTS += test_resample
+UNIT_TESTS += test_phash
+UNIT_TESTS += test_store_f16 test_store test_store_schema
 
 # TEMPORARY while modules are being written in parallel: skip sources that
 # do not exist yet.  Remove before the first release.
@@ -73,6 +81,7 @@ LIB = $(BUILD)/libclipdex.a
 O_CORE = $(addprefix $(BUILD)/,$(CORE_OBJS))
 O_QUERY = $(addprefix $(BUILD)/,$(QUERY_OBJS))
 O_INDEXER = $(addprefix $(BUILD)/,$(INDEXER_OBJS))
+O_CORE += $(BUILD)/gen/schema.o
 T_BINS = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 # Helper programs the CLI tests run (built like unit tests, never run by prove).
 T_HELPERS = $(BUILD)/tests/preprocess_dump
@@ -115,8 +124,9 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/tap.h $(LIB) $(BUILD)/.flags
 tests-build: all $(T_BINS) $(T_HELPERS)
 
 # Generated test models and reference outputs (python3-torch, numpy, PIL).
+# (Always under build/, also for the sanitizer build: the data is the same.)
 testdata: all
-	@$(PYTHON) tests/tools/make_testdata.py --out $(BUILD)/testdata
+	@$(PYTHON) tests/tools/make_testdata.py --out build/testdata
 
 check: tests-build testdata
 	CLIPDEX_BUILD=$(BUILD) PYTHON=$(PYTHON) prove -f $(PROVE_FLAGS) \
@@ -150,3 +160,22 @@ clean:
 $(BUILD)/bench/%: bench/%.c $(LIB) $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Wno-error -o $@ $< $(LIB) $(LDLIBS)
+
+# ---- the index store: built-in schema, FAISS C API, harnesses, bench ----
+# schema/NNN_*.sql become C strings in the library (schema/sql2c.awk).
+SCHEMA_SQL = $(sort $(wildcard schema/[0-9]*.sql))
+$(BUILD)/gen/schema.c: schema/sql2c.awk $(SCHEMA_SQL)
+	@mkdir -p $(dir $@)
+	awk -f schema/sql2c.awk $(SCHEMA_SQL) > $@.tmp && mv $@.tmp $@
+$(BUILD)/gen/schema.o: $(BUILD)/gen/schema.c $(BUILD)/.flags
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+STORE_TOOLS = $(BUILD)/tests/tools/store_harness
+STORE_BENCH = $(BUILD)/bench/store_bench
+$(FAISS_C):
+	scripts/deps.sh
+$(BIN)/clipdex $(BIN)/clipdexd $(T_BINS) $(T_HELPERS) $(STORE_TOOLS) $(STORE_BENCH): $(FAISS_C)
+$(BUILD)/tests/tools/%: tests/tools/%.c $(LIB) $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+tests-build: $(STORE_TOOLS)
+bench: $(STORE_BENCH)

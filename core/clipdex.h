@@ -187,6 +187,54 @@ cdx_status cdx_preprocess_exact(const cdx_preprocess_cfg *cfg,
 cdx_status cdx_preprocess_output_size(const cdx_preprocess_cfg *cfg, uint32_t width,
                                       uint32_t height, uint32_t *out_w, uint32_t *out_h);
 
+/* ---- Image ingestion (photo libraries): metadata, orientation, fast path ----
+ * Declared here for every user; implemented by core/image*.c. */
+
+/* What a photo carries besides its pixels.  Strings are NUL-terminated,
+ * "" when unknown. */
+typedef struct cdx_image_meta {
+    char format[8];           /* "jpeg", "png", "webp", "heif", "tiff", "gif" */
+    uint32_t width, height;   /* stored pixel size, before orientation */
+    int orientation;          /* EXIF Orientation 1..8 (1 when absent/invalid) */
+    int64_t taken_at;         /* DateTimeOriginal as unix seconds (local time
+                                 read as UTC when no offset is recorded);
+                                 INT64_MIN when unknown */
+    int has_tz_offset;        /* OffsetTimeOriginal was present */
+    int tz_offset_min;        /* its value in minutes east of UTC */
+    char make[64], model[64]; /* camera */
+    int has_gps;
+    double gps_lat, gps_lon;  /* degrees, south/west negative */
+    char warning[256];        /* a non-fatal problem (malformed EXIF ...) */
+} cdx_image_meta;
+
+typedef struct cdx_decode_opts {
+    int apply_orientation;    /* rotate/flip the pixels upright per EXIF */
+    uint32_t min_side;        /* > 0: the decoder may return a smaller image
+                                 (JPEG DCT scaling) whose shortest side is
+                                 still >= min_side; 0: full size */
+    uint64_t max_pixels;      /* 0: 200 megapixels */
+    uint64_t max_file_bytes;  /* 0: 1 GiB */
+} cdx_decode_opts;
+
+/* Decode any supported format (magic bytes decide) with metadata.  img
+ * and meta may each be NULL (meta only: no pixel decode at all).  Errors
+ * are one line "PATH: reason"; a malformed EXIF block is not an error
+ * (meta->warning says so). */
+cdx_status cdx_image_decode(const char *path, const cdx_decode_opts *opts, cdx_image *img,
+                            cdx_image_meta *meta);
+
+/* The fast preprocessing used for indexing: same geometry as exact (short
+ * side to shortest_edge, center crop) from an image that may already be
+ * DCT-downscaled.  Output as cdx_preprocess_exact. */
+cdx_status cdx_preprocess_fast(const cdx_preprocess_cfg *cfg, const cdx_image *img, float *out);
+
+/* 64-bit DCT perceptual hash of an image (grayscale, area-resized to
+ * 32x32, 2-D DCT, the 8x8 lowest frequencies without the DC row and
+ * column against their median).  Near-identical pictures differ in few
+ * bits (Hamming distance).  Apply orientation first so that rotated
+ * copies match.  Thread-safe. */
+cdx_status cdx_phash(const cdx_image *img, uint64_t *out);
+
 /* ------------------------------------------------------------------ */
 /* The CLIP model                                                      */
 /* ------------------------------------------------------------------ */

@@ -67,6 +67,7 @@ typedef struct jpeg_err {
     const char *path;
     cdx_status st;
     int warned;
+    int rows_done;             /* every scanline has been decoded */
 } jpeg_err;
 
 /* Everything jpeg_run() touches lives here, not in its locals, so nothing
@@ -131,11 +132,19 @@ static void jpeg_on_error(j_common_ptr cinfo)
     longjmp(e->jb, 1);
 }
 
-/* Warnings (level -1) and trace messages (level >= 0).  Running out of
- * data is only a warning to libjpeg, which then pads with grey; Pillow
- * refuses such files ("image file is truncated") and so do we.  Other
- * warnings (corrupt entropy data, bad restart markers) are what Pillow
- * silently decodes through, so we do too and log the first one. */
+/* Warnings (level -1) and trace messages (level >= 0).
+ *
+ * Running out of data is only a warning to libjpeg, which then pads with
+ * grey.  Pillow feeds libjpeg through a suspending source instead: if the
+ * data ends before the last scanline it fails ("image file is truncated"),
+ * and so do we.  If it ends after the last scanline (EOI missing, or junk
+ * where the trailer should be) Pillow simply stops reading and keeps the
+ * complete image; so do we, by leaving jpeg_finish_decompress at that
+ * point.
+ *
+ * Other warnings (corrupt entropy data, bad restart markers, extraneous
+ * bytes) are what Pillow silently decodes through, so we do too and log
+ * the first one. */
 static void jpeg_on_message(j_common_ptr cinfo, int level)
 {
     jpeg_err *e = (jpeg_err *)cinfo->err;
@@ -143,7 +152,12 @@ static void jpeg_on_message(j_common_ptr cinfo, int level)
 
     if (level >= 0) return;
     if (e->pub.msg_code == JWRN_JPEG_EOF) {
-        e->st = cdx_fail(CDX_ERR_FORMAT, "%s: truncated JPEG data", e->path);
+        if (e->rows_done) {
+            CDX_WARN("%s: JPEG data ends without an EOI marker (image complete)", e->path);
+            e->st = CDX_OK;
+        } else {
+            e->st = cdx_fail(CDX_ERR_FORMAT, "%s: truncated JPEG data", e->path);
+        }
         longjmp(e->jb, 1);
     }
     e->pub.num_warnings++;
@@ -221,7 +235,9 @@ static cdx_status jpeg_run(jpeg_job *j)
             return CDX_BUG("jpeg_read_scanlines returned no row");
         if (j->cmyk) cmyk_row_to_rgb(j->row4, dst, j->w);
     }
-    /* Reads up to EOI, so a file cut after the last scan is caught too. */
+    /* Reads on to EOI: errors in what follows the last scan still count
+     * (as in Pillow), running out of data there does not (see above). */
+    j->err.rows_done = 1;
     jpeg_finish_decompress(ci);
     return CDX_OK;
 }
@@ -461,9 +477,11 @@ static const struct image_format {
     size_t magic_len;
     cdx_decode_fn decode;
 } formats[] = {
-    /* SOI alone: Pillow also wants the next 0xFF, but a file cut right
-     * after SOI should say "truncated JPEG", not "not an image". */
-    {"JPEG", "\xff\xd8", 2, decode_jpeg},
+    /* SOI and the 0xFF of the next marker, as Pillow requires (libjpeg
+     * alone would skip junk after SOI and decode fuzz files Pillow does
+     * not recognise).  A file cut right after SOI is a proper prefix and
+     * says "truncated JPEG data". */
+    {"JPEG", "\xff\xd8\xff", 3, decode_jpeg},
     {"PNG", "\x89PNG\r\n\x1a\n", 8, decode_png},
 };
 

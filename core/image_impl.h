@@ -27,12 +27,8 @@
  * it configurable through cdx_decode_opts. */
 #define CDX_IMAGE_MAX_PIXELS_DEFAULT ((size_t)200 * 1000 * 1000)
 
-/* Options every decoder receives.  Kept as a struct so that later
- * features (DCT-domain downscaling, EXIF orientation, metadata) add a
- * field here rather than a parameter to every decoder. */
-typedef struct cdx_decode_opts {
-    size_t max_pixels; /* refuse images with more pixels (CDX_ERR_LIMIT) */
-} cdx_decode_opts;
+/* Decoders receive the public cdx_decode_opts (clipdex.h): max_pixels is
+ * the limit they apply; the other fields are for the ingestion layer. */
 
 /* A decoder reads the whole image from f (positioned at offset 0) and
  * fills *out with 8-bit RGB as Pillow's Image.convert("RGB") would.

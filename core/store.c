@@ -42,7 +42,7 @@
 /* IEEE 754 binary16 with round-to-nearest-even, subnormals, inf and NaN.
  * Written out rather than using _Float16 so the rounding is explicit and
  * the same on every compiler and flag set. */
-uint16_t cdx_f32_to_f16(float f)
+uint16_t cdx_store_f32_to_f16(float f)
 {
     uint32_t x;
     memcpy(&x, &f, 4);
@@ -73,7 +73,7 @@ uint16_t cdx_f32_to_f16(float f)
     return (uint16_t)(sign | half);
 }
 
-float cdx_f16_to_f32(uint16_t h)
+float cdx_store_f16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1fu;
@@ -104,7 +104,7 @@ cdx_status cdx_vec_encode(const float *v, int n, uint8_t *blob)
     if (ss <= 0) return cdx_fail(CDX_ERR_ARG, "vector is all zeros");
     double inv = 1.0 / sqrt(ss);
     for (int i = 0; i < n; i++) {
-        uint16_t h = cdx_f32_to_f16((float)(v[i] * inv));
+        uint16_t h = cdx_store_f32_to_f16((float)(v[i] * inv));
         blob[2 * i] = (uint8_t)(h & 0xff); /* little-endian on every host */
         blob[2 * i + 1] = (uint8_t)(h >> 8);
     }
@@ -117,7 +117,7 @@ cdx_status cdx_vec_decode(const void *blob, size_t bytes, int n, float *out)
     if (!b || bytes != (size_t)n * 2)
         return cdx_fail(CDX_ERR_FORMAT, "vector blob is %zu bytes, expected %d", bytes, 2 * n);
     for (int i = 0; i < n; i++)
-        out[i] = cdx_f16_to_f32((uint16_t)(b[2 * i] | (b[2 * i + 1] << 8)));
+        out[i] = cdx_store_f16_to_f32((uint16_t)(b[2 * i] | (b[2 * i + 1] << 8)));
     return CDX_OK;
 }
 

@@ -15,6 +15,7 @@
  * open.  A corrupt one is (a correct writer never leaves one).
  */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,12 +65,6 @@ static cdx_status each_row(checker *c, const char *sql, const char *what,
     return CDX_OK;
 }
 
-static void row_text(checker *c, sqlite3_stmt *q, const char *what)
-{
-    const unsigned char *t = sqlite3_column_text(q, 0);
-    report(c, 1, "%s: %s", what, t ? (const char *)t : "?");
-}
-
 static void row_file(checker *c, sqlite3_stmt *q, const char *what)
 {
     report(c, 1, "%s: file %lld (%s)", what, (long long)sqlite3_column_int64(q, 0),
@@ -106,7 +101,6 @@ static cdx_status check_sqlite(checker *c)
     if (rc != SQLITE_DONE) return cdx_store_sqlfail(c->s, "integrity_check");
     if ((st = each_row(c, "PRAGMA foreign_key_check", "foreign key", row_fk, NULL)) != CDX_OK)
         return st;
-    (void)row_text;
     return CDX_OK;
 }
 
@@ -167,17 +161,15 @@ static cdx_status check_faiss(checker *c, int64_t model_id, const char *name, in
         report(c, 0, "note: model %s has no FAISS file yet (built at the next open)", name);
         return CDX_OK;
     }
-    if ((st = cdx_vindex_ids(vx, &fids, &nf)) != CDX_OK) goto cleanup;
     a = malloc((size_t)dim * sizeof *a);
     b = malloc((size_t)dim * sizeof *b);
     if (!a || !b) {
         st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
         goto cleanup;
     }
-    /* Both id lists sorted: one merge.  The database side is read in the
-     * same snapshot the index was replayed to?  No: load ended its
-     * snapshot; a writer may have committed since.  Replay again inside
-     * ours so both sides are the same state. */
+    /* Loading ended its snapshot and a writer may have committed since:
+     * catch the index up inside ours, so both sides show one state.  The
+     * sync works on the handle's current index, hence the swap. */
     if ((st = cdx_store_read_begin(s, &began)) != CDX_OK) goto cleanup;
     {
         cdx_vindex *save = s->vx;
@@ -192,8 +184,7 @@ static cdx_status check_faiss(checker *c, int64_t model_id, const char *name, in
         s->model_id = save_model;
         s->dim = save_dim;
         if (st != CDX_OK) goto cleanup;
-        free(fids);
-        fids = NULL;
+        /* Both id lists are sorted: one merge compares them. */
         if ((st = cdx_vindex_ids(vx, &fids, &nf)) != CDX_OK) goto cleanup;
     }
     if (sqlite3_prepare_v2(s->db, "SELECT id, data FROM vectors WHERE model_id = ? ORDER BY id", -1,

@@ -124,8 +124,8 @@ void cdx_filter_sql(const cdx_store_filter *f, int with_state, cdx_sb *b);
 cdx_status cdx_filter_bind(sqlite3_stmt *q, const cdx_store_filter *f, int with_state, int *idx);
 
 /* ---- float16 (store.c) ---- */
-uint16_t cdx_f32_to_f16(float f);
-float cdx_f16_to_f32(uint16_t h);
+uint16_t cdx_store_f32_to_f16(float f);
+float cdx_store_f16_to_f32(uint16_t h);
 /* Normalise v (n floats) and round it through float16 into blob (2n bytes,
  * little-endian).  CDX_ERR_ARG for zero/NaN/inf vectors. */
 cdx_status cdx_vec_encode(const float *v, int n, uint8_t *blob);

@@ -228,11 +228,16 @@ static cdx_status apply_params(cdx_store *s, cdx_vindex *vx)
 {
     FaissParameterSpace *ps = NULL;
     cdx_status st = CDX_OK;
-    if (!s->search_params) return CDX_OK;
+    /* The parameters are meant for the configured type; a Flat stand-in
+     * (not enough vectors to train yet) has none to set. */
+    if (!s->search_params || strcmp(vx->built, vx->wanted) != 0) return CDX_OK;
     if (faiss_ParameterSpace_new(&ps) != 0) return faiss_fail("parameter space");
+    /* A warning, not an error: searching still works without them, and an
+     * index type changed in the configuration should not stop the daemon
+     * over a leftover tuning knob. */
     if (faiss_ParameterSpace_set_index_parameters(ps, vx->idx, s->search_params) != 0)
-        st = cdx_fail(CDX_ERR_ARG, "search parameters '%s' do not apply to index '%s': %s",
-                      s->search_params, vx->built, faiss_get_last_error());
+        CDX_WARN("search parameters '%s' do not apply to index '%s' (ignored): %s",
+                 s->search_params, vx->built, faiss_get_last_error());
     faiss_ParameterSpace_free(ps);
     return st;
 }

@@ -70,10 +70,17 @@ EOF
 CONFIGS="default l336 pad exact nores raw"
 cfg_path() { if [ "$1" = default ]; then echo -; else echo "$tmp/cfg/$1.json"; fi; }
 
-# Files clipdex refuses on purpose although Pillow decodes them.
-printf '%s\t%s\n' \
-    xcsn0g01.png "IDAT CRC error; Pillow never checks IDAT CRCs" \
-    >"$tmp/known"
+# Deliberate differences from Pillow (kind, file name, why):
+#  refuse = clipdex rejects a file Pillow decodes, decode = the reverse.
+# clipdex checks every PNG CRC and reads to IEND; Pillow checks CRCs only
+# before the first IDAT and stops reading once the pixels are complete.
+cat >"$tmp/known" <<'EOF'
+refuse	xcsn0g01.png	IDAT CRC error; Pillow never checks IDAT CRCs
+refuse	x_interlaced_chck.png	IDAT CRC error; Pillow never checks IDAT CRCs
+refuse	badcrc.png	IDAT CRC error; Pillow never checks IDAT CRCs
+refuse	huge_IDAT.png	IDAT length runs past the end of the file
+decode	empty_ancillary_chunks.png	empty ancillary chunks are ignored (libpng warns); Pillow's chunk parsers fail on them
+EOF
 
 # ---- 1. generated + corpus images vs Pillow and the reference ----
 if "$PY" "$REF" gen "$tmp/gen" >/dev/null; then
