@@ -51,7 +51,7 @@ CORE_OBJS  = core/status.o
 CORE_OBJS += core/tokenizer.o core/ftfy.o
 CORE_OBJS += core/safetensors.o core/torchbin.o core/weights.o
 CORE_OBJS += core/config.o core/model.o core/kernels.o core/linear.o core/pool.o
-CORE_OBJS += core/image.o core/resample.o core/preprocess.o core/phash.o
+CORE_OBJS += core/image.o core/resample.o core/preprocess.o core/phash.o core/ingest.o
 CORE_OBJS += core/hash.o core/store.o core/store_vindex.o core/store_search.o core/store_check.o
 
 # ---- query/: the clipdex command ----
