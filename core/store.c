@@ -406,8 +406,10 @@ static cdx_status migrate(cdx_store *s)
         char pragma[64];
         if (step->version <= v) continue;
         CDX_LOG(CDX_LOG_INFO, "%s: schema %d -> %d (%s)", s->db_path, v, step->version, step->name);
-        if ((st = cdx_store_exec(s, step->sql)) != CDX_OK) {
-            cdx_fail_prefix(st, step->name);
+        if (sqlite3_exec(s->db, step->sql, NULL, NULL, NULL) != SQLITE_OK) {
+            st = cdx_fail(sql_status(sqlite3_extended_errcode(s->db)),
+                          "%s: migrating to schema %d (%s): %s", s->db_path, step->version,
+                          step->name, sqlite3_errmsg(s->db));
             goto cleanup;
         }
         snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", step->version);

@@ -60,7 +60,7 @@ int cmd_embed(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     struct input *inputs = NULL;
-    int n_inputs = 0, n_images = 0, n_texts = 0, json = 1, raw = 0, c, ret = EXIT_FOUND;
+    int n_inputs = 0, n_images = 0, n_texts = 0, json = 1, raw = 0, fast = 0, c, ret = EXIT_FOUND;
     const char *model_opt = NULL, *model_dir;
     cdx_model *m = NULL;
     float *emb = NULL, *pixels = NULL;
@@ -78,10 +78,7 @@ int cmd_embed(int argc, char **argv)
                 ret = usage_error(self, "--preprocess must be exact or fast, not '%s'", optarg);
                 goto out;
             }
-            if (strcmp(optarg, "fast") == 0) {
-                ret = error("embed: --preprocess fast is not available yet; use exact");
-                goto out;
-            }
+            fast = strcmp(optarg, "fast") == 0;
             break;
         case 'f':
             if (strcmp(optarg, "json") == 0) json = 1;
@@ -144,9 +141,19 @@ int cmd_embed(int argc, char **argv)
             }
             continue;
         }
+        /* exact: the reference processor's path (no EXIF orientation);
+         * fast: the indexing path (upright, DCT-scaled JPEG decode). */
+        const cdx_preprocess_cfg *pre = cdx_model_preprocess(m);
+        float *dst = pixels + per * (size_t)n_ok_images;
         cdx_image img = {0};
-        st = cdx_image_load(inputs[i].value, &img);
-        if (!st) st = cdx_preprocess_exact(cdx_model_preprocess(m), &img, pixels + per * (size_t)n_ok_images);
+        if (fast) {
+            cdx_decode_opts dopts = {.apply_orientation = 1, .min_side = (uint32_t)pre->shortest_edge};
+            st = cdx_image_decode(inputs[i].value, &dopts, &img, NULL);
+            if (!st) st = cdx_preprocess_fast(pre, &img, dst);
+        } else {
+            st = cdx_image_load(inputs[i].value, &img);
+            if (!st) st = cdx_preprocess_exact(pre, &img, dst);
+        }
         cdx_image_release(&img);
         if (st) {
             error("%s", cdx_last_error());
