@@ -28,7 +28,7 @@ SANFLAGS =
 endif
 BIN = $(BUILD)/bin
 
-PKGS = openblas libcjson libutf8proc libpng libjpeg libzip sqlite3 libcrypto
+PKGS = openblas libcjson libutf8proc libpng libjpeg libzip sqlite3 libcrypto inih
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -52,15 +52,22 @@ CORE_OBJS += core/tokenizer.o core/ftfy.o
 CORE_OBJS += core/safetensors.o core/torchbin.o core/weights.o
 CORE_OBJS += core/config.o core/model.o core/kernels.o core/linear.o core/pool.o
 CORE_OBJS += core/image.o core/resample.o core/preprocess.o core/phash.o core/ingest.o
-CORE_OBJS += core/hash.o core/store.o core/store_vindex.o core/store_search.o core/store_check.o
+CORE_OBJS += core/hash.o core/store.o core/store_vindex.o core/store_search.o core/store_check.o core/store_scan.o
 
 # ---- query/: the clipdex command ----
 QUERY_OBJS  = query/main.o query/util.o
 QUERY_OBJS += query/cmd_embed.o query/cmd_tokenize.o query/cmd_model.o
 QUERY_OBJS += query/cmd_check.o
+QUERY_OBJS += query/filters.o query/output.o query/gallery.o query/labels.o
+QUERY_OBJS += query/cmd_search.o query/cmd_dupes.o query/cmd_moderate.o query/cmd_stats.o
 
 # ---- indexer/: the clipdexd daemon ----
-INDEXER_OBJS = indexer/main.o
+INDEXER_OBJS  = indexer/main.o indexer/daemon.o indexer/sync.o indexer/pipeline.o
+INDEXER_OBJS += indexer/watch.o indexer/scan.o indexer/config.o indexer/progress.o
+INDEXER_OBJS += indexer/log.o indexer/pathmap.o indexer/util.o
+# clipdex status/index read the daemon's configuration with its code.
+QUERY_OBJS += query/cmd_status.o query/cmd_index.o
+QUERY_IDX_OBJS = indexer/config.o indexer/log.o indexer/util.o
 
 # ---- tests/unit: one program per module, each prints TAP ----
 UNIT_TESTS  = test_status
@@ -69,7 +76,7 @@ UNIT_TESTS += test_weights
 UNIT_TESTS += test_kernels
 UNIT_TESTS += test_resample
 UNIT_TESTS += test_phash
-UNIT_TESTS += test_store_f16 test_store test_store_schema
+UNIT_TESTS += test_store_f16 test_store_scan test_store test_store_schema
 
 # TEMPORARY while modules are being written in parallel: skip sources that
 # do not exist yet.  Remove before the first release.
@@ -79,7 +86,7 @@ UNIT_TESTS := $(filter $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/*.c)),$
 
 LIB = $(BUILD)/libclipdex.a
 O_CORE = $(addprefix $(BUILD)/,$(CORE_OBJS))
-O_QUERY = $(addprefix $(BUILD)/,$(QUERY_OBJS))
+O_QUERY = $(addprefix $(BUILD)/,$(QUERY_OBJS) $(QUERY_IDX_OBJS))
 O_INDEXER = $(addprefix $(BUILD)/,$(INDEXER_OBJS))
 O_CORE += $(BUILD)/gen/schema.o
 T_BINS = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
@@ -179,3 +186,11 @@ $(BUILD)/tests/tools/%: tests/tools/%.c $(LIB) $(BUILD)/.flags
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 tests-build: $(STORE_TOOLS)
 bench: $(STORE_BENCH)
+
+# ---- query tool (search/dupes/moderate): a store builder for its tests
+# and the demo (tests/tools/mkstore.c), and its benchmark's store filler ----
+QUERY_TOOLS = $(BUILD)/tests/tools/mkstore $(BUILD)/tests/tools/phash_files
+QUERY_BENCH = $(BUILD)/bench/query_fill
+$(QUERY_TOOLS) $(QUERY_BENCH): $(FAISS_C)
+tests-build: $(QUERY_TOOLS)
+bench: $(QUERY_BENCH)

@@ -43,13 +43,15 @@ cdx_status cdx_image_alloc_rgb(const char *path, const cdx_decode_opts *opts,
                                uint32_t w, uint32_t h, uint8_t **rgb)
 {
     size_t npix, nbytes;
+    /* 0 means the default, as cdx_decode_opts documents. */
+    uint64_t max = opts->max_pixels ? opts->max_pixels : CDX_IMAGE_MAX_PIXELS_DEFAULT;
 
     if (w == 0 || h == 0)
         return cdx_fail(CDX_ERR_FORMAT, "%s: image has zero size (%ux%u)", path, w, h);
-    if (!cdx_mul_ok(w, h, &npix) || npix > opts->max_pixels)
+    if (!cdx_mul_ok(w, h, &npix) || npix > max)
         return cdx_fail(CDX_ERR_LIMIT, "%s: image is %ux%u (%.1f megapixels), over the "
                         "%.1f megapixel limit", path, w, h, (double)w * h / 1e6,
-                        (double)opts->max_pixels / 1e6);
+                        (double)max / 1e6);
     if (!cdx_mul_ok(npix, 3, &nbytes) || !(*rgb = malloc(nbytes)))
         return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory for a %ux%u image", path, w, h);
     return CDX_OK;

@@ -121,14 +121,16 @@ static cdx_status axis_init(axis *ax, int in_size, int out_size, int o0, int n)
         double center = (o + 0.5) * scale;
         double ww = 0.0;
         /* (int) truncates toward zero like Pillow's casts; a negative lo
-         * is clipped to 0 right after, so trunc vs floor never matters. */
-        int lo = (int)(center - support + 0.5);
-        int hi = (int)(center + support + 0.5);
+         * is clipped to 0 right after, so trunc vs floor never matters.
+         * hi is clipped before the cast so that a huge in_size cannot
+         * push the double past INT_MAX (same result where Pillow's cast
+         * is defined). */
+        double lo_d = center - support + 0.5, hi_d = center + support + 0.5;
+        int lo = lo_d < 0.0 ? 0 : (int)lo_d;
+        int hi = hi_d >= (double)in_size ? in_size : (int)hi_d;
         int32_t *k = ax->k + (size_t)i * (size_t)ax->ksize;
         int cnt;
 
-        if (lo < 0) lo = 0;
-        if (hi > in_size) hi = in_size;
         cnt = hi - lo;
         for (int t = 0; t < cnt; t++) {
             /* (t + lo) is an int converted to double, then

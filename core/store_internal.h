@@ -171,6 +171,16 @@ cdx_status cdx_vindex_ids(const cdx_vindex *vx, int64_t **ids, size_t *n);
  * cannot). */
 cdx_status cdx_vindex_reconstruct(const cdx_vindex *vx, int64_t id, float *out);
 
+/* ---- store_scan.c ---- */
+
+/* scores[i] = xb[i] . q for the (n, d) row-major matrix xb; the AVX2 kernel
+ * or the scalar reference (CLIPDEX_REFERENCE=1), over the thread pool. */
+void cdx_scan_ip(const float *xb, int64_t n, int d, const float *q, float *scores);
+void cdx_scan_ip_ref(const float *xb, int64_t n, int d, const float *q, float *scores);
+/* The k best of n scores (higher first, ties by lower position): writes
+ * min(k, n) scores and positions, returns that count. */
+int64_t cdx_topk(const float *scores, int64_t n, int64_t k, float *out_s, int64_t *out_pos);
+
 /* The training threshold for a factory string. */
 int64_t cdx_vindex_train_min(const char *factory, int64_t configured);
 

@@ -60,5 +60,12 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_model(int argc, char **argv);
 int cmd_help(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_index(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_search(int argc, char **argv);
+int cmd_similar(int argc, char **argv);
+int cmd_dupes(int argc, char **argv);
+int cmd_moderate(int argc, char **argv);
+int cmd_stats(int argc, char **argv);
 
 #endif

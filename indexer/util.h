@@ -1,0 +1,60 @@
+/*
+ * util.h - small helpers every clipdexd module uses: allocation, time,
+ * path strings.
+ *
+ * Out-of-memory policy of the daemon (one policy, everywhere in indexer/):
+ * the x* allocators never return NULL; when malloc fails they log and
+ * abort.  The library (core/) reports CDX_ERR_NOMEM instead, and the
+ * daemon treats that like any other failure of the call.
+ */
+#ifndef IX_UTIL_H
+#define IX_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clipdex.h"
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+/* A formatted heap string. */
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Milliseconds on the monotonic clock (for timers and rates). */
+int64_t now_ms(void);
+/* Unix seconds (for what is shown to people). */
+int64_t wall_s(void);
+
+/* "dir/name" (dir may end in '/'). */
+char *path_join(const char *dir, const char *name);
+/* True when path is dir itself or lies under it ("dir/..."). */
+int path_under(const char *path, const char *dir);
+/* The last component of path (a pointer into it). */
+const char *path_base(const char *path);
+/* Lower-case extension of the last component without the dot into out
+ * ("" when none or longer than cap-1). */
+void path_ext(const char *path, char *out, size_t cap);
+/* An absolute, normalised form of path: "~/" expanded, relative paths
+ * taken against base (NULL: the working directory), "//", "/./" and
+ * trailing slashes removed, "/../" resolved lexically, then symlinks
+ * resolved with realpath() when the path exists.  Heap string; NULL only
+ * when path is empty. */
+char *path_absolute(const char *path, const char *base);
+
+/* Dynamic array of heap strings. */
+typedef struct strv {
+    char **v;
+    size_t n, cap;
+} strv;
+void strv_push(strv *a, const char *s);      /* copies s */
+void strv_push_owned(strv *a, char *s);      /* takes s */
+void strv_clear(strv *a);
+int strv_contains(const strv *a, const char *s);
+void strv_copy(strv *dst, const strv *src);  /* dst is cleared first */
+int strv_equal(const strv *a, const strv *b);
+
+#include "banned.h"
+#endif

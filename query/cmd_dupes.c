@@ -1,0 +1,605 @@
+/*
+ * cmd_dupes.c - `clipdex dupes`: groups of duplicate images, best copy
+ * first.  It only reports; it never deletes or moves anything.
+ *
+ * Three ways two files can be duplicates (--method, combinable):
+ *   exact     identical bytes: the same SHA-256 content hash;
+ *   visual    perceptual hashes (64-bit DCT pHash, computed at indexing
+ *             time with EXIF orientation applied) within --threshold bits
+ *             of each other (Hamming distance; default DEFAULT_BITS);
+ *   semantic  CLIP embeddings with cosine >= --threshold (default
+ *             DEFAULT_COSINE): burst shots, the same scene re-taken.
+ * The default is exact,visual.  Files are nodes, every pair found is an
+ * edge, and groups are the connected components (union-find), so a chain
+ * of near copies forms one group.
+ *
+ * Visual pairs come from a BK-tree over the distinct hashes: a metric
+ * tree where a node's children are filed under their distance to it, so
+ * by the triangle inequality a search within radius t only descends into
+ * children filed at |d - t| .. d + t.  Each hash is searched for before
+ * it is inserted, so every pair is found once; no pair of the whole
+ * library is ever compared blindly.  Semantic pairs come from the
+ * store's FAISS range search, one query per distinct vector.
+ *
+ * Best copy: most pixels, then the largest file, then the oldest (taken
+ * at, else modified), then the path, for a stable order.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "filters.h"
+#include "output.h"
+#include "banned.h"
+
+/* Hamming distance at or under which two pHashes are called visual
+ * duplicates.  Chosen from measurements of corpus photos and their
+ * resized / recompressed / cropped / rotated copies
+ * (tests/tools/dupes_eval.py; the numbers are in the man page). */
+#define DEFAULT_BITS 10
+#define DEFAULT_COSINE 0.95
+
+enum { M_EXACT = 1, M_VISUAL = 2, M_SEMANTIC = 4 };
+
+struct entry {
+    cdx_file_info fi;
+    int32_t parent;      /* union-find */
+    int32_t group;       /* index into groups, -1 when alone */
+};
+
+struct dupes {
+    struct entry *e;
+    size_t n, cap;
+    int oom;
+    unsigned methods;
+    int bits;
+    double cosine;
+    enum out_format format;
+    int nul;
+    const char *output;
+    qctx c;
+    qfilter flt;
+};
+
+/* ---- union-find ---- */
+
+static int32_t find(struct entry *e, int32_t i)
+{
+    while (e[i].parent != i) {
+        e[i].parent = e[e[i].parent].parent; /* path halving */
+        i = e[i].parent;
+    }
+    return i;
+}
+
+static void unite(struct entry *e, int32_t a, int32_t b)
+{
+    a = find(e, a);
+    b = find(e, b);
+    if (a == b) return;
+    /* the smaller index becomes the root: deterministic */
+    if (a < b) e[b].parent = a;
+    else e[a].parent = b;
+}
+
+/* ---- collecting files ---- */
+
+static int collect_cb(const cdx_file_info *fi, void *user)
+{
+    struct dupes *d = user;
+    if (d->n == d->cap) {
+        size_t nc = d->cap ? d->cap * 2 : 1024;
+        struct entry *p = realloc(d->e, nc * sizeof *p);
+        if (!p) return d->oom = 1;
+        d->e = p;
+        d->cap = nc;
+    }
+    if (file_info_dup(fi, &d->e[d->n].fi) != 0) return d->oom = 1;
+    d->e[d->n].parent = (int32_t)d->n;
+    d->e[d->n].group = -1;
+    d->n++;
+    return 0;
+}
+
+/* ---- exact ---- */
+
+static void pair_exact(struct dupes *d)
+{
+    /* Rows come in hash order: equal hashes are adjacent. */
+    for (size_t i = 1; i < d->n; i++)
+        if (d->e[i].fi.meta.has_hash && d->e[i - 1].fi.meta.has_hash &&
+            memcmp(d->e[i].fi.meta.hash, d->e[i - 1].fi.meta.hash, CDX_HASH_SIZE) == 0)
+            unite(d->e, (int32_t)i - 1, (int32_t)i);
+}
+
+/* ---- visual: BK-tree over distinct pHashes ---- */
+
+typedef struct bk_node {
+    uint64_t h;
+    int32_t item;        /* an entry with this hash */
+    int32_t child;       /* first child, -1 none */
+    int32_t sibling;     /* next child of the parent, -1 none */
+    int32_t d;           /* distance to the parent */
+} bk_node;
+
+static int hamming(uint64_t a, uint64_t b)
+{
+    return __builtin_popcountll(a ^ b);
+}
+
+static int cmp_phash(const void *a, const void *b, void *ctx)
+{
+    const struct entry *e = ctx;
+    uint64_t x = e[*(const int32_t *)a].fi.meta.phash, y = e[*(const int32_t *)b].fi.meta.phash;
+    return (x > y) - (x < y);
+}
+
+static int pair_visual(struct dupes *d)
+{
+    int32_t *ord = NULL, *stack = NULL;
+    bk_node *t = NULL;
+    size_t n = 0, nt = 0;
+    int ret = EXIT_ERROR;
+
+    if (!(ord = malloc((d->n + 1) * sizeof *ord)) || !(t = malloc((d->n + 1) * sizeof *t)) ||
+        !(stack = malloc((d->n + 1) * sizeof *stack))) {
+        error("out of memory");
+        goto cleanup;
+    }
+    for (size_t i = 0; i < d->n; i++)
+        if (d->e[i].fi.meta.has_phash) ord[n++] = (int32_t)i;
+    /* Equal hashes are distance 0: unite them, keep one per value. */
+    qsort_r(ord, n, sizeof *ord, cmp_phash, d->e);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t h = d->e[ord[i]].fi.meta.phash;
+        if (i && h == d->e[ord[i - 1]].fi.meta.phash) {
+            unite(d->e, ord[i - 1], ord[i]);
+            continue;
+        }
+        /* search, then insert */
+        if (nt) {
+            size_t sp = 0;
+            int32_t parent = 0, dist = 0;
+            stack[sp++] = 0;
+            while (sp) {
+                int32_t k = stack[--sp];
+                int dk = hamming(h, t[k].h);
+                if (dk <= d->bits) unite(d->e, t[k].item, ord[i]);
+                for (int32_t c = t[k].child; c >= 0; c = t[c].sibling)
+                    if (t[c].d >= dk - d->bits && t[c].d <= dk + d->bits) stack[sp++] = c;
+            }
+            /* insertion path: follow the child at the exact distance */
+            for (;;) {
+                int32_t c;
+                dist = hamming(h, t[parent].h);
+                for (c = t[parent].child; c >= 0 && t[c].d != dist; c = t[c].sibling) {}
+                if (c < 0) break;
+                parent = c;
+            }
+            t[nt] = (bk_node){h, ord[i], -1, t[parent].child, dist};
+            t[parent].child = (int32_t)nt;
+            nt++;
+        } else {
+            t[nt++] = (bk_node){h, ord[i], -1, -1, 0};
+        }
+    }
+    ret = 0;
+cleanup:
+    free(ord);
+    free(t);
+    free(stack);
+    return ret;
+}
+
+/* ---- semantic: FAISS range search per distinct vector ---- */
+
+static int cmp_by_vector(const void *a, const void *b, void *ctx)
+{
+    const struct entry *e = ctx;
+    int64_t x = e[*(const int32_t *)a].fi.vector_id, y = e[*(const int32_t *)b].fi.vector_id;
+    return (x > y) - (x < y);
+}
+
+static int pair_semantic(struct dupes *d)
+{
+    int32_t *ord = NULL;
+    float *v = NULL;
+    size_t n = 0;
+    int ret = EXIT_ERROR;
+
+    if (!(ord = malloc((d->n + 1) * sizeof *ord)) || !(v = malloc((size_t)d->c.dim * sizeof *v))) {
+        error("out of memory");
+        goto cleanup;
+    }
+    for (size_t i = 0; i < d->n; i++)
+        if (d->e[i].fi.vector_id && d->e[i].fi.model_id == d->c.model_id) ord[n++] = (int32_t)i;
+    qsort_r(ord, n, sizeof *ord, cmp_by_vector, d->e);
+    for (size_t i = 0; i < n; i++) {
+        int64_t vid = d->e[ord[i]].fi.vector_id, *ids = NULL;
+        float *scores = NULL;
+        size_t nr = 0;
+        if (i && vid == d->e[ord[i - 1]].fi.vector_id) {
+            unite(d->e, ord[i - 1], ord[i]);
+            continue;
+        }
+        if (cdx_store_get_vector(d->c.store, vid, v) != CDX_OK ||
+            cdx_store_range_search(d->c.store, v, (float)d->cosine, 0, &ids, &scores, &nr) != CDX_OK) {
+            error("%s", cdx_last_error());
+            goto cleanup;
+        }
+        for (size_t r = 0; r < nr; r++) {
+            /* binary search the files of vector ids[r] (only those that
+             * passed the filters are in ord) */
+            size_t lo = 0, hi = n;
+            if (ids[r] == vid) continue;
+            while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (d->e[ord[mid]].fi.vector_id < ids[r]) lo = mid + 1;
+                else hi = mid;
+            }
+            if (lo < n && d->e[ord[lo]].fi.vector_id == ids[r]) unite(d->e, ord[i], ord[lo]);
+        }
+        free(ids);
+        free(scores);
+    }
+    ret = 0;
+cleanup:
+    free(ord);
+    free(v);
+    return ret;
+}
+
+/* ---- groups ---- */
+
+struct group {
+    int32_t *m;          /* members, best first */
+    size_t n;
+};
+
+/* best copy first: most pixels, largest file, oldest, path */
+static int cmp_best(const void *a, const void *b, void *ctx)
+{
+    const struct entry *e = ctx;
+    const cdx_file_info *x = &e[*(const int32_t *)a].fi, *y = &e[*(const int32_t *)b].fi;
+    int64_t px = (int64_t)x->meta.width * x->meta.height, py = (int64_t)y->meta.width * y->meta.height;
+    if (px != py) return px > py ? -1 : 1;
+    if (x->meta.size != y->meta.size) return x->meta.size > y->meta.size ? -1 : 1;
+    int64_t tx = file_when(x), ty = file_when(y);
+    if (tx != ty) return tx < ty ? -1 : 1;
+    return strcmp(x->meta.path, y->meta.path);
+}
+
+static int cmp_group(const void *a, const void *b, void *ctx)
+{
+    const struct entry *e = ctx;
+    const struct group *x = a, *y = b;
+    return strcmp(e[x->m[0]].fi.meta.path, e[y->m[0]].fi.meta.path);
+}
+
+static int make_groups(struct dupes *d, struct group **out, size_t *n_out)
+{
+    int32_t *count = calloc(d->n + 1, sizeof *count), *slot = NULL;
+    struct group *g = NULL;
+    size_t ng = 0;
+
+    if (!count) return error("out of memory");
+    for (size_t i = 0; i < d->n; i++) count[find(d->e, (int32_t)i)]++;
+    for (size_t i = 0; i < d->n; i++)
+        if (count[i] > 1) ng++;
+    if (!(g = calloc(ng + 1, sizeof *g)) || !(slot = malloc((d->n + 1) * sizeof *slot))) {
+        free(count);
+        free(g);
+        return error("out of memory");
+    }
+    ng = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        slot[i] = -1;
+        if (count[i] > 1) {
+            slot[i] = (int32_t)ng;
+            g[ng].m = malloc((size_t)count[i] * sizeof *g[ng].m);
+            if (!g[ng].m) {
+                for (size_t k = 0; k < ng; k++) free(g[k].m);
+                free(g);
+                free(slot);
+                free(count);
+                return error("out of memory");
+            }
+            ng++;
+        }
+    }
+    for (size_t i = 0; i < d->n; i++) {
+        int32_t r = find(d->e, (int32_t)i);
+        if (slot[r] >= 0) {
+            struct group *gr = &g[slot[r]];
+            gr->m[gr->n++] = (int32_t)i;
+            d->e[i].group = slot[r];
+        }
+    }
+    for (size_t k = 0; k < ng; k++) qsort_r(g[k].m, g[k].n, sizeof *g[k].m, cmp_best, d->e);
+    qsort_r(g, ng, sizeof *g, cmp_group, d->e);
+    free(slot);
+    free(count);
+    *out = g;
+    *n_out = ng;
+    return 0;
+}
+
+/* ---- output ---- */
+
+/* How member fi relates to the best copy b of its group. */
+struct relation {
+    const char *match;   /* "best", "exact", "visual", "semantic" */
+    int bits;            /* pHash distance to the best copy, -1 unknown */
+    double cosine;       /* CLIP cosine to the best copy, NAN-free: -2 unknown */
+};
+
+static struct relation relate(struct dupes *d, const cdx_file_info *b, const cdx_file_info *fi,
+                              const float *vb, float *tmp, int is_best)
+{
+    struct relation r = {"visual", -1, -2};
+    if (b->meta.has_phash && fi->meta.has_phash) r.bits = hamming(b->meta.phash, fi->meta.phash);
+    if (vb && fi->vector_id && fi->model_id == d->c.model_id &&
+        cdx_store_get_vector(d->c.store, fi->vector_id, tmp) == CDX_OK) {
+        double dot = 0;
+        for (int i = 0; i < d->c.dim; i++) dot += (double)vb[i] * tmp[i];
+        r.cosine = dot;
+    }
+    if (is_best) r.match = "best";
+    else if (b->meta.has_hash && fi->meta.has_hash && memcmp(b->meta.hash, fi->meta.hash, CDX_HASH_SIZE) == 0)
+        r.match = "exact";
+    else if ((d->methods & M_VISUAL) && r.bits >= 0 && r.bits <= d->bits) r.match = "visual";
+    else if (d->methods & M_SEMANTIC) r.match = "semantic";
+    return r;
+}
+
+static void human_size(char *buf, size_t n, int64_t s)
+{
+    if (s >= 1000000) snprintf(buf, n, "%.1f MB", (double)s / 1e6);
+    else if (s >= 1000) snprintf(buf, n, "%.0f kB", (double)s / 1e3);
+    else snprintf(buf, n, "%lld B", (long long)s);
+}
+
+static void describe_relation(char *buf, size_t n, const struct relation *r)
+{
+    if (strcmp(r->match, "best") == 0 || strcmp(r->match, "exact") == 0)
+        snprintf(buf, n, "%s", strcmp(r->match, "best") == 0 ? "keep" : "exact");
+    else if (strcmp(r->match, "visual") == 0)
+        snprintf(buf, n, "%d bits", r->bits);
+    else
+        snprintf(buf, n, "cos %.3f", r->cosine);
+}
+
+static int print_groups(struct dupes *d, struct group *g, size_t ng)
+{
+    out_file out;
+    gallery *gal = NULL;
+    float *vb = NULL, *tmp = NULL;
+    int ret;
+    char rel[32], size[32], date[32], cap[160], sub[160];
+
+    if ((ret = out_open(&out, d->output)) != 0) return ret;
+    if (d->methods & M_SEMANTIC) {
+        vb = malloc((size_t)d->c.dim * sizeof *vb);
+        tmp = malloc((size_t)d->c.dim * sizeof *tmp);
+        if (!vb || !tmp) {
+            ret = error("out of memory");
+            goto cleanup;
+        }
+    }
+    if (d->format == OUT_HTML) {
+        size_t nf = 0;
+        for (size_t k = 0; k < ng; k++) nf += g[k].n;
+        snprintf(sub, sizeof sub, "%zu group%s, %zu files; the first picture of each group is the copy to keep",
+                 ng, ng == 1 ? "" : "s", nf);
+        if (!(gal = gallery_new(out.f, "clipdex dupes", sub))) {
+            ret = error("out of memory");
+            goto cleanup;
+        }
+    }
+    for (size_t k = 0; k < ng; k++) {
+        const cdx_file_info *b = &d->e[g[k].m[0]].fi;
+        const float *vbp = NULL;
+        if (vb && b->vector_id && b->model_id == d->c.model_id &&
+            cdx_store_get_vector(d->c.store, b->vector_id, vb) == CDX_OK)
+            vbp = vb;
+        if (d->format == OUT_TABLE)
+            fprintf(out.f, "%sgroup %zu: %zu files\n", k ? "\n" : "", k + 1, g[k].n);
+        else if (d->format == OUT_JSON)
+            fprintf(out.f, "{\"group\":%zu,\"files\":[", k + 1);
+        else if (d->format == OUT_HTML) {
+            snprintf(cap, sizeof cap, "group %zu: %zu files", k + 1, g[k].n);
+            gallery_section(gal, cap);
+        }
+        for (size_t j = 0; j < g[k].n; j++) {
+            const cdx_file_info *fi = &d->e[g[k].m[j]].fi;
+            struct relation r = relate(d, b, fi, vbp, tmp, j == 0);
+            describe_relation(rel, sizeof rel, &r);
+            human_size(size, sizeof size, fi->meta.size);
+            out_date(date, sizeof date, file_when(fi));
+            switch (d->format) {
+            case OUT_TABLE: {
+                char px[32];
+                snprintf(px, sizeof px, "%dx%d", (int)fi->meta.width, (int)fi->meta.height);
+                fprintf(out.f, "  %-9s %11s %9s  %s  ", rel, px, size, date);
+                out_table_path(out.f, fi->meta.path);
+                fputc('\n', out.f);
+                break;
+            }
+            case OUT_PATHS:
+                if (j) out_path_line(out.f, fi->meta.path, d->nul);
+                break;
+            case OUT_JSON:
+                fprintf(out.f, "%s{\"best\":%s,\"match\":\"%s\",\"distance\":", j ? "," : "",
+                        j ? "false" : "true", r.match);
+                if (r.bits >= 0) fprintf(out.f, "%d", r.bits);
+                else fputs("null", out.f);
+                fputs(",\"cosine\":", out.f);
+                if (r.cosine > -2) print_float(out.f, (float)r.cosine);
+                else fputs("null", out.f);
+                fputc(',', out.f);
+                out_json_file(out.f, fi);
+                fputc('}', out.f);
+                break;
+            case OUT_HTML:
+                snprintf(cap, sizeof cap, "%s  %dx%d  %s  %s", rel, (int)fi->meta.width,
+                         (int)fi->meta.height, size, date);
+                gallery_item(gal, fi->meta.path, cap);
+                break;
+            }
+        }
+        if (d->format == OUT_JSON) fputs("]}\n", out.f);
+    }
+    if (gal) {
+        int bad = gallery_finish(gal);
+        gal = NULL;
+        if (bad) warning("%d thumbnail%s could not be made (see the page)", bad, bad == 1 ? "" : "s");
+    }
+    ret = out_close(&out, 1);
+    if (ret == 0 && d->output && d->format == OUT_HTML)
+        fprintf(stderr, "clipdex: wrote %zu group%s to %s\n", ng, ng == 1 ? "" : "s", d->output);
+    free(vb);
+    free(tmp);
+    return ret;
+cleanup:
+    gallery_finish(gal);
+    out_close(&out, 0);
+    free(vb);
+    free(tmp);
+    return ret;
+}
+
+static int parse_methods(const char *s, unsigned *out)
+{
+    unsigned m = 0;
+    const char *p = s;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len == 5 && strncmp(p, "exact", 5) == 0) m |= M_EXACT;
+        else if (len == 6 && strncmp(p, "visual", 6) == 0) m |= M_VISUAL;
+        else if (len == 8 && strncmp(p, "semantic", 8) == 0) m |= M_SEMANTIC;
+        else return -1;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    *out = m;
+    return 0;
+}
+
+enum { OPT_METHOD = OPT_CMD_BASE, OPT_THRESHOLD, OPT_FORMAT };
+
+int cmd_dupes(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"method", required_argument, NULL, OPT_METHOD},
+        {"threshold", required_argument, NULL, OPT_THRESHOLD},
+        {"format", required_argument, NULL, OPT_FORMAT},
+        {"output", required_argument, NULL, 'o'},
+        QFILTER_LONG_OPTIONS,
+        QCTX_LONG_OPTIONS,
+        {NULL, 0, NULL, 0},
+    };
+    const cdx_cmd *self = cmd_find("dupes");
+    struct dupes d;
+    struct group *groups = NULL;
+    size_t ng = 0;
+    const char *threshold = NULL;
+    int ch, ret = EXIT_USAGE;
+
+    memset(&d, 0, sizeof d);
+    d.methods = M_EXACT | M_VISUAL;
+    d.bits = DEFAULT_BITS;
+    d.cosine = DEFAULT_COSINE;
+    d.format = OUT_TABLE;
+    d.c.self = self;
+    optind = 1;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "o:0", opts, NULL)) != -1) {
+        int r;
+        if ((r = qfilter_option(&d.flt, self, ch, optarg)) != 0) {
+            if (r != 1) goto cleanup;
+            continue;
+        }
+        if (qctx_option(&d.c, ch, optarg)) continue;
+        switch (ch) {
+        case OPT_METHOD:
+            if (parse_methods(optarg, &d.methods) != 0) {
+                ret = usage_error(self, "--method takes exact, visual and semantic (comma-separated), not '%s'", optarg);
+                goto cleanup;
+            }
+            break;
+        case OPT_THRESHOLD: threshold = optarg; break;
+        case OPT_FORMAT:
+            if (out_parse_format(optarg, &d.format) != 0) {
+                ret = usage_error(self, "--format must be table, paths, json or html, not '%s'", optarg);
+                goto cleanup;
+            }
+            break;
+        case 'o': d.output = optarg; break;
+        case '0': d.nul = 1; break;
+        default:
+            ret = usage_error(self, "unknown or incomplete option '%s'", argv[optind - 1]);
+            goto cleanup;
+        }
+    }
+    if (optind < argc) {
+        ret = usage_error(self, "unexpected argument '%s' (restrict to a directory with --under)", argv[optind]);
+        goto cleanup;
+    }
+    if (d.nul && d.format != OUT_PATHS) {
+        ret = usage_error(self, "-0 goes with --format paths");
+        goto cleanup;
+    }
+    if (threshold) {
+        double t;
+        if ((d.methods & M_VISUAL) && (d.methods & M_SEMANTIC)) {
+            ret = usage_error(self, "--threshold is bits for visual and a cosine for semantic: use one of them");
+            goto cleanup;
+        }
+        if (d.methods & M_VISUAL) {
+            size_t b;
+            if (parse_size(threshold, &b) != 0 || b > 32) {
+                ret = usage_error(self, "--threshold for visual is a number of bits, 0..32, not '%s'", threshold);
+                goto cleanup;
+            }
+            d.bits = (int)b;
+        } else if (d.methods & M_SEMANTIC) {
+            if (parse_double(threshold, &t) != 0 || t < -1 || t > 1) {
+                ret = usage_error(self, "--threshold for semantic is a cosine in [-1, 1], not '%s'", threshold);
+                goto cleanup;
+            }
+            d.cosine = t;
+        } else {
+            ret = usage_error(self, "--threshold does not apply to --method exact");
+            goto cleanup;
+        }
+    }
+
+    if ((ret = qctx_open_store(&d.c)) != 0) goto cleanup;
+    /* Only semantic needs the model (its vector space). */
+    if ((d.methods & M_SEMANTIC) && (ret = qctx_open_model(&d.c, CDX_TOWER_TEXT)) != 0) goto cleanup;
+    d.flt.f.state = CDX_FILE_OK;
+    if (cdx_store_foreach_file(d.c.store, &d.flt.f, CDX_FOREACH_BY_HASH, collect_cb, &d) != CDX_OK) {
+        ret = error("%s", cdx_last_error());
+        goto cleanup;
+    }
+    if (d.oom) {
+        ret = error("out of memory");
+        goto cleanup;
+    }
+    if (d.methods & M_EXACT) pair_exact(&d);
+    if ((d.methods & M_VISUAL) && (ret = pair_visual(&d)) != 0) goto cleanup;
+    if ((d.methods & M_SEMANTIC) && (ret = pair_semantic(&d)) != 0) goto cleanup;
+    if ((ret = make_groups(&d, &groups, &ng)) != 0) goto cleanup;
+    if ((ret = print_groups(&d, groups, ng)) != 0) goto cleanup;
+    ret = ng ? EXIT_FOUND : EXIT_NOTFOUND;
+cleanup:
+    for (size_t k = 0; k < ng; k++) free(groups[k].m);
+    free(groups);
+    for (size_t i = 0; i < d.n; i++) cdx_file_info_release(&d.e[i].fi);
+    free(d.e);
+    qctx_release(&d.c);
+    qfilter_release(&d.flt);
+    return ret;
+}

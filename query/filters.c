@@ -1,0 +1,427 @@
+/*
+ * filters.c - the pieces the store-reading subcommands share: command-line
+ * filters (dates, directory, camera, extensions) turned into a
+ * cdx_store_filter, opening the store read-only, choosing the model and
+ * its vector space, and getting the vector of an image (stored if the
+ * image is indexed, embedded now if not).
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "filters.h"
+#include "banned.h"
+
+/* ------------------------------------------------------------------ */
+/* Numbers and dates                                                   */
+/* ------------------------------------------------------------------ */
+
+int parse_size(const char *s, size_t *out)
+{
+    char *end;
+    unsigned long long v;
+    if (!s || !isdigit((unsigned char)*s)) return -1;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno || *end || v > SIZE_MAX / 2) return -1;
+    *out = (size_t)v;
+    return 0;
+}
+
+int parse_double(const char *s, double *out)
+{
+    char *end;
+    double v;
+    if (!s || !*s) return -1;
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno || *end || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+/* n digits at *p as a number, advancing *p; -1 when not n digits. */
+static int digits(const char **p, int n)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)(*p)[i])) return -1;
+        v = v * 10 + ((*p)[i] - '0');
+    }
+    *p += n;
+    return v;
+}
+
+int parse_date(const char *s, int64_t *out)
+{
+    struct tm tm;
+    const char *p = s;
+    int y, mo = 1, d = 1, h = 0, mi = 0, sec = 0;
+
+    if (!s || !*s) return -1;
+    if (*s == '@') {
+        char *end;
+        long long v;
+        errno = 0;
+        v = strtoll(s + 1, &end, 10);
+        if (errno || end == s + 1 || *end) return -1;
+        *out = v;
+        return 0;
+    }
+    if ((y = digits(&p, 4)) < 0) return -1;
+    if (*p == '-') {
+        p++;
+        if ((mo = digits(&p, 2)) < 1 || mo > 12) return -1;
+        if (*p == '-') {
+            p++;
+            if ((d = digits(&p, 2)) < 1 || d > 31) return -1;
+            if (*p == 'T' || *p == ' ') {
+                p++;
+                if ((h = digits(&p, 2)) < 0 || h > 23) return -1;
+                if (*p++ != ':') return -1;
+                if ((mi = digits(&p, 2)) < 0 || mi > 59) return -1;
+                if (*p == ':') {
+                    p++;
+                    if ((sec = digits(&p, 2)) < 0 || sec > 60) return -1;
+                }
+            }
+        }
+    }
+    if (*p) return -1;
+    memset(&tm, 0, sizeof tm);
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    time_t t = timegm(&tm);
+    /* timegm normalises 2021-02-31 to March: refuse such dates. */
+    if (tm.tm_mday != d || tm.tm_mon != mo - 1) return -1;
+    *out = (int64_t)t;
+    return 0;
+}
+
+int64_t file_when(const cdx_file_info *fi)
+{
+    if (fi->meta.taken_at != CDX_TIME_UNKNOWN) return fi->meta.taken_at;
+    /* floor division: a pre-1970 mtime stays in its second */
+    int64_t ns = fi->meta.mtime_ns;
+    return ns >= 0 ? ns / 1000000000 : -((-ns + 999999999) / 1000000000);
+}
+
+/* ------------------------------------------------------------------ */
+/* Filters                                                             */
+/* ------------------------------------------------------------------ */
+
+static int add_ext(qfilter *q, const char *start, size_t len)
+{
+    char **v, *e;
+    while (len && *start == '.') {
+        start++;
+        len--;
+    }
+    if (!len) return 0;
+    v = realloc(q->exts, (q->n_exts + 1) * sizeof *v);
+    if (!v) return -1;
+    q->exts = v;
+    if (!(e = malloc(len + 1))) return -1;
+    for (size_t i = 0; i < len; i++) e[i] = (char)tolower((unsigned char)start[i]);
+    e[len] = 0;
+    q->exts[q->n_exts++] = e;
+    q->f.exts = (const char *const *)q->exts;
+    q->f.n_exts = q->n_exts;
+    return 0;
+}
+
+int qfilter_option(qfilter *q, const cdx_cmd *self, int c, const char *arg)
+{
+    int64_t t;
+    switch (c) {
+    case OPT_AFTER:
+    case OPT_BEFORE:
+        if (parse_date(arg, &t) != 0)
+            return usage_error(self, "--%s: '%s' is not a date (YYYY[-MM[-DD[THH:MM[:SS]]]] or @UNIXTIME)",
+                               c == OPT_AFTER ? "after" : "before", arg);
+        /* 0 means "open end" in cdx_store_filter: 1970-01-01T00:00:00 as
+         * a bound moves by one second, which no photo will notice. */
+        if (t == 0) t = c == OPT_AFTER ? 0 : 1;
+        if (c == OPT_AFTER) q->f.after = t;
+        else q->f.before = t;
+        return 1;
+    case OPT_UNDER: {
+        char *r = realpath(arg, NULL);
+        if (!r) {
+            /* Not on this machine (any more): match it textually. */
+            size_t n = strlen(arg);
+            while (n > 1 && arg[n - 1] == '/') n--;
+            r = strndup(arg, n);
+            if (!r) return error("out of memory");
+        }
+        free(q->under);
+        q->under = r;
+        q->f.under = r;
+        return 1;
+    }
+    case OPT_CAMERA:
+        q->f.camera = arg;
+        return 1;
+    case OPT_EXT: {
+        const char *p = arg;
+        for (;;) {
+            const char *comma = strchr(p, ',');
+            size_t len = comma ? (size_t)(comma - p) : strlen(p);
+            if (add_ext(q, p, len) != 0) return error("out of memory");
+            if (!comma) break;
+            p = comma + 1;
+        }
+        if (!q->n_exts) return usage_error(self, "--ext needs an extension, e.g. --ext jpg");
+        return 1;
+    }
+    default:
+        return 0;
+    }
+}
+
+int qfilter_active(const qfilter *q)
+{
+    return q->f.after || q->f.before || q->f.under || (q->f.camera && *q->f.camera) || q->n_exts;
+}
+
+void qfilter_release(qfilter *q)
+{
+    if (!q) return;
+    for (size_t i = 0; i < q->n_exts; i++) free(q->exts[i]);
+    free(q->exts);
+    free(q->under);
+    memset(q, 0, sizeof *q);
+}
+
+/* ------------------------------------------------------------------ */
+/* Store and model                                                     */
+/* ------------------------------------------------------------------ */
+
+int qctx_option(qctx *c, int code, const char *arg)
+{
+    if (code == OPT_DATA) c->data_opt = arg;
+    else if (code == OPT_MODEL) c->model_opt = arg;
+    else return 0;
+    return 1;
+}
+
+int qctx_open_store(qctx *c)
+{
+    if (c->data_opt && *c->data_opt) {
+        c->data_dir = strdup(c->data_opt);
+    } else {
+        c->data_dir = cdx_store_default_dir();
+        if (!c->data_dir)
+            return usage_error(c->self, "no data directory: pass --data DIR or set CLIPDEX_DATA");
+    }
+    if (!c->data_dir) return error("out of memory");
+    if (cdx_store_open(c->data_dir, NULL, &c->store) != CDX_OK) return error("%s", cdx_last_error());
+    return 0;
+}
+
+static int is_model_dir(const char *dir)
+{
+    char p[PATH_MAX];
+    struct stat sb;
+    if (snprintf(p, sizeof p, "%s/config.json", dir) >= (int)sizeof p) return 0;
+    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* The model directory: --model, $CLIPDEX_MODEL, then the store's current
+ * model.  Heap string or NULL (message printed). */
+static char *choose_model_dir(qctx *c)
+{
+    const char *env = getenv("CLIPDEX_MODEL");
+    cdx_store_model_info *mi = NULL;
+    size_t n = 0;
+    char *dir = NULL;
+
+    if (c->model_opt && *c->model_opt) return strdup(c->model_opt);
+    if (env && *env) return strdup(env);
+    if (c->store && cdx_store_models(c->store, &mi, &n) == CDX_OK) {
+        for (size_t i = 0; i < n && !dir; i++)
+            if (mi[i].current && mi[i].dir && is_model_dir(mi[i].dir)) dir = strdup(mi[i].dir);
+        cdx_store_models_free(mi, n);
+    }
+    if (!dir) resolve_model_dir(NULL); /* prints how to get one */
+    return dir;
+}
+
+int qctx_open_model(qctx *c, unsigned towers)
+{
+    char cfg[PATH_MAX];
+    const cdx_model_info *info;
+    cdx_store_model sm;
+    const char *name;
+
+    if (!(c->model_dir = choose_model_dir(c))) return EXIT_USAGE;
+    if (cdx_model_open(c->model_dir, towers, &c->model) != CDX_OK) return error("%s", cdx_last_error());
+    c->towers = towers;
+    if (towers & CDX_TOWER_VISION) c->vision = c->model;
+    info = cdx_model_get_info(c->model);
+    c->dim = info->projection_dim;
+    if (snprintf(cfg, sizeof cfg, "%s/config.json", c->model_dir) >= (int)sizeof cfg)
+        return error("%s: path too long", c->model_dir);
+    if (cdx_store_model_key(cfg, info->weights_file, c->model_key) != CDX_OK)
+        return error("%s", cdx_last_error());
+    name = strrchr(c->model_dir, '/');
+    name = name && name[1] ? name + 1 : c->model_dir;
+    sm.key = c->model_key;
+    sm.name = name;
+    sm.dir = c->model_dir;
+    sm.dim = c->dim;
+    if (cdx_store_use_model(c->store, &sm, &c->model_id) != CDX_OK)
+        return error("%s (index the photos with this model first: clipdex index --model %s DIR)",
+                     cdx_last_error(), c->model_dir);
+    return 0;
+}
+
+cdx_model *qctx_vision(qctx *c)
+{
+    if (c->vision) return c->vision;
+    if (cdx_model_open(c->model_dir, CDX_TOWER_VISION, &c->vision) != CDX_OK) {
+        error("%s", cdx_last_error());
+        c->vision = NULL;
+    }
+    return c->vision;
+}
+
+void qctx_release(qctx *c)
+{
+    if (!c) return;
+    if (c->vision && c->vision != c->model) cdx_model_close(c->vision);
+    cdx_model_close(c->model);
+    cdx_store_close(c->store);
+    free(c->model_dir);
+    free(c->data_dir);
+    c->vision = c->model = NULL;
+    c->store = NULL;
+    c->model_dir = c->data_dir = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Image vectors                                                       */
+/* ------------------------------------------------------------------ */
+
+int embed_image_file(cdx_model *m, const char *path, float *out)
+{
+    const cdx_preprocess_cfg *pc = cdx_model_preprocess(m);
+    const cdx_model_info *info = cdx_model_get_info(m);
+    cdx_decode_opts o = {0};
+    cdx_image img = {0};
+    float *px = NULL;
+    int ret = EXIT_ERROR;
+    uint32_t w, h;
+
+    o.apply_orientation = 1;
+    o.min_side = pc->shortest_edge > 0 ? (uint32_t)pc->shortest_edge : 0;
+    if (cdx_image_decode(path, &o, &img, NULL) != CDX_OK) {
+        error("%s", cdx_last_error());
+        goto cleanup;
+    }
+    if (cdx_preprocess_output_size(pc, img.width, img.height, &w, &h) != CDX_OK ||
+        w != (uint32_t)info->vision.image_size || h != (uint32_t)info->vision.image_size) {
+        error("%s: the model's preprocessing does not produce %dx%d inputs", path,
+              info->vision.image_size, info->vision.image_size);
+        goto cleanup;
+    }
+    if (!(px = malloc(sizeof(float) * 3 * (size_t)w * h))) {
+        error("out of memory");
+        goto cleanup;
+    }
+    if (cdx_preprocess_fast(pc, &img, px) != CDX_OK ||
+        cdx_model_encode_images(m, px, 1, out, 1) != CDX_OK) {
+        error("%s", cdx_last_error());
+        goto cleanup;
+    }
+    ret = 0;
+cleanup:
+    free(px);
+    cdx_image_release(&img);
+    return ret;
+}
+
+/* A stored vector of the current model for the file row at path. */
+static int stored_by_path(qctx *c, const char *path, float *out, int64_t *file_id)
+{
+    cdx_file_info fi;
+    int found = 0, got = 0;
+    if (cdx_store_get_file(c->store, path, &fi, &found) != CDX_OK || !found) return 0;
+    if (file_id) *file_id = fi.id;
+    if (fi.state == CDX_FILE_OK && fi.vector_id && fi.model_id == c->model_id &&
+        cdx_store_get_vector(c->store, fi.vector_id, out) == CDX_OK)
+        got = 1;
+    cdx_file_info_release(&fi);
+    return got;
+}
+
+struct by_hash {
+    int64_t model_id, vector_id;
+};
+
+static int by_hash_cb(const cdx_file_info *fi, void *user)
+{
+    struct by_hash *b = user;
+    if (fi->vector_id && fi->model_id == b->model_id) {
+        b->vector_id = fi->vector_id;
+        return 1;
+    }
+    return 0;
+}
+
+int image_vector(qctx *c, const char *path, float *out, int64_t *file_id)
+{
+    char *real = NULL;
+    cdx_model *vm;
+    uint8_t hash[CDX_HASH_SIZE];
+    int ret;
+
+    if (file_id) *file_id = 0;
+    if (stored_by_path(c, path, out, file_id)) return 0;
+    real = realpath(path, NULL);
+    if (!real) return error("%s: %s", path, strerror(errno));
+    ret = stored_by_path(c, real, out, file_id);
+    free(real);
+    if (ret) return 0;
+    /* The same content indexed under another name is as good. */
+    if (cdx_hash_file(path, hash, NULL) == CDX_OK) {
+        cdx_store_filter f = {0};
+        struct by_hash b = {c->model_id, 0};
+        f.hash = hash;
+        f.state = CDX_FILE_OK;
+        if (cdx_store_foreach_file(c->store, &f, 0, by_hash_cb, &b) == CDX_OK && b.vector_id &&
+            cdx_store_get_vector(c->store, b.vector_id, out) == CDX_OK)
+            return 0;
+    }
+    if (!(vm = qctx_vision(c))) return EXIT_ERROR;
+    return embed_image_file(vm, path, out);
+}
+
+int file_info_dup(const cdx_file_info *src, cdx_file_info *dst)
+{
+    cdx_file_info t = *src;
+    t.meta.path = src->meta.path ? strdup(src->meta.path) : NULL;
+    t.ext = src->ext ? strdup(src->ext) : NULL;
+    t.meta.camera_make = src->meta.camera_make ? strdup(src->meta.camera_make) : NULL;
+    t.meta.camera_model = src->meta.camera_model ? strdup(src->meta.camera_model) : NULL;
+    t.error = src->error ? strdup(src->error) : NULL;
+    if ((src->meta.path && !t.meta.path) || (src->ext && !t.ext) ||
+        (src->meta.camera_make && !t.meta.camera_make) ||
+        (src->meta.camera_model && !t.meta.camera_model) || (src->error && !t.error)) {
+        cdx_file_info_release(&t);
+        return -1;
+    }
+    *dst = t;
+    return 0;
+}
