@@ -29,6 +29,8 @@ endif
 BIN = $(BUILD)/bin
 
 PKGS = openblas libcjson libutf8proc libpng libjpeg libzip sqlite3 libcrypto inih
+# image formats (core/image*.c); giflib has no pkg-config file everywhere
+PKGS += libwebp libwebpdemux libheif libtiff-4 libexif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -44,7 +46,7 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -pthread -MMD -MP $(WARN) $(SANFLAGS) \
 # OpenMP: hence libgomp and libstdc++ after it.
 FAISS_C = build/faiss/libfaiss_c.a
 FAISS_A := $(firstword $(wildcard /usr/lib/*/libfaiss.a /usr/lib/libfaiss.a))
-LDLIBS = $(FAISS_C) $(FAISS_A) $(PKG_LIBS) -lgomp -lstdc++ -lm -pthread
+LDLIBS = $(FAISS_C) $(FAISS_A) $(PKG_LIBS) -lgif -lgomp -lstdc++ -lm -pthread
 
 # ---- core/: the library, one line per module ----
 CORE_OBJS  = core/status.o
@@ -52,6 +54,8 @@ CORE_OBJS += core/tokenizer.o core/ftfy.o
 CORE_OBJS += core/safetensors.o core/torchbin.o core/weights.o
 CORE_OBJS += core/config.o core/model.o core/kernels.o core/linear.o core/pool.o
 CORE_OBJS += core/image.o core/resample.o core/preprocess.o core/phash.o core/ingest.o
+CORE_OBJS += core/image_exif.o core/image_orient.o core/image_webp.o core/image_heif.o
+CORE_OBJS += core/image_tiff.o core/image_gif.o
 CORE_OBJS += core/hash.o core/store.o core/store_vindex.o core/store_search.o core/store_check.o core/store_scan.o
 
 # ---- query/: the clipdex command ----

@@ -121,27 +121,33 @@ int32_t cdx_tokenizer_eot(const cdx_tokenizer *tok);
 /* ------------------------------------------------------------------ */
 
 /* A decoded image: 8-bit RGB, row-major, no padding (stride = width*3).
- * Filled by cdx_image_load; emptied by cdx_image_release. */
+ * Filled by cdx_image_load / cdx_image_decode; emptied by
+ * cdx_image_release. */
 typedef struct cdx_image {
     uint32_t width, height;
     uint8_t *rgb; /* width*height*3 bytes, owned by the struct */
 } cdx_image;
 
-/* Decode a JPEG or PNG file (format from magic bytes, not the name) to RGB
- * exactly as Pillow's Image.open(path).convert("RGB") does: grey is
- * replicated, palettes expanded, alpha dropped (not composited), tRNS and
- * gAMA ignored; JPEG via libjpeg with default settings, CMYK/YCCK as
- * Pillow converts them.  One deliberate difference: 16-bit samples keep
- * their high byte (Pillow does that for 16-bit colour, but clips 16-bit
- * grey to 255).  No EXIF orientation is applied (exact mode: the reference
- * processor applies none).
+/* The exact path: decode an image file at full size, as stored (no EXIF
+ * orientation: the reference processor applies none), to the RGB pixels
+ * Pillow's Image.open(path).convert("RGB") gives.  The format comes from
+ * the magic bytes, not the name.
+ *
+ * JPEG and PNG are bit-exact with Pillow: grey is replicated, palettes
+ * expanded, alpha dropped (not composited), tRNS and gAMA ignored; JPEG
+ * via libjpeg with default settings, CMYK/YCCK as Pillow converts them.
+ * One deliberate difference: 16-bit samples keep their high byte (Pillow
+ * does that for 16-bit colour, but clips 16-bit grey to 255).  WebP, GIF
+ * (first frame), TIFF (first page) and HEIF/AVIF (primary image, which
+ * Pillow cannot open) are decoded as cdx_image_decode describes.
  *
  * On success out->rgb is owned by *out (cdx_image_release frees it).
  * Errors: CDX_ERR_IO (cannot open/read, not a regular file),
- * CDX_ERR_FORMAT (not JPEG/PNG, corrupt, truncated, bad CRC),
+ * CDX_ERR_FORMAT (unknown format, corrupt, truncated, bad CRC),
  * CDX_ERR_UNSUPPORTED (e.g. 12-bit or lossless JPEG), CDX_ERR_LIMIT (more
- * than 200 megapixels), CDX_ERR_NOMEM; the message is "PATH: reason".
- * Non-fatal decoder warnings go to the log sink.  Thread-safe. */
+ * than 200 megapixels, file over 1 GiB), CDX_ERR_NOMEM; the message is
+ * "PATH: reason".  Non-fatal decoder warnings go to the log sink.
+ * Thread-safe. */
 cdx_status cdx_image_load(const char *path, cdx_image *out);
 void cdx_image_release(cdx_image *img);
 
@@ -188,44 +194,74 @@ cdx_status cdx_preprocess_output_size(const cdx_preprocess_cfg *cfg, uint32_t wi
                                       uint32_t height, uint32_t *out_w, uint32_t *out_h);
 
 /* ---- Image ingestion (photo libraries): metadata, orientation, fast path ----
- * Declared here for every user; implemented by core/image*.c. */
+ * Implemented by core/ingest.c and core/image*.c. */
 
 /* What a photo carries besides its pixels.  Strings are NUL-terminated,
  * "" when unknown. */
 typedef struct cdx_image_meta {
-    char format[8];           /* "jpeg", "png", "webp", "heif", "tiff", "gif" */
-    uint32_t width, height;   /* stored pixel size, before orientation */
-    int orientation;          /* EXIF Orientation 1..8 (1 when absent/invalid) */
-    int64_t taken_at;         /* DateTimeOriginal as unix seconds (local time
-                                 read as UTC when no offset is recorded);
+    char format[8];           /* "jpeg", "png", "webp", "heif", "avif", "tiff",
+                                 "gif" */
+    uint32_t width, height;   /* stored pixel size, before orientation (and
+                                 before any DCT scaling) */
+    int orientation;          /* EXIF Orientation 1..8 (1 when absent/invalid);
+                                 for TIFF the Orientation tag */
+    int64_t taken_at;         /* DateTimeOriginal (else DateTimeDigitized) as
+                                 unix seconds: UTC when OffsetTimeOriginal is
+                                 recorded, else the local time read as UTC;
                                  INT64_MIN when unknown */
     int has_tz_offset;        /* OffsetTimeOriginal was present */
     int tz_offset_min;        /* its value in minutes east of UTC */
     char make[64], model[64]; /* camera */
     int has_gps;
     double gps_lat, gps_lon;  /* degrees, south/west negative */
-    char warning[256];        /* a non-fatal problem (malformed EXIF ...) */
+    char warning[256];        /* the first non-fatal problem (malformed EXIF,
+                                 invalid orientation, decoder warning), without
+                                 the path; "" when none */
 } cdx_image_meta;
 
 typedef struct cdx_decode_opts {
     int apply_orientation;    /* rotate/flip the pixels upright per EXIF */
     uint32_t min_side;        /* > 0: the decoder may return a smaller image
-                                 (JPEG DCT scaling) whose shortest side is
-                                 still >= min_side; 0: full size */
-    uint64_t max_pixels;      /* 0: 200 megapixels */
+                                 (JPEG DCT scaling: the smallest of 1/8..8/8
+                                 whose shortest side is still >= min_side);
+                                 0: full size */
+    uint64_t max_pixels;      /* 0: 200 megapixels (stored size) */
     uint64_t max_file_bytes;  /* 0: 1 GiB */
 } cdx_decode_opts;
 
-/* Decode any supported format (magic bytes decide) with metadata.  img
- * and meta may each be NULL (meta only: no pixel decode at all).  Errors
- * are one line "PATH: reason"; a malformed EXIF block is not an error
- * (meta->warning says so). */
+/* Decode any supported format with metadata.  Formats (from the magic
+ * bytes): JPEG, PNG, WebP (first frame of an animation), HEIF/HEIC and
+ * AVIF (primary image), TIFF (first page), GIF (first frame).  Colours
+ * follow Pillow's convert("RGB") (alpha dropped, palettes expanded, grey
+ * replicated, 16-bit scaled to 8).  EXIF is read from JPEG APP1, PNG
+ * eXIf, the WebP EXIF chunk and the HEIF Exif item; TIFF tags directly.
+ *
+ * opts may be NULL (all zero).  img may be NULL: metadata only, read from
+ * the headers without decoding any pixel (a fast probe; truncated pixel
+ * data is then not noticed).  meta may be NULL.  With apply_orientation
+ * the pixels are made upright (all 8 orientations; HEIF files are
+ * oriented by their irot/imir boxes, which describe the same thing).
+ * Limits (opts->max_file_bytes, opts->max_pixels) are checked before
+ * reading or allocating.
+ *
+ * Errors are one line "PATH: reason" (CDX_ERR_IO, _FORMAT, _UNSUPPORTED,
+ * _LIMIT, _NOMEM as for cdx_image_load); a malformed EXIF block is not an
+ * error (meta->warning says so).  Nothing is printed.  On failure img and
+ * meta are untouched.  Thread-safe. */
 cdx_status cdx_image_decode(const char *path, const cdx_decode_opts *opts, cdx_image *img,
                             cdx_image_meta *meta);
 
+/* cdx_image_decode from a buffer holding a whole file.  name (may be
+ * NULL) is used in messages only.  data is only read, and only during the
+ * call. */
+cdx_status cdx_image_decode_mem(const void *data, size_t size, const char *name,
+                                const cdx_decode_opts *opts, cdx_image *img,
+                                cdx_image_meta *meta);
+
 /* The fast preprocessing used for indexing: same geometry as exact (short
  * side to shortest_edge, center crop) from an image that may already be
- * DCT-downscaled.  Output as cdx_preprocess_exact. */
+ * DCT-downscaled (and oriented), with the same bicubic resampler; fast and
+ * exact differ only by the decode.  Output as cdx_preprocess_exact. */
 cdx_status cdx_preprocess_fast(const cdx_preprocess_cfg *cfg, const cdx_image *img, float *out);
 
 /* 64-bit DCT perceptual hash of an image (grayscale, area-resized to

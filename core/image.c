@@ -11,23 +11,23 @@
  * (palette lookup with Pillow's grey-ramp default entries, grey scaling,
  * alpha dropped, no gamma).
  *
- * The format comes from the magic bytes, never from the file name.  Each
- * format is one entry of the formats[] table with a decoder function, so a
- * new format is a new table row plus its decoder.
+ * Both decoders read the file from memory (ingest.c reads it and picks
+ * the decoder from the magic bytes) and follow the decoder contract of
+ * image_impl.h: header-only probes, the EXIF block (JPEG APP1, PNG eXIf)
+ * for the ingestion layer, and for JPEG the optional DCT-domain scaling of
+ * the fast path (cdx_decode_ctx.min_side).  Without min_side nothing
+ * differs from Pillow's decode.
  *
  * Hostile input: dimensions are checked against a pixel limit before any
  * pixel memory is allocated, every size product is overflow-checked, the
  * libraries' error paths longjmp back here (they never print or exit), and
  * truncated data is an error rather than a silently grey-padded image.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <setjmp.h>
+#include <stdarg.h>
 #include <stdio.h> /* before jpeglib.h, which uses FILE */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <jpeglib.h>
 #include <jerror.h>
@@ -39,22 +39,55 @@
 /* Shared helpers                                                      */
 /* ------------------------------------------------------------------ */
 
-cdx_status cdx_image_alloc_rgb(const char *path, const cdx_decode_opts *opts,
-                               uint32_t w, uint32_t h, uint8_t **rgb)
+cdx_status cdx_image_check_size(const cdx_decode_ctx *c, uint32_t w, uint32_t h)
 {
-    size_t npix, nbytes;
-    /* 0 means the default, as cdx_decode_opts documents. */
-    uint64_t max = opts->max_pixels ? opts->max_pixels : CDX_IMAGE_MAX_PIXELS_DEFAULT;
+    size_t npix;
 
     if (w == 0 || h == 0)
-        return cdx_fail(CDX_ERR_FORMAT, "%s: image has zero size (%ux%u)", path, w, h);
-    if (!cdx_mul_ok(w, h, &npix) || npix > max)
+        return cdx_fail(CDX_ERR_FORMAT, "%s: image has zero size (%ux%u)", c->path, w, h);
+    if (!cdx_mul_ok(w, h, &npix) || npix > c->max_pixels)
         return cdx_fail(CDX_ERR_LIMIT, "%s: image is %ux%u (%.1f megapixels), over the "
-                        "%.1f megapixel limit", path, w, h, (double)w * h / 1e6,
-                        (double)max / 1e6);
-    if (!cdx_mul_ok(npix, 3, &nbytes) || !(*rgb = malloc(nbytes)))
-        return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory for a %ux%u image", path, w, h);
+                        "%.1f megapixel limit", c->path, w, h, (double)w * h / 1e6,
+                        (double)c->max_pixels / 1e6);
     return CDX_OK;
+}
+
+cdx_status cdx_image_alloc_rgb(const cdx_decode_ctx *c, uint32_t w, uint32_t h,
+                               uint8_t **rgb)
+{
+    size_t nbytes;
+    cdx_status st = cdx_image_check_size(c, w, h);
+
+    if (st) return st;
+    if (!cdx_mul_ok((size_t)w * h, 3, &nbytes) || !(*rgb = malloc(nbytes)))
+        return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory for a %ux%u image", c->path, w, h);
+    return CDX_OK;
+}
+
+void cdx_decode_warn(cdx_decode_ctx *c, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    CDX_WARN("%s: %s", c->path, msg);
+    if (c->meta && !c->meta->warning[0])
+        snprintf(c->meta->warning, sizeof c->meta->warning, "%s", msg);
+}
+
+/* Keep a private copy of an EXIF block found in library-owned memory. */
+static void keep_exif(cdx_decode_ctx *c, const uint8_t *p, size_t n)
+{
+    if (c->exif || n == 0) return;
+    if (!(c->exif_buf = malloc(n))) {
+        cdx_decode_warn(c, "out of memory for the EXIF block (ignored)");
+        return;
+    }
+    memcpy(c->exif_buf, p, n);
+    c->exif = c->exif_buf;
+    c->exif_len = n;
 }
 
 /* ------------------------------------------------------------------ */
@@ -66,6 +99,7 @@ cdx_status cdx_image_alloc_rgb(const char *path, const cdx_decode_opts *opts,
 typedef struct jpeg_err {
     struct jpeg_error_mgr pub; /* first: libjpeg casts cinfo->err to this */
     jmp_buf jb;
+    cdx_decode_ctx *ctx;
     const char *path;
     cdx_status st;
     int warned;
@@ -78,11 +112,10 @@ typedef struct jpeg_job {
     struct jpeg_decompress_struct cinfo;
     jpeg_err err;
     int created;
-    FILE *f;
-    const cdx_decode_opts *opts;
+    cdx_decode_ctx *ctx;
     uint8_t *rgb;    /* result, w*h*3 */
     uint8_t *row4;   /* CMYK scanline, w*4 */
-    uint32_t w, h;
+    uint32_t w, h;   /* output size (DCT-scaled when asked) */
     int cmyk;        /* 4-component file, decoded as CMYK */
 } jpeg_job;
 
@@ -142,11 +175,11 @@ static void jpeg_on_error(j_common_ptr cinfo)
  * and so do we.  If it ends after the last scanline (EOI missing, or junk
  * where the trailer should be) Pillow simply stops reading and keeps the
  * complete image; so do we, by leaving jpeg_finish_decompress at that
- * point.
+ * point.  (A header-only probe never gets that far.)
  *
  * Other warnings (corrupt entropy data, bad restart markers, extraneous
- * bytes) are what Pillow silently decodes through, so we do too and log
- * the first one. */
+ * bytes) are what Pillow silently decodes through, so we do too and
+ * report the first one. */
 static void jpeg_on_message(j_common_ptr cinfo, int level)
 {
     jpeg_err *e = (jpeg_err *)cinfo->err;
@@ -155,7 +188,7 @@ static void jpeg_on_message(j_common_ptr cinfo, int level)
     if (level >= 0) return;
     if (e->pub.msg_code == JWRN_JPEG_EOF) {
         if (e->rows_done) {
-            CDX_WARN("%s: JPEG data ends without an EOI marker (image complete)", e->path);
+            cdx_decode_warn(e->ctx, "JPEG data ends without an EOI marker (image complete)");
             e->st = CDX_OK;
         } else {
             e->st = cdx_fail(CDX_ERR_FORMAT, "%s: truncated JPEG data", e->path);
@@ -166,7 +199,7 @@ static void jpeg_on_message(j_common_ptr cinfo, int level)
     if (!e->warned) {
         e->warned = 1;
         (*e->pub.format_message)(cinfo, msg);
-        CDX_WARN("%s: JPEG warning: %s", e->path, msg);
+        cdx_decode_warn(e->ctx, "JPEG warning: %s", msg);
     }
 }
 
@@ -188,17 +221,52 @@ static void cmyk_row_to_rgb(const uint8_t *in, uint8_t *out, uint32_t w)
     }
 }
 
+/* The first APP1 segment holding EXIF ("Exif\0\0" + TIFF header). */
+static void jpeg_find_exif(jpeg_job *j)
+{
+    for (jpeg_saved_marker_ptr m = j->cinfo.marker_list; m; m = m->next) {
+        if (m->marker == JPEG_APP0 + 1 && m->data_length >= 14 &&
+            memcmp(m->data, "Exif\0\0", 6) == 0) {
+            keep_exif(j->ctx, m->data, m->data_length);
+            return;
+        }
+    }
+}
+
+/* The fast path's DCT scaling: the smallest M/8 (M = 1..8) whose output
+ * still has a short side >= min_side; 8/8 when even that is too small.
+ * libjpeg-turbo scales inside the IDCT, so a 1/8 decode touches one
+ * coefficient per block instead of 64. */
+static void jpeg_pick_scale(struct jpeg_decompress_struct *ci, uint32_t min_side)
+{
+    for (unsigned m = 1; m <= 8; m++) {
+        ci->scale_num = m;
+        ci->scale_denom = 8;
+        jpeg_calc_output_dimensions(ci);
+        uint32_t s = ci->output_width < ci->output_height ? ci->output_width
+                                                           : ci->output_height;
+        if (s >= min_side) return;
+    }
+}
+
 static cdx_status jpeg_run(jpeg_job *j)
 {
     struct jpeg_decompress_struct *ci = &j->cinfo;
+    cdx_decode_ctx *c = j->ctx;
     cdx_status st;
 
     if (setjmp(j->err.jb)) return j->err.st;
 
     jpeg_create_decompress(ci);
     j->created = 1;
-    jpeg_stdio_src(ci, j->f);
+    /* libjpeg takes the size as unsigned long; files are read whole and
+     * limited by max_file_bytes, far below that on every LP64 system. */
+    jpeg_mem_src(ci, c->data, (unsigned long)c->size);
+    if (c->want_exif) jpeg_save_markers(ci, JPEG_APP0 + 1, 0xffff);
     jpeg_read_header(ci, TRUE);
+    if (c->want_exif) jpeg_find_exif(j);
+    c->width = ci->image_width;
+    c->height = ci->image_height;
 
     /* Only the output colour space is chosen, as Pillow does; all other
      * decompression parameters keep libjpeg's defaults (JDCT_ISLOW, fancy
@@ -217,11 +285,18 @@ static cdx_status jpeg_run(jpeg_job *j)
                         j->err.path, ci->num_components);
     }
 
-    /* Check the size before jpeg_start_decompress, which allocates whole-
+    /* The limit applies to the stored size, also when decoding smaller:
+     * the entropy decoding still walks every block. */
+    if ((st = cdx_image_check_size(c, ci->image_width, ci->image_height))) return st;
+    if (!c->want_pixels) return CDX_OK;
+
+    if (c->min_side > 0) jpeg_pick_scale(ci, c->min_side);
+    else jpeg_calc_output_dimensions(ci);
+    j->w = ci->output_width;
+    j->h = ci->output_height;
+    /* Allocated before jpeg_start_decompress, which allocates whole-
      * image coefficient buffers for progressive files. */
-    j->w = ci->image_width;
-    j->h = ci->image_height;
-    if ((st = cdx_image_alloc_rgb(j->err.path, j->opts, j->w, j->h, &j->rgb))) return st;
+    if ((st = cdx_image_alloc_rgb(c, j->w, j->h, &j->rgb))) return st;
     if (j->cmyk && !(j->row4 = malloc((size_t)j->w * 4)))
         return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", j->err.path);
 
@@ -244,16 +319,15 @@ static cdx_status jpeg_run(jpeg_job *j)
     return CDX_OK;
 }
 
-static cdx_status decode_jpeg(FILE *f, const char *path, const cdx_decode_opts *opts,
-                              cdx_image *out)
+cdx_status cdx_decode_jpeg(cdx_decode_ctx *c)
 {
     jpeg_job *j = calloc(1, sizeof *j);
     cdx_status st;
 
-    if (!j) return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", path);
-    j->f = f;
-    j->opts = opts;
-    j->err.path = path;
+    if (!j) return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", c->path);
+    j->ctx = c;
+    j->err.ctx = c;
+    j->err.path = c->path;
     j->cinfo.err = jpeg_std_error(&j->err.pub);
     j->err.pub.error_exit = jpeg_on_error;
     j->err.pub.emit_message = jpeg_on_message;
@@ -261,10 +335,10 @@ static cdx_status decode_jpeg(FILE *f, const char *path, const cdx_decode_opts *
 
     st = jpeg_run(j);
     if (j->created) jpeg_destroy_decompress(&j->cinfo);
-    if (st == CDX_OK) {
-        out->width = j->w;
-        out->height = j->h;
-        out->rgb = j->rgb;
+    if (st == CDX_OK && c->want_pixels) {
+        c->img.width = j->w;
+        c->img.height = j->h;
+        c->img.rgb = j->rgb;
         j->rgb = NULL;
     }
     free(j->rgb);
@@ -280,12 +354,11 @@ static cdx_status decode_jpeg(FILE *f, const char *path, const cdx_decode_opts *
 typedef struct png_job {
     png_structp png;
     png_infop info;
-    FILE *f;
+    cdx_decode_ctx *ctx;
     const char *path;
-    const cdx_decode_opts *opts;
+    size_t pos;       /* read position in ctx->data */
     cdx_status st;
-    int read_failed;  /* 1 = end of file, 2 = I/O error (errno in read_errno) */
-    int read_errno;
+    int read_failed;  /* 1 = end of data */
     int warned;
     uint8_t *rgb;
     png_bytep *rows;
@@ -297,10 +370,8 @@ static void png_on_error(png_structp png, png_const_charp msg)
     png_job *j = png_get_error_ptr(png);
     const char *crc = strstr(msg, ": CRC error");
 
-    if (j->read_failed == 1)
+    if (j->read_failed)
         j->st = cdx_fail(CDX_ERR_FORMAT, "%s: truncated PNG data", j->path);
-    else if (j->read_failed == 2)
-        j->st = cdx_fail(CDX_ERR_IO, "%s: read error: %s", j->path, strerror(j->read_errno));
     else if (crc) /* libpng says "IDAT: CRC error" */
         j->st = cdx_fail(CDX_ERR_FORMAT, "%s: PNG CRC error in %.*s", j->path,
                          (int)(crc - msg), msg);
@@ -319,18 +390,20 @@ static void png_on_warning(png_structp png, png_const_charp msg)
     png_job *j = png_get_error_ptr(png);
     if (!j->warned) {
         j->warned = 1;
-        CDX_WARN("%s: PNG warning: %s", j->path, msg);
+        cdx_decode_warn(j->ctx, "PNG warning: %s", msg);
     }
 }
 
 static void png_on_read(png_structp png, png_bytep data, size_t len)
 {
     png_job *j = png_get_io_ptr(png);
-    if (fread(data, 1, len, j->f) != len) {
-        j->read_failed = ferror(j->f) ? 2 : 1;
-        j->read_errno = errno;
+    const cdx_decode_ctx *c = j->ctx;
+    if (len > c->size - j->pos) {
+        j->read_failed = 1;
         png_error(png, "read failed");
     }
+    memcpy(data, c->data + j->pos, len);
+    j->pos += len;
 }
 
 /* Turn one decoded row (after libpng's transforms: 1 byte per pixel for
@@ -362,6 +435,7 @@ static void png_expand_row(uint8_t *row, uint32_t w, int color_type, int bit_dep
 
 static cdx_status png_run(png_job *j)
 {
+    cdx_decode_ctx *c = j->ctx;
     png_uint_32 w, h;
     int bit_depth, color_type, interlace;
     uint8_t pal[256][3];
@@ -376,8 +450,19 @@ static cdx_status png_run(png_job *j)
     png_get_IHDR(j->png, j->info, &w, &h, &bit_depth, &color_type, &interlace, NULL, NULL);
     if (w > UINT32_MAX || h > UINT32_MAX) /* libpng caps at 2^31-1 already */
         return cdx_fail(CDX_ERR_LIMIT, "%s: PNG dimensions too large", j->path);
-    j->w = (uint32_t)w;
-    j->h = (uint32_t)h;
+    j->w = c->width = (uint32_t)w;
+    j->h = c->height = (uint32_t)h;
+    if (c->want_exif) {
+        /* eXIf before IDAT (where the PNG 1.5 extensions put it). */
+        png_bytep exif = NULL;
+        png_uint_32 n = 0;
+        if ((png_get_eXIf_1(j->png, j->info, &n, &exif) & PNG_INFO_eXIf) && exif && n)
+            keep_exif(c, exif, n);
+    }
+    {
+        cdx_status st = cdx_image_check_size(c, j->w, j->h);
+        if (st || !c->want_pixels) return st;
+    }
 
     /* Palette: Pillow's palette starts as a grey ramp (entry i = (i,i,i))
      * and PLTE overwrites the first entries, so an index past the end of
@@ -412,7 +497,7 @@ static cdx_status png_run(png_job *j)
         return CDX_BUG("PNG row wider than 3 bytes per pixel after transforms");
 
     {
-        cdx_status st = cdx_image_alloc_rgb(j->path, j->opts, j->w, j->h, &j->rgb);
+        cdx_status st = cdx_image_alloc_rgb(c, j->w, j->h, &j->rgb);
         if (st) return st;
     }
     const size_t stride = (size_t)j->w * 3;
@@ -437,115 +522,31 @@ static cdx_status png_run(png_job *j)
     return CDX_OK;
 }
 
-static cdx_status decode_png(FILE *f, const char *path, const cdx_decode_opts *opts,
-                             cdx_image *out)
+cdx_status cdx_decode_png(cdx_decode_ctx *c)
 {
     png_job *j = calloc(1, sizeof *j);
     cdx_status st;
 
-    if (!j) return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", path);
-    j->f = f;
-    j->path = path;
-    j->opts = opts;
+    if (!j) return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", c->path);
+    j->ctx = c;
+    j->path = c->path;
     j->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, j, png_on_error, png_on_warning);
     if (j->png) j->info = png_create_info_struct(j->png);
     if (!j->png || !j->info) {
-        st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", path);
+        st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", c->path);
     } else {
         st = png_run(j);
     }
     if (j->png) png_destroy_read_struct(&j->png, j->info ? &j->info : NULL, NULL);
-    if (st == CDX_OK) {
-        out->width = j->w;
-        out->height = j->h;
-        out->rgb = j->rgb;
+    if (st == CDX_OK && c->want_pixels) {
+        c->img.width = j->w;
+        c->img.height = j->h;
+        c->img.rgb = j->rgb;
         j->rgb = NULL;
     }
     free(j->rgb);
     free(j->rows);
     free(j);
-    return st;
-}
-
-/* ------------------------------------------------------------------ */
-/* Format detection and the public entry points                        */
-/* ------------------------------------------------------------------ */
-
-#define MAGIC_MAX 8
-
-static const struct image_format {
-    const char *name;
-    const char *magic; /* compared as bytes */
-    size_t magic_len;
-    cdx_decode_fn decode;
-} formats[] = {
-    /* SOI and the 0xFF of the next marker, as Pillow requires (libjpeg
-     * alone would skip junk after SOI and decode fuzz files Pillow does
-     * not recognise).  A file cut right after SOI is a proper prefix and
-     * says "truncated JPEG data". */
-    {"JPEG", "\xff\xd8\xff", 3, decode_jpeg},
-    {"PNG", "\x89PNG\r\n\x1a\n", 8, decode_png},
-};
-
-cdx_status cdx_image_load(const char *path, cdx_image *out)
-{
-    cdx_status st = CDX_OK;
-    cdx_decode_opts opts = {.max_pixels = CDX_IMAGE_MAX_PIXELS_DEFAULT};
-    unsigned char head[MAGIC_MAX];
-    struct stat sb;
-    FILE *f = NULL;
-    int fd = -1;
-    size_t n;
-
-    if (!path || !out) return cdx_fail(CDX_ERR_ARG, "cdx_image_load: NULL argument");
-
-    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
-     * writer forever.  It has no effect on regular files. */
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0) return cdx_fail(CDX_ERR_IO, "%s: %s", path, strerror(errno));
-    if (fstat(fd, &sb) != 0) {
-        st = cdx_fail(CDX_ERR_IO, "%s: %s", path, strerror(errno));
-        goto cleanup;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        st = cdx_fail(CDX_ERR_IO, "%s: not a regular file", path);
-        goto cleanup;
-    }
-    if (!(f = fdopen(fd, "rb"))) {
-        st = cdx_fail(CDX_ERR_IO, "%s: %s", path, strerror(errno));
-        goto cleanup;
-    }
-    fd = -1; /* owned by f now */
-
-    n = fread(head, 1, sizeof head, f);
-    if (ferror(f)) {
-        st = cdx_fail(CDX_ERR_IO, "%s: read error: %s", path, strerror(errno));
-        goto cleanup;
-    }
-    if (n == 0) {
-        st = cdx_fail(CDX_ERR_FORMAT, "%s: empty file", path);
-        goto cleanup;
-    }
-    if (fseek(f, 0, SEEK_SET) != 0) {
-        st = cdx_fail(CDX_ERR_IO, "%s: cannot seek: %s", path, strerror(errno));
-        goto cleanup;
-    }
-    for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++) {
-        const struct image_format *fmt = &formats[i];
-        if (n >= fmt->magic_len && memcmp(head, fmt->magic, fmt->magic_len) == 0) {
-            st = fmt->decode(f, path, &opts, out);
-            goto cleanup;
-        }
-        /* The whole file is a proper prefix of the signature. */
-        if (n < fmt->magic_len && n > 1 && memcmp(head, fmt->magic, n) == 0) {
-            st = cdx_fail(CDX_ERR_FORMAT, "%s: truncated %s data", path, fmt->name);
-            goto cleanup;
-        }
-    }
-    st = cdx_fail(CDX_ERR_FORMAT, "%s: not a JPEG or PNG file", path);
-cleanup:
-    if (f) fclose(f);
-    if (fd >= 0) close(fd);
     return st;
 }
 

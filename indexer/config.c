@@ -277,7 +277,7 @@ struct load_ctx {
     char *error;  /* first error, without the FILE:LINE prefix */
 };
 
-static int ini_handler(void *user, const char *section, const char *name, const char *value)
+static int on_ini_key(void *user, const char *section, const char *name, const char *value)
 {
     struct load_ctx *x = user;
     const key_def *k = find_key(section, name);
@@ -322,7 +322,7 @@ int config_load(config *c, const char *path, int required, char **err)
     slash = strrchr(x.base, '/');
     if (slash && slash != x.base) *slash = '\0';
     else x.base[1] = '\0';
-    line = ini_parse_file(f, ini_handler, &x);
+    line = ini_parse_file(f, on_ini_key, &x);
     fclose(f);
     free(x.base);
     free(c->path);

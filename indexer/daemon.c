@@ -52,6 +52,14 @@ static void on_hup(int sig)
     got_hup = 1;
 }
 
+int daemon_stop_requested(void)
+{
+    sigset_t pending;
+    if (got_stop) return 1;
+    if (sigpending(&pending) != 0) return 0;
+    return sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1;
+}
+
 /* systemd's readiness protocol without libsystemd: one datagram to
  * $NOTIFY_SOCKET (a path, or an abstract name starting with '@'). */
 static void sd_notify_msg(const char *msg)
@@ -76,7 +84,7 @@ static void sd_notify_msg(const char *msg)
 
 /* ---- store transactions and errors ---- */
 
-int daemon_begin(daemon *d)
+int daemon_begin(indexer *d)
 {
     if (d->txn) return 0;
     if (cdx_store_begin(d->store) != CDX_OK) {
@@ -87,7 +95,7 @@ int daemon_begin(daemon *d)
     return 0;
 }
 
-static void daemon_commit(daemon *d)
+static void daemon_commit(indexer *d)
 {
     if (!d->txn) return;
     d->txn = 0;
@@ -96,7 +104,7 @@ static void daemon_commit(daemon *d)
                      cdx_last_error());
 }
 
-void daemon_error(daemon *d, const char *fmt, ...)
+void daemon_error(indexer *d, const char *fmt, ...)
 {
     char buf[1024];
     va_list ap;
@@ -112,19 +120,19 @@ void daemon_error(daemon *d, const char *fmt, ...)
 
 /* ---- status, for `clipdex status` ---- */
 
-static void meta_int(daemon *d, const char *key, int64_t v)
+static void meta_int(indexer *d, const char *key, int64_t v)
 {
     char buf[32];
     snprintf(buf, sizeof buf, "%lld", (long long)v);
     if (cdx_store_meta_set(d->store, key, buf) != CDX_OK) LOG_DEBUG("meta %s: %s", key, cdx_last_error());
 }
 
-static void meta_str(daemon *d, const char *key, const char *v)
+static void meta_str(indexer *d, const char *key, const char *v)
 {
     if (cdx_store_meta_set(d->store, key, v) != CDX_OK) LOG_DEBUG("meta %s: %s", key, cdx_last_error());
 }
 
-static void status_write(daemon *d)
+static void status_write(indexer *d)
 {
     char buf[64];
     if (daemon_begin(d) != 0) return;
@@ -150,7 +158,7 @@ static void status_write(daemon *d)
     d->status_dirty = 0;
 }
 
-static void set_state(daemon *d, const char *state)
+static void set_state(indexer *d, const char *state)
 {
     if (d->state && strcmp(d->state, state) == 0) return;
     d->state = state;
@@ -160,7 +168,7 @@ static void set_state(daemon *d, const char *state)
 
 /* ---- configuration ---- */
 
-int daemon_make_config(daemon *d, config *c, char **err)
+int daemon_make_config(indexer *d, config *c, char **err)
 {
     config_init(c);
     if (d->config_path && config_load(c, d->config_path, d->config_required, err) != 0) goto fail;
@@ -176,7 +184,7 @@ fail:
 }
 
 /* The roots the daemon indexed last time, from the store. */
-static void roots_from_meta(daemon *d, strv *out)
+static void roots_from_meta(indexer *d, strv *out)
 {
     char *v = NULL;
     if (cdx_store_meta_get(d->store, "daemon.roots", &v) != CDX_OK || !v) return;
@@ -189,7 +197,7 @@ static void roots_from_meta(daemon *d, strv *out)
     free(v);
 }
 
-static void roots_to_meta(daemon *d)
+static void roots_to_meta(indexer *d)
 {
     size_t len = 1;
     char *v, *q;
@@ -208,7 +216,7 @@ static void roots_to_meta(daemon *d)
 
 /* A root the configuration no longer has: its files leave the index
  * (unless another root still covers them). */
-static void drop_root(daemon *d, const char *root)
+static void drop_root(indexer *d, const char *root)
 {
     if (scan_root_of(&d->cfg, root)) return;
     LOG_INFO("root %s is no longer configured: its files leave the index", root);
@@ -225,7 +233,7 @@ static void drop_root(daemon *d, const char *root)
 /* Walk a root now, or wait for it when it does not exist (yet).  A root
  * missing at start-up keeps its rows: an unmounted disk is not a
  * deletion.  (A root deleted while we watch loses them.) */
-static void start_root(daemon *d, const char *root)
+static void start_root(indexer *d, const char *root)
 {
     struct stat sb;
     if (stat(root, &sb) == 0 && S_ISDIR(sb.st_mode)) {
@@ -238,7 +246,7 @@ static void start_root(daemon *d, const char *root)
     if (!strv_contains(&d->missing_roots, root)) strv_push(&d->missing_roots, root);
 }
 
-static void poll_missing_roots(daemon *d)
+static void poll_missing_roots(indexer *d)
 {
     for (size_t i = 0; i < d->missing_roots.n;) {
         struct stat sb;
@@ -260,7 +268,7 @@ static int filters_equal(const config *a, const config *b)
            strv_equal(&a->extensions, &b->extensions);
 }
 
-static void reload(daemon *d)
+static void reload(indexer *d)
 {
     config nc, old;
     char *err = NULL;
@@ -321,7 +329,7 @@ static void reload(daemon *d)
 
 /* ---- start-up ---- */
 
-static int open_model(daemon *d)
+static int open_model(indexer *d)
 {
     char *cfg_json = NULL;
     char key[2 * CDX_HASH_SIZE + 1];
@@ -360,7 +368,7 @@ cleanup:
 static void store_progress(const char *what, int64_t done, int64_t total, void *user)
 {
     (void)user;
-    if (done == 0 || done >= total || done % 10000 == 0)
+    if (total > 0 && (done == 0 || done >= total || done % 10000 == 0))
         LOG_INFO("%s: %lld/%lld", what, (long long)done, (long long)total);
 }
 
@@ -370,7 +378,7 @@ static int64_t online_cpus(void)
     return n > 0 ? n : 1;
 }
 
-static int start(daemon *d)
+static int start(indexer *d)
 {
     cdx_store_opts so;
     pipeline_opts po;
@@ -435,7 +443,7 @@ static int64_t min_due(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
-static int64_t next_wakeup(daemon *d, int64_t now)
+static int64_t next_wakeup(indexer *d, int64_t now)
 {
     int64_t t = -1;
     if (d->inflight < d->max_inflight) t = sync_next_due(d);
@@ -449,7 +457,7 @@ static int64_t next_wakeup(daemon *d, int64_t now)
     return t > now ? t - now : 0;
 }
 
-static void timers(daemon *d, int64_t now)
+static void timers(indexer *d, int64_t now)
 {
     if (d->rescan_all_at && now >= d->rescan_all_at) {
         d->rescan_all_at = 0;
@@ -466,7 +474,7 @@ static void timers(daemon *d, int64_t now)
     }
 }
 
-static void tick(daemon *d, int64_t now)
+static void tick(indexer *d, int64_t now)
 {
     int busy = !sync_idle(d);
     int flags = 0;
@@ -480,16 +488,17 @@ static void tick(daemon *d, int64_t now)
     }
 }
 
-static void summary(daemon *d)
+static void summary(indexer *d)
 {
-    double s = (double)(now_ms() - d->started_ms) / 1000.0;
+    /* From the first walk on: model loading is not indexing time. */
+    double s = (double)(now_ms() - d->work_started_ms) / 1000.0;
     LOG_INFO("indexed in %.1f s: %lld embedded (%.1f images/s), %lld reused (copies, moves), "
              "%lld unchanged, %lld failed, %lld moved, %lld removed",
              s, (long long)d->embedded, s > 0 ? (double)d->embedded / s : 0.0, (long long)d->reused,
              (long long)d->unchanged, (long long)d->failed, (long long)d->moved, (long long)d->removed);
 }
 
-static int loop(daemon *d)
+static int loop(indexer *d)
 {
     sigset_t none;
     sigemptyset(&none);
@@ -528,7 +537,7 @@ static int loop(daemon *d)
     return -1; /* stopped by a signal */
 }
 
-static void shutdown_all(daemon *d, int interrupted)
+static void shutdown_all(indexer *d, int interrupted)
 {
     int joined = 1;
     if (d->pl) {
@@ -559,7 +568,7 @@ static void shutdown_all(daemon *d, int interrupted)
     d->w = NULL;
 }
 
-int daemon_run(daemon *d)
+int daemon_run(indexer *d)
 {
     struct sigaction sa;
     sigset_t block, old;
@@ -612,6 +621,7 @@ int daemon_run(daemon *d)
         roots_to_meta(d);
         strv_clear(&prev);
     }
+    d->work_started_ms = now_ms();
     set_state(d, "scanning");
     status_write(d);
     daemon_commit(d);
@@ -627,7 +637,7 @@ int daemon_run(daemon *d)
     if (d->once) LOG_INFO("%lld files to index", (long long)d->files.n);
 
     r = loop(d);
-    progress_update(&d->prog, d->done, d->total, d->embedded, PROGRESS_FORCE | (d->prog.tty ? 0 : PROGRESS_QUIET));
+    if (d->once) progress_update(&d->prog, d->done, d->total, d->embedded, PROGRESS_FORCE);
     progress_end(&d->prog);
     if (r < 0) {
         LOG_INFO("stopping (%s)", got_stop == SIGINT ? "SIGINT" : "SIGTERM");

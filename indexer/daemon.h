@@ -53,7 +53,7 @@ typedef struct timer {
     char *path;
 } timer;
 
-typedef struct daemon {
+typedef struct indexer {
     config cfg;
     /* how cfg was made, to remake it on SIGHUP */
     char *config_path;
@@ -86,6 +86,7 @@ typedef struct daemon {
 
     /* this run */
     int64_t started_ms, started_at;
+    int64_t work_started_ms;  /* model loaded, first walk begins */
     int64_t total, done;  /* files looked at */
     int64_t embedded, reused, failed, unchanged, removed, moved;
     char *last_error;
@@ -94,46 +95,49 @@ typedef struct daemon {
     const char *state;
     progress prog;
     int show_progress;
-} daemon;
+} indexer;
 
 /* ---- daemon.c ---- */
 
 /* Build the configuration from the file and the flags recorded in d
  * (config_path, sets, cli_roots).  -1 and *err (heap) on error. */
-int daemon_make_config(daemon *d, config *c, char **err);
+int daemon_make_config(indexer *d, config *c, char **err);
 
 /* Run clipdexd on a prepared configuration (the flags are parsed by
  * main.c).  Returns the exit status. */
-int daemon_run(daemon *d);
+int daemon_run(indexer *d);
 /* Store writes open the iteration's transaction lazily. */
-int daemon_begin(daemon *d);
+int daemon_begin(indexer *d);
+/* SIGTERM or SIGINT arrived (or is pending while signals are blocked):
+ * long walks check this and give up. */
+int daemon_stop_requested(void);
 /* Note a failure for `clipdex status` and the log. */
-void daemon_error(daemon *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void daemon_error(indexer *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- sync.c ---- */
 
 /* A kernel event (watch_read callback; user is the daemon). */
 void sync_event(const watch_event *ev, void *user);
 /* Look at path after delay_ms (restarting the delay if it waits). */
-void sync_schedule(daemon *d, const char *path, int64_t delay_ms, int writing, recon *rc);
+void sync_schedule(indexer *d, const char *path, int64_t delay_ms, int writing, recon *rc);
 /* Walk top (a directory under a root): watch it, schedule what changed,
  * remove what vanished once the changes are in. */
-void sync_reconcile(daemon *d, const char *top);
+void sync_reconcile(indexer *d, const char *top);
 /* Process pending paths that are due, within the pipeline's room. */
-void sync_run_due(daemon *d);
+void sync_run_due(indexer *d);
 /* Apply finished pipeline jobs to the store. */
-void sync_results(daemon *d);
+void sync_results(indexer *d);
 /* The next time something pending is due (-1: nothing). */
-int64_t sync_next_due(const daemon *d);
+int64_t sync_next_due(const indexer *d);
 /* Nothing pending, in flight or walking. */
-int sync_idle(const daemon *d);
+int sync_idle(const indexer *d);
 /* A root disappeared: its rows and watches go. */
-void sync_root_gone(daemon *d, const char *root);
+void sync_root_gone(indexer *d, const char *root);
 /* Forget path: its row, the rows under it, its watches. */
-void sync_forget(daemon *d, const char *path);
+void sync_forget(indexer *d, const char *path);
 /* Rescan the directories left unwatched by the watch limit. */
-void sync_rescan_unwatched(daemon *d);
+void sync_rescan_unwatched(indexer *d);
 /* Free the per-path state (at exit). */
-void sync_release(daemon *d);
+void sync_release(indexer *d);
 
 #endif

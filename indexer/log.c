@@ -19,13 +19,14 @@
 #include "log.h"
 #include "util.h"
 
-int log_min_level = CDX_LOG_INFO;
+_Atomic int log_min_level = CDX_LOG_INFO;
 
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 static int log_fd = STDERR_FILENO;  /* where lines go */
 static char *log_path;              /* NULL: stderr */
 static int journal;                 /* stderr is the systemd journal */
 static int bar_shown;
+static int core_installed;
 
 static const char *names[] = {"debug", "info", "warn", "error"};
 
@@ -57,7 +58,7 @@ static int stderr_is_journal(void)
 static void core_sink(int level, const char *msg, void *user)
 {
     (void)user;
-    log_emit(level, "%s", msg);
+    if (level >= log_min_level) log_emit(level, "%s", msg);
 }
 
 int log_open(const char *path, int min_level)
@@ -75,7 +76,10 @@ int log_open(const char *path, int min_level)
     journal = !log_path && stderr_is_journal();
     log_min_level = min_level;
     pthread_mutex_unlock(&log_mu);
-    cdx_log_set(core_sink, NULL, min_level);
+    if (!core_installed) {
+        cdx_log_set(core_sink, NULL, min_level);
+        core_installed = 1;
+    }
     return 0;
 }
 
@@ -94,7 +98,9 @@ void log_reopen(void)
 
 void log_close(void)
 {
+    /* Called when no other thread runs any more. */
     cdx_log_set(NULL, NULL, CDX_LOG_ERROR);
+    core_installed = 0;
     pthread_mutex_lock(&log_mu);
     if (log_fd != STDERR_FILENO) close(log_fd);
     log_fd = STDERR_FILENO;

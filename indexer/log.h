@@ -15,11 +15,15 @@
 
 #include "clipdex.h"
 
-extern int log_min_level;
+/* Written at start-up and on SIGHUP, read by every thread. */
+extern _Atomic int log_min_level;
 
 /* Route the log to path (NULL or "": stderr), keeping level >= min_level.
  * Returns 0, or -1 with errno when the file cannot be opened (the log then
- * stays where it was).  Also installs the sink for libclipdex. */
+ * stays where it was).  The first call also installs the sink for
+ * libclipdex (cdx_log_set is not safe while threads log, so later calls,
+ * from a SIGHUP reload, only change our side: the library keeps the
+ * threshold it started with and our sink filters on top of it). */
 int log_open(const char *path, int min_level);
 /* Reopen the log file (after logrotate moved it: SIGHUP). */
 void log_reopen(void);

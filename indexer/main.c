@@ -41,11 +41,9 @@ static const char usage_text[] =
     "\n"
     "See clipdexd(8) and clipdex.conf(5).\n";
 
-static int usage_error(const char *fmt, const char *arg)
+static int usage_error(const char *what, const char *arg)
 {
-    fprintf(stderr, "clipdexd: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\n%s", usage_text);
+    fprintf(stderr, "clipdexd: %s '%s'\n%s", what, arg, usage_text);
     return 2;
 }
 
@@ -69,7 +67,7 @@ static const char *flag_value(int argc, char **argv, int *i, const char *flag)
     return argv[++*i];
 }
 
-static int check_config(daemon *d)
+static int check_config(indexer *d)
 {
     config *c = &d->cfg;
     struct stat sb;
@@ -101,9 +99,9 @@ static int check_config(daemon *d)
 
 int main(int argc, char **argv)
 {
-    daemon d;
+    indexer d;
     char *err = NULL;
-    int check = 0, ret, verbose = 0, quiet = 0, dashdash = 0;
+    int check = 0, ret = 2, verbose = 0, quiet = 0, dashdash = 0;
     const char *cfg_path = NULL;
 
     memset(&d, 0, sizeof d);
@@ -118,10 +116,12 @@ int main(int argc, char **argv)
             dashdash = 1;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             fputs(usage_text, stdout);
-            return 0;
+            ret = 0;
+            goto out;
         } else if (strcmp(a, "--version") == 0) {
             printf("clipdexd %s\n", CDX_VERSION);
-            return 0;
+            ret = 0;
+            goto out;
         } else if (strcmp(a, "--once") == 0) {
             d.once = 1;
         } else if (strcmp(a, "--check-config") == 0) {
@@ -134,10 +134,14 @@ int main(int argc, char **argv)
             quiet = 1;
         } else if (strcmp(a, "-c") == 0 || strncmp(a, "--config", 8) == 0) {
             if (strcmp(a, "-c") == 0) {
-                if (++i >= argc) return usage_error("%s needs a file", a);
+                if (++i >= argc) {
+                    ret = usage_error("a file is needed after", a);
+                    goto out;
+                }
                 cfg_path = argv[i];
             } else if (!(cfg_path = flag_value(argc, argv, &i, "--config"))) {
-                return usage_error("bad option '%s'", a);
+                ret = usage_error("bad option", a);
+                goto out;
             }
         } else if ((v = flag_value(argc, argv, &i, "--set")) != NULL) {
             strv_push(&d.sets, v);
@@ -148,7 +152,10 @@ int main(int argc, char **argv)
                     matched = 1;
                 }
             }
-            if (!matched) return usage_error("unknown option '%s'", a);
+            if (!matched) {
+                ret = usage_error("unknown option (or missing value)", a);
+                goto out;
+            }
         }
     }
     if (verbose) strv_push(&d.sets, "daemon.log_level=debug");
@@ -168,7 +175,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "clipdexd: %s: %s\n", d.cli_roots.v[i],
                     rc != 0 ? strerror(errno) : "not a directory");
             free(abs);
-            return 2;
+            goto out;
         }
         free(d.cli_roots.v[i]);
         d.cli_roots.v[i] = abs;
@@ -176,9 +183,10 @@ int main(int argc, char **argv)
     if (daemon_make_config(&d, &d.cfg, &err) != 0) {
         fprintf(stderr, "clipdexd: %s\n", err);
         free(err);
-        return 2;
+        goto out;
     }
     ret = check ? check_config(&d) : daemon_run(&d);
+out:
     config_release(&d.cfg);
     free(d.config_path);
     strv_clear(&d.sets);

@@ -37,7 +37,7 @@
 
 /* ---- the timer heap (min-heap on due) ---- */
 
-static void heap_push(daemon *d, int64_t due, const char *path)
+static void heap_push(indexer *d, int64_t due, const char *path)
 {
     size_t i;
     if (d->n_heap == d->cap_heap) {
@@ -56,7 +56,7 @@ static void heap_push(daemon *d, int64_t due, const char *path)
 }
 
 /* Remove the top; the caller owns the returned path. */
-static char *heap_pop(daemon *d)
+static char *heap_pop(indexer *d)
 {
     char *top = d->heap[0].path;
     timer last = d->heap[--d->n_heap];
@@ -73,28 +73,28 @@ static char *heap_pop(daemon *d)
     return top;
 }
 
-int64_t sync_next_due(const daemon *d)
+int64_t sync_next_due(const indexer *d)
 {
     return d->n_heap ? d->heap[0].due : -1;
 }
 
-int sync_idle(const daemon *d)
+int sync_idle(const indexer *d)
 {
     return d->files.n == 0 && d->recons == NULL && d->inflight == 0;
 }
 
 /* ---- reconcile bookkeeping ---- */
 
-static void recon_finish(daemon *d, recon *rc);
+static void recon_finish(indexer *d, recon *rc);
 
-static void recon_unref(daemon *d, recon *rc)
+static void recon_unref(indexer *d, recon *rc)
 {
     if (!rc) return;
     if (--rc->outstanding == 0 && !rc->walking) recon_finish(d, rc);
 }
 
 /* The path is done (whatever the outcome): forget its state. */
-static void fs_finish(daemon *d, const char *path)
+static void fs_finish(indexer *d, const char *path)
 {
     fstate *fs = pathmap_del(&d->files, path);
     if (!fs) return;
@@ -105,7 +105,7 @@ static void fs_finish(daemon *d, const char *path)
     recon_unref(d, rc);
 }
 
-void sync_schedule(daemon *d, const char *path, int64_t delay_ms, int writing, recon *rc)
+void sync_schedule(indexer *d, const char *path, int64_t delay_ms, int writing, recon *rc)
 {
     int64_t now = now_ms(), due;
     fstate *fs = pathmap_get(&d->files, path);
@@ -135,7 +135,7 @@ void sync_schedule(daemon *d, const char *path, int64_t delay_ms, int writing, r
 }
 
 /* Back to pending after a result had to be dropped. */
-static void requeue(daemon *d, const char *path, fstate *fs)
+static void requeue(indexer *d, const char *path, fstate *fs)
 {
     int64_t delay = fs->writing ? d->cfg.settle_ms : d->cfg.debounce_ms;
     fs->stage = FS_PENDING;
@@ -147,7 +147,7 @@ static void requeue(daemon *d, const char *path, fstate *fs)
 
 /* ---- store writes ---- */
 
-void sync_forget(daemon *d, const char *path)
+void sync_forget(indexer *d, const char *path)
 {
     int64_t n1 = 0, n2 = 0;
     if (daemon_begin(d) != 0) return;
@@ -214,7 +214,7 @@ static void image_meta(const job *j, cdx_file_meta *m)
     m->has_phash = j->has_phash;
 }
 
-static void record_error(daemon *d, const job *j)
+static void record_error(indexer *d, const job *j)
 {
     cdx_file_meta m;
     base_meta(j, &m);
@@ -259,7 +259,7 @@ static int known_cb(const cdx_file_info *fi, void *user)
 /* The content is embedded already: a copy, a move, a touch.  Write the
  * row with the known metadata and no new vector.  0 when done, -1 when
  * the caller must decode after all (the vector went away meanwhile). */
-static int put_known(daemon *d, const job *j)
+static int put_known(indexer *d, const job *j)
 {
     known k;
     cdx_store_filter f;
@@ -291,7 +291,7 @@ static int put_known(daemon *d, const job *j)
     return 0;
 }
 
-static void put_embedded(daemon *d, const job *j)
+static void put_embedded(indexer *d, const job *j)
 {
     cdx_file_meta m;
     base_meta(j, &m);
@@ -307,7 +307,7 @@ static void put_embedded(daemon *d, const job *j)
 
 /* ---- looking at a due path ---- */
 
-static void look(daemon *d, const char *path, fstate *fs)
+static void look(indexer *d, const char *path, fstate *fs)
 {
     struct stat sb;
     cdx_file_info fi;
@@ -356,7 +356,7 @@ static void look(daemon *d, const char *path, fstate *fs)
     pipeline_submit(d->pl, j);
 }
 
-void sync_run_due(daemon *d)
+void sync_run_due(indexer *d)
 {
     int64_t now = now_ms();
     int budget = 4096; /* keep the loop responsive */
@@ -378,10 +378,10 @@ static void hex_of(const job *j, char out[2 * CDX_HASH_SIZE + 1])
     cdx_hash_hex(j->hash, out);
 }
 
-static void after_hash(daemon *d, job *j, fstate *fs, job **redo);
+static void after_hash(indexer *d, job *j, fstate *fs, job **redo);
 
 /* The content of j was being embedded: jobs parked on it go again. */
-static void unpark(daemon *d, const job *j, job **redo)
+static void unpark(indexer *d, const job *j, job **redo)
 {
     char hex[2 * CDX_HASH_SIZE + 1];
     job *list;
@@ -397,7 +397,7 @@ static void unpark(daemon *d, const job *j, job **redo)
     }
 }
 
-static void after_hash(daemon *d, job *j, fstate *fs, job **redo)
+static void after_hash(indexer *d, job *j, fstate *fs, job **redo)
 {
     int64_t vid = 0;
     char hex[2 * CDX_HASH_SIZE + 1];
@@ -440,7 +440,7 @@ static void after_hash(daemon *d, job *j, fstate *fs, job **redo)
     pipeline_submit(d->pl, j);
 }
 
-static void handle_result(daemon *d, job *j, job **redo)
+static void handle_result(indexer *d, job *j, job **redo)
 {
     fstate *fs = pathmap_get(&d->files, j->path);
     int was_decode = j->kind == JOB_DECODE;
@@ -472,7 +472,7 @@ static void handle_result(daemon *d, job *j, job **redo)
     pipeline_release(d->pl, j);
 }
 
-void sync_results(daemon *d)
+void sync_results(indexer *d)
 {
     job *list = pipeline_take(d->pl), *redo = NULL;
     while (list) {
@@ -506,7 +506,7 @@ void sync_results(daemon *d)
 
 void sync_event(const watch_event *ev, void *user)
 {
-    daemon *d = user;
+    indexer *d = user;
     const config *c = &d->cfg;
     switch (ev->type) {
     case WE_FILE:
@@ -555,7 +555,7 @@ void sync_event(const watch_event *ev, void *user)
     }
 }
 
-void sync_root_gone(daemon *d, const char *root)
+void sync_root_gone(indexer *d, const char *root)
 {
     char *r = xstrdup(root);
     LOG_WARN("root %s was deleted or moved away: its files leave the index; "
@@ -581,8 +581,9 @@ typedef struct newfile {
 } newfile;
 
 typedef struct walk {
-    daemon *d;
+    indexer *d;
     recon *rc;
+    int aborted;      /* a stop was requested: the walk is incomplete */
     pathmap snaps;    /* path -> snap: the store's rows under top */
     pathmap inodes;   /* "dev:ino" -> newfile: files not in the store */
     strv unreadable;
@@ -603,7 +604,7 @@ static int snap_cb(const cdx_file_info *fi, void *user)
     return 0;
 }
 
-static void note_unwatched(daemon *d, const char *dir)
+static void note_unwatched(indexer *d, const char *dir)
 {
     if (strv_contains(&d->unwatched, dir)) return;
     strv_push(&d->unwatched, dir);
@@ -628,7 +629,12 @@ static void note_unwatched(daemon *d, const char *dir)
 static int walk_dir_cb(const char *path, void *user)
 {
     walk *w = user;
-    daemon *d = w->d;
+    indexer *d = w->d;
+    /* A walk of a large tree takes a while: honour SIGTERM meanwhile. */
+    if (w->aborted || daemon_stop_requested()) {
+        w->aborted = 1;
+        return 1;
+    }
     if (!d->w) return 0;
     /* Watch before reading: a file created from now on raises an event,
      * one created before is in the listing (both: handled once). */
@@ -640,7 +646,7 @@ static int walk_dir_cb(const char *path, void *user)
 static void walk_file_cb(const char *path, const struct stat *sb, void *user)
 {
     walk *w = user;
-    daemon *d = w->d;
+    indexer *d = w->d;
     snap *s = pathmap_get(&w->snaps, path);
     if (s) {
         s->seen = 1;
@@ -681,7 +687,7 @@ static void free_newfile(void *p)
     free(nf);
 }
 
-static void recon_finish(daemon *d, recon *rc)
+static void recon_finish(indexer *d, recon *rc)
 {
     for (size_t i = 0; i < rc->removals.n; i++) {
         const char *p = rc->removals.v[i];
@@ -709,7 +715,7 @@ static void recon_finish(daemon *d, recon *rc)
     d->status_dirty = 1;
 }
 
-void sync_reconcile(daemon *d, const char *top)
+void sync_reconcile(indexer *d, const char *top)
 {
     walk w;
     cdx_store_filter f;
@@ -735,8 +741,9 @@ void sync_reconcile(daemon *d, const char *top)
     long n = scan_tree(&d->cfg, rc->top, &fns, &w);
     LOG_DEBUG("walked %s: %ld files", rc->top, n);
 
-    /* Rows whose file the walk did not see. */
-    for (size_t i = 0; i < w.snaps.cap; i++) {
+    /* Rows whose file the walk did not see (none when it was cut short:
+     * unseen is not vanished then). */
+    for (size_t i = 0; i < w.snaps.cap && !w.aborted; i++) {
         const char *p = w.snaps.keys[i];
         snap *s = w.snaps.vals[i];
         int skip = 0;
@@ -766,7 +773,7 @@ void sync_reconcile(daemon *d, const char *top)
     if (rc->outstanding == 0) recon_finish(d, rc);
 }
 
-void sync_rescan_unwatched(daemon *d)
+void sync_rescan_unwatched(indexer *d)
 {
     strv tops = {0};
     /* Only the topmost: a walk covers what lies under it. */
@@ -798,7 +805,7 @@ static void free_parked(void *p)
     }
 }
 
-void sync_release(daemon *d)
+void sync_release(indexer *d)
 {
     pathmap_release(&d->files, free);
     pathmap_release(&d->parked, free_parked);

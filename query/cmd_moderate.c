@@ -4,7 +4,7 @@
  *
  *   1. The label set: --preset and --labels (see labels.h), all flagging
  *      presets when neither is given; the "everyday" background is added
- *      when the set has no unflagged label of its own.
+ *      with any preset, and to a label file without unflagged labels.
  *   2. Each label's text embedding: the mean of its prompts' normalised
  *      embeddings (text tower only), renormalised.
  *   3. Each image's stored vector v (no image is decoded):
@@ -398,7 +398,7 @@ int cmd_moderate(int argc, char **argv)
     const cdx_cmd *self = cmd_find("moderate");
     struct moderate m;
     char err[512];
-    int ch, ret = EXIT_USAGE, list = 0, any_set = 0;
+    int ch, ret = EXIT_USAGE, list = 0, any_set = 0, any_preset = 0;
     double t;
 
     memset(&m, 0, sizeof m);
@@ -420,7 +420,7 @@ int cmd_moderate(int argc, char **argv)
                 ret = usage_error(self, "%s", err);
                 goto cleanup;
             }
-            any_set = 1;
+            any_set = any_preset = 1;
             break;
         case OPT_LABELS:
             if (labelset_add_file(&m.set, optarg, err, sizeof err) != 0) {
@@ -470,15 +470,21 @@ int cmd_moderate(int argc, char **argv)
         ret = usage_error(self, "-0 goes with --format paths");
         goto cleanup;
     }
-    if (!any_set && labelset_add_all_presets(&m.set, err, sizeof err) != 0) {
-        ret = error("%s", err);
-        goto cleanup;
+    if (!any_set) {
+        if (labelset_add_all_presets(&m.set, err, sizeof err) != 0) {
+            ret = error("%s", err);
+            goto cleanup;
+        }
+        any_preset = 1;
     }
     if (!labelset_count(&m.set, 1)) {
         ret = usage_error(self, "no label is flagged: mark some with '| yes' in the label file");
         goto cleanup;
     }
-    if (!labelset_count(&m.set, 0) && labelset_add_preset(&m.set, "everyday", err, sizeof err) != 0) {
+    /* The presets are written to compete with the everyday background; a
+     * label file brings its own unless it has no unflagged label. */
+    if ((any_preset || !labelset_count(&m.set, 0)) &&
+        labelset_add_preset(&m.set, "everyday", err, sizeof err) != 0) {
         ret = error("%s", err);
         goto cleanup;
     }

@@ -9,8 +9,9 @@
  * every label of the set with a softmax over logit_scale * cosine, so a
  * label only wins when it describes the picture better than everything
  * else in the set.  That is why every sweep includes background labels
- * (the "everyday" preset unless the set has its own): without them a
- * holiday photo would have to be one of "weapon", "drugs" or "gore".
+ * (the "everyday" preset with any preset; a label file may bring its
+ * own): without them a holiday photo would have to be one of "weapon",
+ * "drugs" or "gore".
  *
  * The presets are written for that competition: flagged labels are
  * concrete visual descriptions, and each sensitive preset carries its own

@@ -41,7 +41,7 @@ CORPUS = os.path.join(SHARED, "corpus")
 CORPUS_PHOTOS = ["exif/ianare/jpg/exif-org/canon-ixus.jpg",
                  "exif/ianare/jpg/exif-org/nikon-e950.jpg",
                  "exif/ianare/jpg/gps/DSCN0010.jpg"]
-TRANSFORMS = ["resize50", "q30", "crop5"]   # each grouped with its original
+TRANSFORMS = ["resize50", "q30", "crop2"]   # each grouped with its original
 
 
 def ts(y, m=6, d=15, h=12):
@@ -68,8 +68,23 @@ class Tap:
             print("# " + line, flush=True)
 
     def done(self):
+        # A sanitizer report anywhere fails the script (under make
+        # asan-check an error can hide behind an expected exit status 1).
+        self.ok(not SAN_ERRORS, "no sanitizer reports (%d)" % len(SAN_ERRORS))
+        for e in SAN_ERRORS[:3]:
+            self.diag(e)
         print("1..%d" % self.n)
         return 1 if self.failed else 0
+
+
+SAN_ERRORS = []
+SAN_MARKS = (b"ERROR: AddressSanitizer", b"ERROR: LeakSanitizer", b"runtime error:", b"SUMMARY: UndefinedBehavior")
+
+
+def sanitizer_check(p, what):
+    if any(m in p.stderr for m in SAN_MARKS):
+        SAN_ERRORS.append("%s:\n%s" % (what, p.stderr.decode(errors="replace")[-3000:]))
+    return p
 
 
 def run(*args, env=None, data=None, model=TINY, stdin=None):
@@ -85,7 +100,7 @@ def run(*args, env=None, data=None, model=TINY, stdin=None):
     e.pop("CLIPDEX_DATA", None)
     if env:
         e.update(env)
-    return subprocess.run(cmd, capture_output=True, env=e, input=stdin)
+    return sanitizer_check(subprocess.run(cmd, capture_output=True, env=e, input=stdin), " ".join(cmd))
 
 
 def jsonl(p):
@@ -208,13 +223,16 @@ def make_library(lib):
         write(cp, f.read(), ts(2022))
     rows.append((cp, facts["scenes"][0]["when"], "Canon", "Canon EOS 5D"))
     facts["copy"] = cp
-    # duplicate families from corpus photos (generated stand-ins without it)
+    # duplicate families from corpus photos; without the corpus, generated
+    # stand-ins, which are not photo-like enough to survive cropping
+    have_corpus = all(os.path.exists(os.path.join(CORPUS, rel)) for rel in CORPUS_PHOTOS)
+    facts["transforms"] = TRANSFORMS if have_corpus else [t for t in TRANSFORMS if not t.startswith("crop")]
     for k, rel in enumerate(CORPUS_PHOTOS):
-        im = corpus_photo(rel) or scene(640, 480, 500 + k)
+        im = corpus_photo(rel) if have_corpus else scene(640, 480, 500 + k)
         name = os.path.splitext(os.path.basename(rel))[0]
         when = ts(2016, 1 + k)
         fam = []
-        for kind in ["orig"] + TRANSFORMS:
+        for kind in ["orig"] + facts["transforms"]:
             p = os.path.join(lib, "dupes", "%s-%s.jpg" % (name, kind))
             write(p, transformed(im, kind), when + (0 if kind == "orig" else 86400))
             rows.append((p, None, "", ""))
@@ -235,10 +253,15 @@ def make_library(lib):
     return rows, facts
 
 
-def index(lib, data, model=TINY, manifest=None, files=None):
+def use_index_command():
+    return has_index_command() and not os.environ.get("CLIPDEX_TEST_MKSTORE")
+
+
+def index(lib, data, model=TINY, manifest=None, files=None, mkstore=False):
     """Index lib (or just files) into data.  Returns the CompletedProcess."""
-    if has_index_command() and not files and not os.environ.get("CLIPDEX_TEST_MKSTORE"):
-        return subprocess.run([CLIPDEX, "index", "--data", data, "--model", model, lib], capture_output=True)
+    if use_index_command() and not files and not mkstore:
+        return sanitizer_check(subprocess.run([CLIPDEX, "index", "--data", data, "--model", model, lib],
+                                              capture_output=True), "clipdex index")
     if files is None:
         files = []
         for d, _, fs in os.walk(lib):
@@ -246,10 +269,14 @@ def index(lib, data, model=TINY, manifest=None, files=None):
     args = [MKSTORE, "--data", data, "--model", model]
     if manifest:
         args += ["--manifest", manifest]
-    return subprocess.run(args + sorted(files), capture_output=True)
+    return sanitizer_check(subprocess.run(args + sorted(files), capture_output=True), "mkstore")
 
 
-def build(root):
+def build(root, meta_store=True):
+    """The library under root/lib, indexed into root/data (clipdex index
+    when available); with meta_store also into root/data-meta through
+    mkstore and the manifest, whose capture dates and cameras do not
+    depend on the decoder's EXIF support."""
     lib = os.path.realpath(os.path.join(root, "lib"))
     data = os.path.join(root, "data")
     rows, facts = make_library(lib)
@@ -257,9 +284,22 @@ def build(root):
     with open(manifest, "w") as f:
         for p, when, make, model in rows:
             f.write("%s\t%s\t%s\t%s\n" % (p, "" if when is None else when, make, model))
-    p = index(lib, data, manifest=manifest)
-    if p.returncode != 0:
-        sys.stderr.write(p.stderr.decode(errors="replace"))
-        raise SystemExit("fixture: indexing failed")
-    facts.update(lib=lib, data=data, manifest=manifest, n_files=len(rows))
+    for d, kw in ((data, {}), (os.path.join(root, "data-meta"), {"mkstore": True})):
+        if kw and not meta_store:
+            continue
+        p = index(lib, d, manifest=manifest, **kw)
+        if p.returncode != 0:
+            sys.stderr.write(p.stderr.decode(errors="replace"))
+            raise SystemExit("fixture: indexing %s failed" % d)
+    facts.update(lib=lib, data=data, data_meta=os.path.join(root, "data-meta"), manifest=manifest,
+                 n_files=len(rows), indexer="clipdex index" if use_index_command() else "mkstore")
     return facts
+
+
+if __name__ == "__main__":
+    # query_fixture.py LIBDIR: write the library only (scripts/demo.sh).
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: query_fixture.py LIBDIR")
+    shutil.rmtree(sys.argv[1], ignore_errors=True)
+    rows, _ = make_library(os.path.realpath(sys.argv[1]))
+    print(len(rows))
