@@ -198,3 +198,58 @@ QUERY_BENCH = $(BUILD)/bench/query_fill
 $(QUERY_TOOLS) $(QUERY_BENCH): $(FAISS_C)
 tests-build: $(QUERY_TOOLS)
 bench: $(QUERY_BENCH)
+
+# ---- image layer (core/image*, ingest.c): corpus driver, sanitizer pass,
+# fuzzing, valgrind.  The shared corpus is $(CLIPDEX_SHARED)/corpus. ----
+CLIPDEX_SHARED ?= ../shared
+IMG_CORPUS = $(CLIPDEX_SHARED)/corpus
+$(BUILD)/tests/imgcheck: tests/fuzz/imgcheck.c $(LIB) $(BUILD)/.flags $(FAISS_C)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+tests-build: $(BUILD)/tests/imgcheck
+
+# The image sources alone, built with ASan+UBSan into build-asan/image
+# (clang with libFuzzer coverage when available, so the same objects serve
+# the sanitizer pass of `make check` and the fuzzers; gcc otherwise).
+IMGSAN = build-asan/image
+FUZZ_CC := $(shell command -v clang 2>/dev/null)
+IMGSAN_CC = $(if $(FUZZ_CC),$(FUZZ_CC),$(CC))
+IMGSAN_SRCS = core/status.c core/ingest.c core/image.c core/image_exif.c core/image_orient.c \
+	core/image_webp.c core/image_heif.c core/image_tiff.c core/image_gif.c \
+	core/resample.c core/preprocess.c
+IMGSAN_OBJS = $(patsubst core/%.c,$(IMGSAN)/%.o,$(IMGSAN_SRCS))
+IMGSAN_CFLAGS = -std=c11 -D_GNU_SOURCE -pthread -MMD -MP $(WARN) \
+	$(if $(FUZZ_CC),-Wno-unknown-warning-option -fsanitize=fuzzer-no-link) \
+	-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
+	-O1 -g -Icore $(PKG_CFLAGS)
+IMGSAN_LIBS = $(PKG_LIBS) -lgif -lm -pthread
+IMGSAN_BINS = $(IMGSAN)/imgcheck $(if $(FUZZ_CC),$(IMGSAN)/fuzz_decode $(IMGSAN)/fuzz_exif)
+$(IMGSAN)/.flags: FORCE
+	@mkdir -p $(IMGSAN)
+	@echo '$(IMGSAN_CC) $(IMGSAN_CFLAGS)' | cmp -s - $@ || echo '$(IMGSAN_CC) $(IMGSAN_CFLAGS)' > $@
+$(IMGSAN)/%.o: core/%.c $(IMGSAN)/.flags
+	$(IMGSAN_CC) $(IMGSAN_CFLAGS) -c $< -o $@
+$(IMGSAN)/imgcheck: tests/fuzz/imgcheck.c $(IMGSAN_OBJS)
+	$(IMGSAN_CC) $(IMGSAN_CFLAGS) -o $@ $< $(IMGSAN_OBJS) $(IMGSAN_LIBS)
+$(IMGSAN)/fuzz_%: tests/fuzz/fuzz_%.c $(IMGSAN_OBJS)
+	$(FUZZ_CC) $(IMGSAN_CFLAGS) -fsanitize=fuzzer -o $@ $< $(IMGSAN_OBJS) $(IMGSAN_LIBS)
+-include $(IMGSAN_OBJS:.o=.d)
+tests-build: $(IMGSAN_BINS)
+fuzz-build: $(IMGSAN_BINS)
+
+# make fuzz [FUZZ_TIME=seconds]: both fuzzers, seeded from the corpus;
+# new inputs accumulate in build-asan/image/fuzz (crashes: fuzz/crash-*).
+FUZZ_TIME ?= 600
+fuzz: fuzz-build
+	@test -n "$(FUZZ_CC)" || { echo "make fuzz needs clang and libclang-rt (make deps)"; exit 1; }
+	tests/fuzz/run.sh $(IMGSAN) $(FUZZ_TIME) $(IMG_CORPUS) $(IMGSAN)/fuzz
+
+# valgrind (memcheck, leaks) over the whole corpus, every decode path.
+valgrind-check: $(BUILD)/tests/imgcheck
+	find $(IMG_CORPUS) -type f -print0 > $(BUILD)/tests/corpus.list
+	valgrind -q --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
+		--error-exitcode=99 $(BUILD)/tests/imgcheck -m all -o $(BUILD)/tests/valgrind.out \
+		-L $(BUILD)/tests/corpus.list
+	@echo "valgrind-check: no memory errors or leaks over $$(tr -cd '\0' < $(BUILD)/tests/corpus.list | wc -c) files"
+
+.PHONY: fuzz fuzz-build valgrind-check

@@ -3,6 +3,7 @@
 
   daemon_bench.py photos OUT_DIR N       make N distinct photo files from the
                                          shared corpus (jpeg/ and exif/)
+  daemon_bench.py bare BUILD MODEL REPS  the engine alone (engine_bench), + CPU
   daemon_bench.py once BUILD MODEL DIR   one-shot indexing; prints key value
   daemon_bench.py latency BUILD MODEL SRC_DIR N
                                          close-after-write -> queryable, N files
@@ -19,6 +20,7 @@ FAISS index, so that is the moment a search can return the file.
 """
 import os
 import re
+import resource
 import sqlite3
 import statistics
 import subprocess
@@ -75,10 +77,13 @@ def make_photos(out_dir, n):
 
 def run_once(build, model, photos):
     data = tempfile.mkdtemp(prefix="cdx-bench-data-")
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     p = subprocess.run([os.path.join(build, "bin", "clipdexd"), "--once", "-c", "/dev/null",
                         "--model", model, "--data", data, photos], capture_output=True)
     wall = time.monotonic() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     err = p.stderr.decode(errors="replace")
     if p.returncode != 0:
         sys.exit("daemon_bench: clipdexd failed (%d):\n%s" % (p.returncode, err[-2000:]))
@@ -86,13 +91,32 @@ def run_once(build, model, photos):
     if not m:
         sys.exit("daemon_bench: no summary line:\n" + err[-2000:])
     secs, embedded, rate, failed = float(m.group(1)), int(m.group(2)), float(m.group(3)), int(m.group(4))
+    m2 = re.search(r"the model computed ([0-9.]+) s of the ([0-9.]+) s \(\d+%\) in (\d+) batches "
+                   r"\(([0-9.]+) images/s while computing\)", err)
+    if m2:
+        print("once_model_busy_pct %.1f" % (100.0 * float(m2.group(1)) / max(float(m2.group(2)), 1e-9)))
+        print("once_batches %s" % m2.group(3))
+        print("once_images_per_s_computing %s" % m2.group(4))
     print("once_embedded %d" % embedded)
     print("once_failed %d" % failed)
     print("once_index_s %.2f" % secs)
     print("once_images_per_s %.2f" % rate)
     print("once_wall_s %.2f" % wall)
     print("once_wall_images_per_s %.2f" % (embedded / wall))
+    print("once_cpu_ms_per_image %.1f" % (1000.0 * cpu / max(embedded, 1)))
     subprocess.run(["rm", "-rf", data])
+
+
+def bare(build, model, reps):
+    """The engine alone (bench/engine_bench.c), with its CPU time."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.run([os.path.join(build, "bench", "engine_bench"), model, "images", "16", str(reps)],
+                       capture_output=True, check=True)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    sys.stdout.write(p.stdout.decode())
+    # reps timed batches of 16 and one warm-up batch
+    print("bare_cpu_ms_per_image %.1f" % (1000.0 * cpu / ((reps + 1) * 16)))
 
 
 def latency(build, model, src_dir, n):
@@ -151,6 +175,8 @@ def latency(build, model, src_dir, n):
 def main():
     if len(sys.argv) >= 4 and sys.argv[1] == "photos":
         make_photos(sys.argv[2], int(sys.argv[3]))
+    elif len(sys.argv) == 5 and sys.argv[1] == "bare":
+        bare(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif len(sys.argv) == 5 and sys.argv[1] == "once":
         run_once(sys.argv[2], sys.argv[3], sys.argv[4])
     elif len(sys.argv) == 6 and sys.argv[1] == "latency":

@@ -1,25 +1,30 @@
 /*
  * store_bench.c - the index store with random unit vectors of dimension
  * 512: add rate, store open time (warm page cache), k=10 search latency
- * (median, p99), memory, file sizes; and HNSW recall@10 against Flat.
+ * (median, p99), memory, file sizes; and recall@10 of another index type
+ * against Flat over the same vectors.
  *
- *   store_bench flat N DIR          build a Flat store of N vectors in DIR
- *                                   and measure it
- *   store_bench hnsw N DIR FLATDIR  build HNSW32,Flat over the same
- *                                   vectors; recall@10 against FLATDIR's
- *                                   exact answers at efSearch 16..256
+ *   store_bench build N DIR           a Flat store of N vectors in DIR
+ *                                     (add rate, save time, file sizes)
+ *   store_bench reindex DIR FACTORY   open DIR as writer with another index
+ *                                     type: the store rebuilds its FAISS
+ *                                     index from SQLite (build time)
+ *   store_bench measure DIR [PARAMS [FLATDIR]]
+ *                                     open time, search latency, memory of
+ *                                     a reader; with FLATDIR, recall@10
+ *                                     against FLATDIR's exact answers
  *
- * The vectors come from a fixed seed, so the Flat and HNSW stores hold
- * the same vectors under the same ids.  Open time and search latency are
- * measured in a forked child, so its memory figures are those of a
- * reader process (what `clipdex search` pays), not of the writer.
- * Output: "key value" lines (bench/run-store.sh formats them).
+ * The vectors come from a fixed seed, so stores built by `build` and
+ * copied for `reindex` hold the same vectors under the same ids.  Each
+ * measurement is its own process (bench/run-store.sh runs them), so
+ * memory figures are those of a reader such as `clipdex search`, and no
+ * process forks after FAISS has started OpenMP threads (libgomp does not
+ * survive that: the child hangs).  Output: "key value" lines.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -85,9 +90,9 @@ static int fail(const char *what)
     return 1;
 }
 
-static int build(const char *dir, const char *factory, long n)
+static int build(const char *dir, long n)
 {
-    cdx_store_opts o = {.writer = 1, .index_factory = factory, .save_every = 1000000000};
+    cdx_store_opts o = {.writer = 1, .save_every = 1000000000};
     cdx_store *s = NULL;
     float v[DIM];
     double t0, t1;
@@ -174,18 +179,17 @@ static int measure(const char *dir, const char *params, const char *flatdir)
     return 0;
 }
 
-static int in_child(const char *dir, const char *params, const char *flatdir)
+/* Reopen with another index type: the writer rebuilds from SQLite. */
+static int reindex(const char *dir, const char *factory)
 {
-    fflush(stdout);
-    pid_t pid = fork();
-    int status = 0;
-    if (pid == 0) {
-        int r = measure(dir, params, flatdir);
-        fflush(stdout);
-        _exit(r);
-    }
-    if (pid < 0 || waitpid(pid, &status, 0) < 0) return 1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+    cdx_store_opts o = {.writer = 1, .index_factory = factory};
+    cdx_store *s = NULL;
+    double t0 = now();
+    if (cdx_store_open(dir, &o, &s) != CDX_OK || cdx_store_use_model(s, &model, NULL) != CDX_OK)
+        return fail("reindex");
+    printf("reindex_seconds %.1f\n", now() - t0);
+    cdx_store_close(s);
+    return 0;
 }
 
 static void sizes(const char *dir)
@@ -204,23 +208,18 @@ static void sizes(const char *dir)
 
 int main(int argc, char **argv)
 {
-    if (argc >= 4 && strcmp(argv[1], "flat") == 0) {
-        long n = strtol(argv[2], NULL, 10);
-        if (build(argv[3], "Flat", n)) return 1;
+    if (argc == 4 && strcmp(argv[1], "build") == 0) {
+        if (build(argv[3], strtol(argv[2], NULL, 10))) return 1;
         sizes(argv[3]);
-        return in_child(argv[3], NULL, NULL);
-    }
-    if (argc >= 5 && strcmp(argv[1], "hnsw") == 0) {
-        long n = strtol(argv[2], NULL, 10);
-        if (build(argv[3], "HNSW32,Flat", n)) return 1;
-        sizes(argv[3]);
-        const char *efs[] = {"efSearch=16", "efSearch=64", "efSearch=256"};
-        for (int i = 0; i < 3; i++) {
-            printf("params %s\n", efs[i]);
-            if (in_child(argv[3], efs[i], argv[4])) return 1;
-        }
         return 0;
     }
-    fprintf(stderr, "usage: store_bench flat N DIR | hnsw N DIR FLATDIR\n");
+    if (argc == 4 && strcmp(argv[1], "reindex") == 0) {
+        if (reindex(argv[2], argv[3])) return 1;
+        sizes(argv[2]);
+        return 0;
+    }
+    if (argc >= 3 && argc <= 5 && strcmp(argv[1], "measure") == 0)
+        return measure(argv[2], argc > 3 && *argv[3] ? argv[3] : NULL, argc > 4 ? argv[4] : NULL);
+    fprintf(stderr, "usage: store_bench build N DIR | reindex DIR FACTORY | measure DIR [PARAMS [FLATDIR]]\n");
     return 2;
 }

@@ -204,7 +204,7 @@ typedef struct cdx_image_meta {
     uint32_t width, height;   /* stored pixel size, before orientation (and
                                  before any DCT scaling) */
     int orientation;          /* EXIF Orientation 1..8 (1 when absent/invalid);
-                                 for TIFF the Orientation tag */
+                                 for TIFF the Orientation tag; HEIF: 1 */
     int64_t taken_at;         /* DateTimeOriginal (else DateTimeDigitized) as
                                  unix seconds: UTC when OffsetTimeOriginal is
                                  recorded, else the local time read as UTC;
@@ -239,8 +239,10 @@ typedef struct cdx_decode_opts {
  * opts may be NULL (all zero).  img may be NULL: metadata only, read from
  * the headers without decoding any pixel (a fast probe; truncated pixel
  * data is then not noticed).  meta may be NULL.  With apply_orientation
- * the pixels are made upright (all 8 orientations; HEIF files are
- * oriented by their irot/imir boxes, which describe the same thing).
+ * the pixels are made upright (all 8 orientations).  HEIF images are
+ * always returned with their own transformations (crop, rotation, mirror)
+ * applied, as HEIF defines them, and report orientation 1: their EXIF
+ * Orientation describes the same rotation and is not applied twice.
  * Limits (opts->max_file_bytes, opts->max_pixels) are checked before
  * reading or allocating.
  *
@@ -359,6 +361,8 @@ void cdx_hash_hex(const uint8_t hash[CDX_HASH_SIZE], char out[2 * CDX_HASH_SIZE 
  *   index-<model>.faiss   FAISS index of one model's vectors: a derived
  *                         cache recording the change-log position it
  *                         reflects; replayed forward or rebuilt at open
+ *                         (Flat files are mapped, not read: opening a
+ *                         100k-vector store takes milliseconds)
  *   writer.lock           held (flock) by the one writer
  *
  * One writer (the daemon) and any number of readers (the query tool) may
@@ -619,7 +623,7 @@ typedef struct cdx_store_stats {
     int64_t n_vectors;          /* all models */
     int64_t n_models;
     int64_t model_vectors;      /* vectors of the current model */
-    int64_t faiss_ntotal;       /* in the loaded index (incl. tombstones) */
+    int64_t faiss_ntotal;       /* live vectors in the loaded FAISS index */
     int64_t log_head;           /* change-log position of the current model */
     int64_t faiss_saved_pos;    /* position of the FAISS file on disk */
     int64_t db_bytes, faiss_bytes;

@@ -351,6 +351,12 @@ cdx_status cdx_decode_jpeg(cdx_decode_ctx *c)
 /* PNG (libpng)                                                        */
 /* ------------------------------------------------------------------ */
 
+#define PNG_CHUNK_MAX 8000000
+/* No single libpng allocation may exceed the file size by more than this
+ * (see png_on_malloc); the largest legitimate one is a row buffer, at
+ * most 8 MB for libpng's 1,000,000-pixel width limit. */
+#define PNG_ALLOC_SLACK ((size_t)64 << 20)
+
 typedef struct png_job {
     png_structp png;
     png_infop info;
@@ -392,6 +398,26 @@ static void png_on_warning(png_structp png, png_const_charp msg)
         j->warned = 1;
         cdx_decode_warn(j->ctx, "PNG warning: %s", msg);
     }
+}
+
+/* libpng reads an ancillary chunk (iTXt, zTXt, ...) into a buffer of
+ * the length the chunk header claims before reading the data, so a
+ * 57-byte file claiming a 1 GiB chunk makes it allocate (and touch)
+ * 1 GiB.  Nothing legitimate needs much more than the file itself, so
+ * larger requests are refused; libpng then skips the chunk (for
+ * ancillary chunks) and runs into the end of the data, or reports out of
+ * memory. */
+static png_voidp png_on_malloc(png_structp png, png_alloc_size_t n)
+{
+    png_job *j = png_get_mem_ptr(png);
+    if (j && n > j->ctx->size + PNG_ALLOC_SLACK) return NULL;
+    return malloc(n);
+}
+
+static void png_on_free(png_structp png, png_voidp p)
+{
+    (void)png;
+    free(p);
 }
 
 static void png_on_read(png_structp png, png_bytep data, size_t len)
@@ -443,6 +469,9 @@ static cdx_status png_run(png_job *j)
     if (setjmp(png_jmpbuf(j->png))) return j->st;
 
     png_set_read_fn(j->png, j, png_on_read);
+    /* Decompressed text/ICC chunks are capped at libpng's documented
+     * default (also see png_on_malloc). */
+    png_set_chunk_malloc_max(j->png, PNG_CHUNK_MAX);
     /* Pillow rejects a bad CRC on any chunk; libpng by default only on
      * critical ones (ancillary ones are warned about and dropped). */
     png_set_crc_action(j->png, PNG_CRC_ERROR_QUIT, PNG_CRC_ERROR_QUIT);
@@ -530,7 +559,8 @@ cdx_status cdx_decode_png(cdx_decode_ctx *c)
     if (!j) return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", c->path);
     j->ctx = c;
     j->path = c->path;
-    j->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, j, png_on_error, png_on_warning);
+    j->png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, j, png_on_error, png_on_warning,
+                                      j, png_on_malloc, png_on_free);
     if (j->png) j->info = png_create_info_struct(j->png);
     if (!j->png || !j->info) {
         st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", c->path);

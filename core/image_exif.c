@@ -208,7 +208,7 @@ static void read_date(ExifData *ed, cdx_image_meta *m)
 {
     /* DateTimeOriginal, else DateTimeDigitized (both "when the picture
      * was taken"; DateTime in IFD0 is when the file was last changed).
-     * Some writers put them in IFD0: look there too. */
+     * Some writers put them in IFD0: look there, then anywhere. */
     static const struct { unsigned date, offset; } tags[] = {
         {EXIF_TAG_DATE_TIME_ORIGINAL, EXIF_TAG_OFFSET_TIME_ORIGINAL},
         {EXIF_TAG_DATE_TIME_DIGITIZED, EXIF_TAG_OFFSET_TIME_DIGITIZED},
@@ -217,6 +217,8 @@ static void read_date(ExifData *ed, cdx_image_meta *m)
     for (size_t t = 0; t < sizeof tags / sizeof tags[0]; t++) {
         ExifEntry *e = entry(ed, EXIF_IFD_EXIF, tags[t].date);
         if (!e) e = entry(ed, EXIF_IFD_0, tags[t].date);
+        /* a pointer mix-up (EXIF IFD linked as GPS, ...) still has it */
+        for (int ifd = 0; !e && ifd < EXIF_IFD_COUNT; ifd++) e = entry(ed, (ExifIfd)ifd, tags[t].date);
         size_t n = entry_text(e, buf, sizeof buf);
         int64_t when;
         int off;
@@ -235,6 +237,7 @@ static void read_date(ExifData *ed, cdx_image_meta *m)
         }
         m->taken_at = when;
         e = entry(ed, EXIF_IFD_EXIF, tags[t].offset);
+        if (!e) e = entry(ed, EXIF_IFD_0, tags[t].offset);
         n = entry_text(e, buf, sizeof buf);
         if (n && cdx_exif_parse_offset(buf, n, &off) == 0) {
             m->has_tz_offset = 1;

@@ -7,8 +7,13 @@
  * one (Graphic Control Extension), else index 0; the frame's indices are
  * written into their rectangle (transparent ones too); the palette is the
  * local colour table, else the global one, else none (grey levels).
- * convert("RGB") then looks every index up.  Palette entries past the
- * end of a short table are black, as Pillow's palette conversion gives.
+ * convert("RGB") then looks every index up.  Pillow's palette starts as
+ * a grey ramp (entry i = (i,i,i)) that the colour table overwrites, so an
+ * index past the end of a short table shows as grey i.
+ *
+ * Known difference: giflib refuses a frame whose LZW code table fills up
+ * without a clear code (legal, rare: gif-test-suite max-codes.gif), which
+ * Pillow decodes.
  *
  * Only the records up to the first image are read: the rest of an
  * animation is never touched.  giflib reads through our memory callback
@@ -41,7 +46,6 @@ static cdx_status gif_fail(const cdx_decode_ctx *c, int code)
     const char *msg;
     switch (code) {
     case D_GIF_ERR_READ_FAILED:
-    case D_GIF_ERR_EOF_TOO_SOON:
         return cdx_fail(CDX_ERR_FORMAT, "%s: truncated GIF data", c->path);
     case D_GIF_ERR_NOT_ENOUGH_MEM:
         return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory decoding GIF", c->path);
@@ -96,19 +100,16 @@ cdx_status cdx_decode_gif(cdx_decode_ctx *c)
     if ((st = cdx_image_check_size(c, cw, ch))) goto cleanup;
     if (!c->want_pixels) goto cleanup;
 
-    /* The palette: 256 entries, black past the table; grey without one. */
+    /* The palette: the grey ramp, overwritten by the colour table. */
     uint8_t pal[256][3];
     const ColorMapObject *cm = d->ColorMap ? d->ColorMap : g->SColorMap;
-    if (cm && cm->Colors) {
-        memset(pal, 0, sizeof pal);
+    for (int i = 0; i < 256; i++) pal[i][0] = pal[i][1] = pal[i][2] = (uint8_t)i;
+    if (cm && cm->Colors)
         for (int i = 0; i < cm->ColorCount && i < 256; i++) {
             pal[i][0] = cm->Colors[i].Red;
             pal[i][1] = cm->Colors[i].Green;
             pal[i][2] = cm->Colors[i].Blue;
         }
-    } else {
-        for (int i = 0; i < 256; i++) pal[i][0] = pal[i][1] = pal[i][2] = (uint8_t)i;
-    }
 
     if ((st = cdx_image_alloc_rgb(c, cw, ch, &rgb))) goto cleanup;
     if (!(idx = malloc((size_t)cw * ch))) {

@@ -3,13 +3,13 @@
  * libheif: the primary image, 8-bit RGB (HDR converted down, alpha
  * dropped).
  *
- * Orientation: in HEIF the pixels are oriented by the irot/imir boxes,
- * which libheif applies itself; the EXIF Orientation tag a phone also
- * writes describes the same rotation and must not be applied a second
- * time.  So with apply_orientation libheif transforms (and we mark the
- * image as oriented), without it the transformations are ignored and the
- * pixels come as stored.  The stored size reported is the ispe size (the
- * coded image before rotation), matching what EXIF Orientation describes.
+ * Orientation: a HEIF image is defined together with its transformations
+ * (clap crop, irot rotation, imir mirror), which libheif applies; the
+ * HEIF specification says the EXIF Orientation tag a phone also writes
+ * must not be applied on top (it describes the same rotation).  So the
+ * pixels are always returned as libheif presents them (upright, cropped;
+ * pillow-heif does the same), the size reported is that size, and the
+ * orientation reported is 1 whatever EXIF says.
  *
  * The EXIF item starts with a 4-byte big-endian offset to its TIFF header.
  *
@@ -123,11 +123,14 @@ cdx_status cdx_decode_heif(cdx_decode_ctx *c)
             st = cdx_fail(CDX_ERR_FORMAT, "%s: HEIF image has zero size (%dx%d)", c->path, w, hh);
             goto cleanup;
         }
-        c->width = (uint32_t)(iw > 0 && ih > 0 ? iw : w);
-        c->height = (uint32_t)(iw > 0 && ih > 0 ? ih : hh);
+        c->width = (uint32_t)w;
+        c->height = (uint32_t)hh;
         if ((st = cdx_image_check_size(c, c->width, c->height))) goto cleanup;
-        if ((st = cdx_image_check_size(c, (uint32_t)w, (uint32_t)hh))) goto cleanup;
+        /* the coded size (before crop) is what gets allocated */
+        if (iw > 0 && ih > 0 && (st = cdx_image_check_size(c, (uint32_t)iw, (uint32_t)ih)))
+            goto cleanup;
     }
+    c->oriented = 1;
     if (c->want_exif) heif_exif(c, h);
     if (!c->want_pixels) goto cleanup;
 
@@ -135,7 +138,7 @@ cdx_status cdx_decode_heif(cdx_decode_ctx *c)
         st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", c->path);
         goto cleanup;
     }
-    o->ignore_transformations = c->apply_orientation ? 0 : 1;
+    o->ignore_transformations = 0;
     o->convert_hdr_to_8bit = 1;
     e = heif_decode_image(h, &img, heif_colorspace_RGB, heif_chroma_interleaved_RGB, o);
     if (e.code != heif_error_Ok) {
@@ -160,7 +163,6 @@ cdx_status cdx_decode_heif(cdx_decode_ctx *c)
         c->img.height = (uint32_t)hh;
         c->img.rgb = rgb;
         rgb = NULL;
-        c->oriented = c->apply_orientation;
     }
 cleanup:
     free(rgb);

@@ -69,7 +69,6 @@ typedef struct cdx_decode_ctx {
     uint32_t min_side;       /* JPEG: may decode smaller, short side >= this */
     int want_pixels;         /* 0: header and metadata only */
     int want_exif;           /* locate the EXIF block */
-    int apply_orientation;   /* for decoders that orient natively (HEIF) */
     /* ---- out ---- */
     cdx_image img;           /* the pixels (owned until handed over) */
     uint32_t width, height;  /* stored size from the header (full size,
@@ -77,8 +76,9 @@ typedef struct cdx_decode_ctx {
     const uint8_t *exif;     /* EXIF block: "Exif\0\0" + TIFF or bare TIFF */
     size_t exif_len;         /* (borrowed from data, or exif_buf) */
     uint8_t *exif_buf;       /* owned copy when the block is not in data */
-    int oriented;            /* the decoder already made the pixels upright
-                                (HEIF irot/imir) */
+    int oriented;            /* the pixels are upright by the format's own
+                                definition (HEIF irot/imir): EXIF Orientation
+                                is then neither applied nor reported */
     int orientation;         /* orientation found by the decoder outside EXIF
                                 (the TIFF Orientation tag), 0 = none */
     cdx_image_meta *meta;    /* never NULL: decoders that read metadata

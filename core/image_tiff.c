@@ -3,10 +3,16 @@
  *
  * Pixels go through libtiff's RGBA image interface, which handles every
  * photometric interpretation, bit depth, planar layout, strips and tiles
- * and the common compressions (16-bit samples are scaled to 8 bits; alpha
- * is dropped afterwards).  One difference from Pillow's convert("RGB"):
- * libtiff premultiplies colour by an unassociated alpha channel, so a
- * semi-transparent pixel of such a file comes out darker.
+ * and the common compressions; alpha is dropped afterwards.
+ *
+ * Two of its conversions differ from Pillow's convert("RGB"), and for the
+ * common contiguous RGB layouts they are replaced with our own "put
+ * routines" (libtiff's documented hook for that): an unassociated alpha
+ * channel would be multiplied into the colour (Pillow drops it and keeps
+ * the colour), and 16-bit samples would be rounded to 8 bits (we keep the
+ * high byte, as for PNG).  Remaining differences: 16-bit grey is rounded
+ * (Pillow clips it), and planar-separate files with unassociated alpha
+ * keep libtiff's premultiplied colour.
  *
  * That interface would also apply the Orientation tag, but only half of
  * it (vertical flips; the transposing values 5..8 are treated as 1 and
@@ -60,14 +66,19 @@ static int on_tiff_error(TIFF *tif, void *user, const char *module, const char *
     (void)tif;
     if (j && !j->err[0]) {
         char msg[200];
+        const char *p = msg;
+        size_t pl = strlen(j->c->path);
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
         vsnprintf(msg, sizeof msg, fmt, ap);
 #pragma GCC diagnostic pop
-        if (module && module[0])
-            snprintf(j->err, sizeof j->err, "%s: %s", module, msg);
+        /* libtiff names the file itself; we already do */
+        if (strncmp(p, j->c->path, pl) == 0 && p[pl] == ':') p += pl + 1;
+        while (*p == ' ') p++;
+        if (module && module[0] && strcmp(module, j->c->path) != 0)
+            snprintf(j->err, sizeof j->err, "%s: %s", module, p);
         else
-            snprintf(j->err, sizeof j->err, "%s", msg);
+            snprintf(j->err, sizeof j->err, "%s", p);
     }
     return 1; /* handled: the global handler is not called */
 }
@@ -231,6 +242,49 @@ static void tiff_meta(tiff_job *j, TIFF *tif)
 
 /* ---- pixels ---- */
 
+/* Put routines for contiguous RGB(A): one strip or tile of w x h pixels
+ * from pp (samplesperpixel samples each, fromskew pixels to skip after
+ * each row) into the ABGR raster at cp (toskew entries after each row).
+ * Colour is taken as stored; alpha is ignored (it is dropped anyway). */
+static void put_rgb8(TIFFRGBAImage *img, uint32_t *cp, uint32_t x, uint32_t y, uint32_t w,
+                     uint32_t h, int32_t fromskew, int32_t toskew, unsigned char *pp)
+{
+    const int spp = img->samplesperpixel;
+    (void)x;
+    (void)y;
+    for (; h > 0; h--) {
+        for (uint32_t i = 0; i < w; i++, pp += spp)
+            *cp++ = (uint32_t)pp[0] | (uint32_t)pp[1] << 8 | (uint32_t)pp[2] << 16 | 0xff000000u;
+        cp += toskew;
+        pp += (ptrdiff_t)fromskew * spp;
+    }
+}
+
+static void put_rgb16(TIFFRGBAImage *img, uint32_t *cp, uint32_t x, uint32_t y, uint32_t w,
+                      uint32_t h, int32_t fromskew, int32_t toskew, unsigned char *pp)
+{
+    const int spp = img->samplesperpixel;
+    const uint16_t *wp = (const uint16_t *)(void *)pp; /* native order after libtiff's swab */
+    (void)x;
+    (void)y;
+    for (; h > 0; h--) {
+        for (uint32_t i = 0; i < w; i++, wp += spp)
+            *cp++ = (uint32_t)(wp[0] >> 8) | (uint32_t)(wp[1] >> 8) << 8 |
+                    (uint32_t)(wp[2] >> 8) << 16 | 0xff000000u;
+        cp += toskew;
+        wp += (ptrdiff_t)fromskew * spp;
+    }
+}
+
+static void pick_put(TIFFRGBAImage *ri)
+{
+    if (!ri->isContig || ri->photometric != PHOTOMETRIC_RGB || ri->samplesperpixel < 3) return;
+    if (ri->bitspersample == 8 && ri->alpha == EXTRASAMPLE_UNASSALPHA)
+        ri->put.contig = put_rgb8;
+    else if (ri->bitspersample == 16)
+        ri->put.contig = put_rgb16;
+}
+
 static cdx_status tiff_pixels(tiff_job *j, TIFF *tif)
 {
     cdx_decode_ctx *c = j->c;
@@ -242,13 +296,14 @@ static cdx_status tiff_pixels(tiff_job *j, TIFF *tif)
     size_t n = (size_t)c->width * c->height;
 
     if (!TIFFRGBAImageOK(tif, emsg))
-        return cdx_fail(CDX_ERR_UNSUPPORTED, "%s: unsupported: TIFF %s", c->path,
-                        emsg[0] ? emsg : "layout");
+        return cdx_fail(CDX_ERR_UNSUPPORTED, "%s: unsupported: TIFF layout (%s)", c->path,
+                        emsg[0] ? emsg : "unknown");
     if (!TIFFRGBAImageBegin(&ri, tif, 1, emsg))
         return cdx_fail(CDX_ERR_FORMAT, "%s: TIFF error: %s", c->path,
                         emsg[0] ? emsg : j->err[0] ? j->err : "cannot read the image");
     /* Keep the stored row order (see the top of the file). */
     ri.req_orientation = ri.orientation;
+    pick_put(&ri);
     if ((st = cdx_image_alloc_rgb(c, c->width, c->height, &rgb))) goto cleanup;
     if (n > SIZE_MAX / 4 || !(raster = malloc(n * 4))) {
         st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory for a %ux%u image", c->path,

@@ -216,7 +216,6 @@ static cdx_status decode(const uint8_t *data, size_t size, const char *name,
     c.min_side = opts->min_side;
     c.want_pixels = img != NULL;
     c.want_exif = meta != NULL || (img && opts->apply_orientation);
-    c.apply_orientation = opts->apply_orientation;
     c.meta = &m;
 
     st = fmt->decode(&c);
@@ -224,6 +223,7 @@ static cdx_status decode(const uint8_t *data, size_t size, const char *name,
 
     if (c.exif) cdx_exif_parse(c.exif, c.exif_len, &m, &raw);
     if (raw == 0) raw = c.orientation; /* the TIFF tag, when no EXIF said */
+    if (c.oriented) raw = 0;           /* HEIF: part of the image already */
     if (raw >= 1 && raw <= 8) {
         m.orientation = raw;
     } else if (raw != 0 && !m.warning[0]) {

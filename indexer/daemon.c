@@ -97,11 +97,13 @@ int daemon_begin(indexer *d)
 
 static void daemon_commit(indexer *d)
 {
+    int64_t t0 = now_ms();
     if (!d->txn) return;
     d->txn = 0;
     if (cdx_store_commit(d->store) != CDX_OK)
         daemon_error(d, "store commit: %s (the files of this batch are retried at the next start)",
                      cdx_last_error());
+    if (now_ms() - t0 > 500) LOG_DEBUG("a store commit took %lld ms", (long long)(now_ms() - t0));
 }
 
 void daemon_error(indexer *d, const char *fmt, ...)
@@ -492,10 +494,16 @@ static void summary(indexer *d)
 {
     /* From the first walk on: model loading is not indexing time. */
     double s = (double)(now_ms() - d->work_started_ms) / 1000.0;
+    pipeline_stats ps = {0};
+    if (d->pl) pipeline_get_stats(d->pl, &ps);
     LOG_INFO("indexed in %.1f s: %lld embedded (%.1f images/s), %lld reused (copies, moves), "
              "%lld unchanged, %lld failed, %lld moved, %lld removed",
              s, (long long)d->embedded, s > 0 ? (double)d->embedded / s : 0.0, (long long)d->reused,
              (long long)d->unchanged, (long long)d->failed, (long long)d->moved, (long long)d->removed);
+    if (ps.batches)
+        LOG_INFO("the model computed %.1f s of the %.1f s (%.0f%%) in %lld batches (%.1f images/s while computing)",
+                 ps.compute_s, s, s > 0 ? 100.0 * ps.compute_s / s : 0.0, (long long)ps.batches,
+                 ps.compute_s > 0 ? (double)ps.embedded / ps.compute_s : 0.0);
 }
 
 static int loop(indexer *d)

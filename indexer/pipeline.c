@@ -179,32 +179,62 @@ static void do_hash(pipeline *p, job *j)
     close(fd);
 }
 
+/* Read the whole open file (size bytes) into a heap buffer; NULL when it
+ * is shorter or longer now than it was (changed under us) or on error. */
+static uint8_t *read_all(int fd, int64_t size, int *changed)
+{
+    uint8_t *buf = xmalloc((size_t)size + 1);
+    size_t got = 0;
+    while (got < (size_t)size + 1) {
+        ssize_t n = pread(fd, buf + got, (size_t)size + 1 - got, (off_t)got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += (size_t)n;
+    }
+    if (got != (size_t)size) {
+        *changed = 1;
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
 static void do_decode(pipeline *p, job *j)
 {
-    struct stat sb, sa;
-    char alias[40];
+    struct stat sb;
     cdx_image img = {0};
     cdx_status st;
     uint32_t w = 0, h = 0;
+    uint8_t *data = NULL, hash[CDX_HASH_SIZE];
     int fd = open_regular(j, &sb);
     if (fd < 0) return;
     if ((uint64_t)sb.st_dev != j->dev || (uint64_t)sb.st_ino != j->ino ||
         (int64_t)sb.st_size != j->size || mtime_ns(&sb) != j->mtime_ns) {
         j->changed = 1;
-        close(fd);
-        return;
-    }
-    snprintf(alias, sizeof alias, "/proc/self/fd/%d", fd);
-    j->meta = xcalloc(1, sizeof *j->meta);
-    st = cdx_image_decode(p->use_proc ? alias : j->path, &p->o.decode, &img, j->meta);
-    if (st != CDX_OK) {
-        set_error(j, st, cdx_last_error(), alias);
         goto done;
     }
-    /* Apply orientation first (the decoder did): rotated copies match. */
+    /* Decode the very bytes whose hash the store records: read them once,
+     * check the hash, decode from memory (messages still name the path). */
+    if (!(data = read_all(fd, j->size, &j->changed))) {
+        if (!j->changed) set_error(j, CDX_ERR_IO, strerror(errno), NULL);
+        goto done;
+    }
+    if (cdx_hash_buf(data, (size_t)j->size, hash) != CDX_OK || memcmp(hash, j->hash, CDX_HASH_SIZE) != 0) {
+        j->changed = 1; /* rewritten in place with the same size and mtime */
+        goto done;
+    }
+    j->meta = xcalloc(1, sizeof *j->meta);
+    st = cdx_image_decode_mem(data, (size_t)j->size, j->path, &p->o.decode, &img, j->meta);
+    free(data);
+    data = NULL;
+    if (st != CDX_OK) {
+        set_error(j, st, cdx_last_error(), NULL);
+        goto done;
+    }
+    /* The decoder applied the orientation: rotated copies hash alike. */
     if (cdx_phash(&img, &j->phash) == CDX_OK) j->has_phash = 1;
     if ((st = cdx_preprocess_output_size(p->pp, img.width, img.height, &w, &h)) != CDX_OK) {
-        set_error(j, st, cdx_last_error(), alias);
+        set_error(j, st, cdx_last_error(), NULL);
         goto done;
     }
     if ((int)w != p->side || (int)h != p->side) {
@@ -216,14 +246,12 @@ static void do_decode(pipeline *p, job *j)
     }
     j->pixels = xmalloc(sizeof(float) * 3 * (size_t)p->side * (size_t)p->side);
     if ((st = cdx_preprocess_fast(p->pp, &img, j->pixels)) != CDX_OK) {
-        set_error(j, st, cdx_last_error(), alias);
+        set_error(j, st, cdx_last_error(), NULL);
         free(j->pixels);
         j->pixels = NULL;
-        goto done;
     }
-    if (fstat(fd, &sa) != 0 || sa.st_size != sb.st_size || mtime_ns(&sa) != j->mtime_ns)
-        j->changed = 1;
 done:
+    free(data);
     cdx_image_release(&img);
     close(fd);
 }

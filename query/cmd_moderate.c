@@ -11,11 +11,19 @@
  *         p = softmax(logit_scale * <v, label_j>) over all labels j,
  *      and the image is reported for a flagged label when p_j reaches its
  *      threshold (--threshold overrides every label's).
- *   4. The flagged labels' probabilities are stored per vector under the
- *      label set's identity (its name plus a hash of labels, prompts,
- *      thresholds and model), so `--new` scores only the images indexed
- *      since the last sweep with the same set.  A changed label file is a
- *      new set, scored from scratch.
+ *   4. Results are stored per vector under the label set's identity (its
+ *      name plus a hash of labels, prompts, thresholds and model): every
+ *      flagged label that hit, and the most probable flagged label, so
+ *      each scored image has at least one row and `--new` scores only the
+ *      images indexed since the last sweep with the same set.  A changed
+ *      label file is a new set, scored from scratch.
+ *
+ * Cost: the command holds a read-only store handle (so it runs next to
+ * clipdexd), on which each cdx_store_moderation_put is a transaction of
+ * its own with a synchronous commit: about 2 ms each on this machine.
+ * That is why only those rows are stored; a first sweep over 100k images
+ * spends most of its time (minutes) there.  A batched store call would
+ * make it seconds.
  */
 #include <getopt.h>
 #include <math.h>
@@ -116,14 +124,22 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* label order, then most probable first, then path */
+/* most probable first, then label order, then path */
 static int cmp_result(const void *a, const void *b, void *ctx)
 {
     const struct result *x = a, *y = b;
     const struct mfile *f = ctx;
-    if (x->label != y->label) return x->label < y->label ? -1 : 1;
     if (x->p != y->p) return x->p > y->p ? -1 : 1;
+    if (x->label != y->label) return x->label < y->label ? -1 : 1;
     return strcmp(f[x->file].fi.meta.path, f[y->file].fi.meta.path);
+}
+
+/* the gallery: a section per label, most probable first in each */
+static int cmp_result_by_label(const void *a, const void *b, void *ctx)
+{
+    const struct result *x = a, *y = b;
+    if (x->label != y->label) return x->label < y->label ? -1 : 1;
+    return cmp_result(a, b, ctx);
 }
 
 /* The label embeddings: (L, E), each the renormalised mean of its
@@ -336,13 +352,22 @@ static int sweep(struct moderate *m)
         for (size_t j = 0; j < L; j++) sum += exp(p[j] - mx);
         for (size_t j = 0; j < L; j++) p[j] = (float)(exp(p[j] - mx) / sum);
         scored++;
+        /* Stored: every flagged label that hit, and the most probable
+         * flagged label even when it did not (so each scored image has a
+         * row, which is what --new looks for).  Not every label: each row
+         * is its own transaction on a read-only handle (see the report in
+         * the header comment). */
+        size_t top = (size_t)-1;
+        for (size_t j = 0; j < L; j++)
+            if (m->set.v[j].flag && (top == (size_t)-1 || p[j] > p[top])) top = j;
         for (size_t j = 0; j < L; j++) {
             const label *l = &m->set.v[j];
             double t = m->threshold >= 0 ? m->threshold : l->threshold;
             int hit;
             if (!l->flag) continue;
             hit = p[j] >= t;
-            if (cdx_store_moderation_put(m->c.store, vid, m->setid, l->name, p[j], hit) != CDX_OK) {
+            if ((hit || j == top) &&
+                cdx_store_moderation_put(m->c.store, vid, m->setid, l->name, p[j], hit) != CDX_OK) {
                 ret = error("%s", cdx_last_error());
                 goto cleanup;
             }
@@ -363,8 +388,10 @@ static int sweep(struct moderate *m)
         }
         i = end;
     }
+    /* -n keeps the most probable results, whatever their label */
     if (nres) qsort_r(res, nres, sizeof *res, cmp_result, m->files);
     if (m->limit && nres > m->limit) nres = m->limit;
+    if (nres && m->format == OUT_HTML) qsort_r(res, nres, sizeof *res, cmp_result_by_label, m->files);
     if ((ret = print_results(m, res, nres)) != 0) goto cleanup;
     if (m->format != OUT_HTML || m->output)
         fprintf(stderr, "clipdex: scored %zu image%s against %zu labels (%s)%s\n", scored,

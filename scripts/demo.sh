@@ -52,9 +52,12 @@ step "clipdex dupes (exact and visual duplicates, the copy to keep first)"
 "$CLIPDEX" dupes --format html -o "$DEMO/dupes.html"
 
 step "clipdex moderate --preset weapons --preset documents (zero-shot CLIP sweep)"
-"$CLIPDEX" moderate --model "$MODEL" --preset weapons --preset documents -n 5 || true
+"$CLIPDEX" moderate --model "$MODEL" --preset weapons --preset documents ||
+    echo "(nothing reaches the presets' thresholds)"
+echo "the five highest probabilities of a flagged label (--threshold 0 -n 5):"
+"$CLIPDEX" moderate --model "$MODEL" --preset weapons --preset documents --threshold 0 -n 5 2>/dev/null
 "$CLIPDEX" moderate --model "$MODEL" --preset weapons --preset documents --threshold 0 \
-    --format html -o "$DEMO/moderate.html" 2>/dev/null || true
+    --format html -o "$DEMO/moderate.html" 2>/dev/null
 
 step "galleries"
 for g in search dupes moderate; do

@@ -61,20 +61,20 @@ echo "$out" | grep -qx "root = $T/other" && ! echo "$out" | grep -qx "root = $T/
 ok $? "DIR arguments replace the file's roots"
 
 # Errors: file, line, section and key.
-bad() {  # bad NAME EXPECTED-REGEX, reading the config from stdin
-    cat > "$T/$1.conf"
+bad() {  # bad NAME EXPECTED-REGEX CONTENT (printf format)
+    printf "$3" > "$T/$1.conf"
     err=$("$D" --check-config -c "$T/$1.conf" 2>&1 >/dev/null); rc=$?
     [ $rc = 2 ] && echo "$err" | grep -Eq "$2"
     ok $? "$1: exit 2 and '$2'"
     [ $rc = 2 ] && echo "$err" | grep -Eq "$2" || echo "# got ($rc): $err"
 }
-printf '[model]\ndir = /m\nbatch = 0\n' | bad range "range.conf:3: \[model\] batch: 0 is out of range \(1\.\.256\)"
-printf '[library]\nroot = /x\n[model]\nbogus = 1\n' | bad unknown-key "unknown-key.conf:4: unknown key 'bogus' in \[model\]"
-printf '[nosuch]\na = 1\n' | bad unknown-section "unknown-section.conf:2: unknown section \[nosuch\]"
-printf '[library]\nhidden = perhaps\n' | bad bool "bool.conf:2: \[library\] hidden: 'perhaps' is not yes or no"
-printf '[library]\nroot = /x\nthis line is junk\n' | bad syntax "syntax.conf:3: syntax error"
-printf '[daemon]\nlog_level = loud\n' | bad level "level.conf:2: \[daemon\] log_level"
-printf '[limits]\nmax_file_size = 12Q\n' | bad size "size.conf:2: \[limits\] max_file_size: '12Q' is not a size"
+bad range "range.conf:3: \[model\] batch: 0 is out of range \(1\.\.256\)" '[model]\ndir = /m\nbatch = 0\n'
+bad unknown-key "unknown-key.conf:4: unknown key 'bogus' in \[model\]" '[library]\nroot = /x\n[model]\nbogus = 1\n'
+bad unknown-section "unknown-section.conf:2: unknown section \[nosuch\]" '[nosuch]\na = 1\n'
+bad bool "bool.conf:2: \[library\] hidden: 'perhaps' is not yes or no" '[library]\nhidden = perhaps\n'
+bad syntax "syntax.conf:3: syntax error" '[library]\nroot = /x\nthis line is junk\n'
+bad level "level.conf:2: \[daemon\] log_level" '[daemon]\nlog_level = loud\n'
+bad size "size.conf:2: \[limits\] max_file_size: '12Q' is not a size" '[limits]\nmax_file_size = 12Q\n'
 "$D" --check-config -c "$T/nonexistent.conf" >/dev/null 2>&1; [ $? = 2 ]; ok $? "-c with a missing file: exit 2"
 "$D" --check-config -c "$T/good.conf" --set model.batch=999 >/dev/null 2>"$T/err"; rc=$?
 [ $rc = 2 ] && grep -q "model.batch: 999 is out of range" "$T/err"; ok $? "a bad --set value names the key"
