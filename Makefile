@@ -80,6 +80,7 @@ UNIT_TESTS += test_weights
 UNIT_TESTS += test_kernels
 UNIT_TESTS += test_resample
 UNIT_TESTS += test_phash
+UNIT_TESTS += test_image test_exif test_image_fast
 UNIT_TESTS += test_store_f16 test_store_scan test_store test_store_schema
 
 # TEMPORARY while modules are being written in parallel: skip sources that

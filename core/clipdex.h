@@ -501,7 +501,9 @@ void cdx_file_info_release(cdx_file_info *fi);
 
 /* Writer: group writes into one transaction (one per daemon batch).
  * Without begin, each write commits by itself.  The in-memory FAISS index
- * follows each commit. */
+ * follows each commit; if updating or saving it fails, the commit still
+ * stands (the index is a cache, repaired at the next sync or open) and the
+ * failure is logged as a warning. */
 cdx_status cdx_store_begin(cdx_store *s);
 cdx_status cdx_store_commit(cdx_store *s);
 void cdx_store_rollback(cdx_store *s);

@@ -70,18 +70,15 @@ static void warn(cdx_image_meta *m, const char *fmt, ...)
 
 void cdx_exif_copy_ascii(char *dst, size_t dstsz, const char *src, size_t n)
 {
-    size_t k = 0;
+    size_t k = 0, i = 0;
     if (dstsz == 0) return;
-    for (size_t i = 0; i < n && src[i] && k + 1 < dstsz; i++) {
+    while (i < n && src[i] == ' ') i++; /* leading blanks: "  Canon" */
+    for (; i < n && src[i] && k + 1 < dstsz; i++) {
         unsigned char ch = (unsigned char)src[i];
         dst[k++] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
     }
     while (k > 0 && dst[k - 1] == ' ') k--;
-    /* leading blanks too: "  Canon" */
-    size_t lead = 0;
-    while (lead < k && dst[lead] == ' ') lead++;
-    memmove(dst, dst + lead, k - lead);
-    dst[k - lead] = '\0';
+    dst[k] = '\0';
 }
 
 static int digits(const char *s, int n, int *out)

@@ -698,6 +698,8 @@ cdx_status cdx_store_use_model(cdx_store *s, const cdx_store_model *m, int64_t *
     if (!s || !m || !m->key || !*m->key || m->dim <= 0)
         return cdx_fail(CDX_ERR_ARG, "cdx_store_use_model: a model needs a key and a dimension");
     if (s->txn) return cdx_fail(CDX_ERR_ARG, "cdx_store_use_model: a transaction is open");
+    if (s->vx && s->lock_fd >= 0 && cdx_vindex_unsaved(s->vx) > 0 && cdx_store_save(s) != CDX_OK)
+        CDX_WARN("saving the FAISS index of the previous model: %s", cdx_last_error());
     if (sqlite3_prepare_v2(s->db, "SELECT id, dim, index_factory FROM models WHERE key = ?", -1,
                            &q, NULL) != SQLITE_OK)
         return cdx_store_sqlfail(s, "prepare");
@@ -910,7 +912,12 @@ cdx_status cdx_store_commit(cdx_store *s)
         return st;
     }
     s->txn = 0;
-    return after_commit(s);
+    /* The batch is committed whatever happens next: FAISS is a cache, and a
+     * failure to update or save it is repaired by the next sync or open
+     * (replay, or rebuild).  Reporting it as a failed commit would make the
+     * daemon redo work that is done. */
+    if (after_commit(s) != CDX_OK) CDX_WARN("after commit: %s", cdx_last_error());
+    return CDX_OK;
 }
 
 void cdx_store_rollback(cdx_store *s)

@@ -180,7 +180,8 @@ static void do_hash(pipeline *p, job *j)
 }
 
 /* Read the whole open file (size bytes) into a heap buffer; NULL when it
- * is shorter or longer now than it was (changed under us) or on error. */
+ * is shorter or longer now than it was, or cannot be read: either way the
+ * file goes back to the hash stage, which reports a lasting read error. */
 static uint8_t *read_all(int fd, int64_t size, int *changed)
 {
     uint8_t *buf = xmalloc((size_t)size + 1);
@@ -215,10 +216,7 @@ static void do_decode(pipeline *p, job *j)
     }
     /* Decode the very bytes whose hash the store records: read them once,
      * check the hash, decode from memory (messages still name the path). */
-    if (!(data = read_all(fd, j->size, &j->changed))) {
-        if (!j->changed) set_error(j, CDX_ERR_IO, strerror(errno), NULL);
-        goto done;
-    }
+    if (!(data = read_all(fd, j->size, &j->changed))) goto done;
     if (cdx_hash_buf(data, (size_t)j->size, hash) != CDX_OK || memcmp(hash, j->hash, CDX_HASH_SIZE) != 0) {
         j->changed = 1; /* rewritten in place with the same size and mtime */
         goto done;

@@ -16,6 +16,12 @@
  * gets it back with its SHA-256, decides (content already embedded? then
  * no decode at all) and resubmits the same job as JOB_DECODE, and gets it
  * back with its embedding or its error.  Nothing in here touches SQLite.
+ * The decode stage reads the file once into memory, checks those bytes
+ * against the hash the first stage recorded, and decodes them
+ * (cdx_image_decode_mem): what is embedded is exactly what is hashed.
+ * Files are opened with O_NOFOLLOW | O_NONBLOCK and must be regular (a
+ * FIFO never blocks a worker); a file that changes while it is read comes
+ * back with `changed` set, and the main thread looks at it again.
  *
  * CPU budget.  The machine has T cores for compute (cdx_threads_set(T),
  * decided once by the daemon).  A gate of T tokens keeps the CPU-bound

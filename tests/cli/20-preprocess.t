@@ -15,11 +15,12 @@
 #
 # Run from the repository root.  Environment: CLIPDEX_BUILD (default
 # build), PYTHON (default /usr/bin/python3), CLIPDEX_CORPUS (default
-# ../shared/corpus; the corpus parts are skipped without it).
+# $CLIPDEX_SHARED/corpus, CLIPDEX_SHARED defaulting to ../shared; the
+# corpus parts are skipped without it).
 
 B=${CLIPDEX_BUILD:-build}
 PY=${PYTHON:-/usr/bin/python3}
-CORPUS=${CLIPDEX_CORPUS:-../shared/corpus}
+CORPUS=${CLIPDEX_CORPUS:-${CLIPDEX_SHARED:-../shared}/corpus}
 DUMP=$B/tests/preprocess_dump
 REF=tests/tools/ref_preprocess.py
 
@@ -163,7 +164,7 @@ printf '\211PNG\r' >"$tmp/short.png"
 mkdir "$tmp/adir.jpg"
 ln -s loop-b.jpg "$tmp/loop-a.jpg"
 ln -s loop-a.jpg "$tmp/loop-b.jpg"
-refuse "$tmp/plain.png" "not a JPEG or PNG file"
+refuse "$tmp/plain.png" "not a supported image file"
 refuse "$tmp/empty.jpg" "empty file"
 refuse "$tmp/short.png" "truncated PNG data"
 refuse "$tmp/adir.jpg" "not a regular file"
@@ -178,7 +179,7 @@ if [ -d "$CORPUS" ]; then
     for f in "$CORPUS"/hostile/truncated/*.jpg; do refuse "$f" "truncated JPEG data"; done
     for f in "$CORPUS"/hostile/truncated/*.png; do refuse "$f" "truncated PNG data"; done
     refuse "$CORPUS/hostile/empty/empty.jpg" "empty file"
-    refuse "$CORPUS/hostile/wrong-content/plain_text.jpg" "not a JPEG or PNG file"
+    refuse "$CORPUS/hostile/wrong-content/plain_text.jpg" "not a supported image file"
     refuse "$CORPUS/hostile/bad-crc/ihdr_crc_inverted.png" "PNG CRC error in IHDR"
     refuse "$CORPUS/hostile/huge-dimensions/png_100000x100000_rgb8.png" "image is 100000x100000"
     refuse "$CORPUS/hostile/huge-dimensions/jpeg_65535x65535.jpg" "Maximum supported image dimension"
@@ -188,7 +189,7 @@ if [ -d "$CORPUS" ]; then
     refuse "$CORPUS/png/pngsuite/xhdn0g08.png" "PNG CRC error in IHDR"
     for f in "$CORPUS"/png/pngsuite/xs*.png "$CORPUS"/png/pngsuite/xcrn0g04.png \
         "$CORPUS"/png/pngsuite/xlfn0g04.png; do
-        refuse "$f" "not a JPEG or PNG file"
+        refuse "$f" "not a supported image file"
     done
     for f in "$CORPUS"/png/pngsuite/xc[19]*.png "$CORPUS"/png/pngsuite/xd*.png; do
         refuse "$f" "PNG error: "
