@@ -156,11 +156,17 @@ demo: all
 bench: all
 	PYTHON=$(PYTHON) bench/run.sh $(BUILD)
 
+# The systemd user unit gets ExecStart pointing at the installed daemon.
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man8
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8 \
+		$(DESTDIR)$(PREFIX)/lib/systemd/user
 	install -m 755 $(BIN)/clipdex $(BIN)/clipdexd $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
-	if ls man/*.8 >/dev/null 2>&1; then install -m 644 man/*.8 $(DESTDIR)$(PREFIX)/share/man/man8/; fi
+	install -m 644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -m 644 man/*.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	sed 's|^ExecStart=/usr/local/bin/|ExecStart=$(PREFIX)/bin/|' indexer/clipdexd.service \
+		> $(DESTDIR)$(PREFIX)/lib/systemd/user/clipdexd.service
 
 clean:
 	rm -rf build build-asan bin

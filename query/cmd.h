@@ -41,7 +41,8 @@ void warning(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cmd_usage(const cdx_cmd *cmd, FILE *f);
 
 /* The model directory: the --model value if non-NULL, else $CLIPDEX_MODEL,
- * else NULL after printing how to get one (caller returns EXIT_USAGE). */
+ * else [model] dir of the default clipdex.conf, else NULL after printing
+ * how to get one (caller returns EXIT_USAGE). */
 const char *resolve_model_dir(const char *opt);
 
 /* True when argv[i] is -h/--help. */

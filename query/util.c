@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../indexer/config.h"
 #include "cmd.h"
 
 static void vreport(const char *prefix, const char *fmt, va_list ap)
@@ -53,14 +54,40 @@ int is_help(const char *arg)
     return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
 }
 
+/* The configured default: [model] dir of the daemon's configuration file
+ * (clipdex.conf(5)), so that a user who set up clipdexd need not repeat
+ * it.  A broken file is reported; it does not stop a command that has a
+ * model some other way. */
+static char *configured_model_dir(void)
+{
+    static char *cached;
+    static int done;
+    config c;
+    char *path, *err = NULL;
+    if (done) return cached;
+    done = 1;
+    if (!(path = config_default_path())) return NULL;
+    config_init(&c);
+    if (config_load(&c, path, 0, &err) == 0) {
+        if (c.model_dir && *c.model_dir) cached = strdup(c.model_dir);
+    } else {
+        warning("%s", err ? err : path);
+    }
+    free(err);
+    free(path);
+    config_release(&c);
+    return cached;
+}
+
 const char *resolve_model_dir(const char *opt)
 {
     const char *env;
     if (opt && *opt) return opt;
     env = getenv("CLIPDEX_MODEL");
     if (env && *env) return env;
-    fprintf(stderr, "clipdex: no model: pass --model DIR or set CLIPDEX_MODEL "
-                    "(get one with: scripts/get-model openai/clip-vit-base-patch32 DIR)\n");
+    if ((env = configured_model_dir())) return env;
+    fprintf(stderr, "clipdex: no model: pass --model DIR, set CLIPDEX_MODEL or [model] dir in "
+                    "clipdex.conf (get one with: scripts/get-model openai/clip-vit-base-patch32 DIR)\n");
     return NULL;
 }
 

@@ -14,7 +14,7 @@ PKGS="build-essential pkg-config perl ca-certificates curl dpkg-dev
   libjpeg62-turbo-dev libturbojpeg0-dev libpng-dev libexif-dev
   libwebp-dev libheif-dev libtiff-dev libgif-dev
   libsqlite3-dev sqlite3 libfaiss-dev libinih-dev libssl-dev
-  inotify-tools libinotifytools0-dev
+  inotify-tools
   python3 python3-torch python3-numpy python3-pil
   valgrind"
 

@@ -133,8 +133,18 @@ def main():
         # No model at all: a usage error that says how to get one.
         env = dict(os.environ)
         env.pop("CLIPDEX_MODEL", None)
+        env["XDG_CONFIG_HOME"] = os.path.join(tmp, "no-config-here")
         p = subprocess.run([CLIPDEX, "embed", "--text", "x"], capture_output=True, env=env)
         ok(p.returncode == 2 and b"get-model" in p.stderr, "no model: exit 2 and how to get one")
+        # The configured default: [model] dir in clipdex.conf.
+        cfg = os.path.join(tmp, "xdg", "clipdex")
+        os.makedirs(cfg)
+        with open(os.path.join(cfg, "clipdex.conf"), "w") as f:
+            f.write("[model]\ndir = %s\n" % TINY)
+        env["XDG_CONFIG_HOME"] = os.path.join(tmp, "xdg")
+        p = subprocess.run([CLIPDEX, "tokenize", "a photo of a dog"], capture_output=True, env=env)
+        ok(p.returncode == 0 and b"[49406,320,1125,539,320,1929,49407]" in p.stdout,
+           "without --model or CLIPDEX_MODEL the model comes from clipdex.conf")
     finally:
         shutil.rmtree(tmp)
     print("1..%d" % n)
