@@ -64,6 +64,7 @@ QUERY_OBJS += query/cmd_embed.o query/cmd_tokenize.o query/cmd_model.o
 QUERY_OBJS += query/cmd_check.o
 QUERY_OBJS += query/filters.o query/output.o query/gallery.o query/labels.o
 QUERY_OBJS += query/cmd_search.o query/cmd_dupes.o query/cmd_moderate.o query/cmd_stats.o
+QUERY_OBJS += query/cmd_info.o
 
 # ---- indexer/: the clipdexd daemon ----
 INDEXER_OBJS  = indexer/main.o indexer/daemon.o indexer/sync.o indexer/pipeline.o
@@ -258,5 +259,10 @@ valgrind-check: $(BUILD)/tests/imgcheck
 		--error-exitcode=99 $(BUILD)/tests/imgcheck -m all -o $(BUILD)/tests/valgrind.out \
 		-L $(BUILD)/tests/corpus.list
 	@echo "valgrind-check: no memory errors or leaks over $$(tr -cd '\0' < $(BUILD)/tests/corpus.list | wc -c) files"
+
+# bench/run-image.sh: decode + preprocess timings (fast, exact, Pillow).
+IMAGE_BENCH = $(BUILD)/bench/image_bench
+$(IMAGE_BENCH): $(FAISS_C)
+bench: $(IMAGE_BENCH)
 
 .PHONY: fuzz fuzz-build valgrind-check

@@ -221,10 +221,13 @@ typedef struct cdx_image_meta {
 
 typedef struct cdx_decode_opts {
     int apply_orientation;    /* rotate/flip the pixels upright per EXIF */
-    uint32_t min_side;        /* > 0: the decoder may return a smaller image
-                                 (JPEG DCT scaling: the smallest of 1/8..8/8
-                                 whose shortest side is still >= min_side);
-                                 0: full size */
+    uint32_t min_side;        /* > 0: the short side the image will be
+                                 resized to (pass the model's shortest_edge);
+                                 the decoder may then return a smaller image:
+                                 JPEG is DCT-scaled to the smallest of 1/8,
+                                 1/4, 1/2 whose short side is still >=
+                                 2 * min_side (else full size), so the resize
+                                 still reduces 2x or more; 0: full size */
     uint64_t max_pixels;      /* 0: 200 megapixels (stored size) */
     uint64_t max_file_bytes;  /* 0: 1 GiB */
 } cdx_decode_opts;

@@ -66,7 +66,7 @@ typedef struct cdx_decode_ctx {
     const uint8_t *data;     /* the whole file */
     size_t size;
     uint64_t max_pixels;     /* > 0 */
-    uint32_t min_side;       /* JPEG: may decode smaller, short side >= this */
+    uint32_t min_side;       /* JPEG: target short side (cdx_decode_opts) */
     int want_pixels;         /* 0: header and metadata only */
     int want_exif;           /* locate the EXIF block */
     /* ---- out ---- */

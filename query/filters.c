@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../indexer/config.h"
 #include "filters.h"
 #include "banned.h"
 
@@ -216,16 +217,35 @@ int qctx_option(qctx *c, int code, const char *arg)
     return 1;
 }
 
+/* The data directory as clipdexd and `clipdex status` find it: --data,
+ * else clipdex.conf's [store] data_dir, else $CLIPDEX_DATA,
+ * $XDG_DATA_HOME/clipdex, ~/.local/share/clipdex. */
+static int choose_data_dir(qctx *c)
+{
+    config cf;
+    char *path, *err = NULL;
+    int ret = 0;
+
+    if (c->data_opt && *c->data_opt) {
+        if (!(c->data_dir = strdup(c->data_opt))) return error("out of memory");
+        return 0;
+    }
+    config_init(&cf);
+    path = config_default_path();
+    if ((path && config_load(&cf, path, 0, &err) != 0) || config_finish(&cf, &err) != 0)
+        ret = usage_error(c->self, "%s (or pass --data DIR)", err ? err : "no data directory");
+    else if (!(c->data_dir = strdup(cf.data_dir)))
+        ret = error("out of memory");
+    free(err);
+    free(path);
+    config_release(&cf);
+    return ret;
+}
+
 int qctx_open_store(qctx *c)
 {
-    if (c->data_opt && *c->data_opt) {
-        c->data_dir = strdup(c->data_opt);
-    } else {
-        c->data_dir = cdx_store_default_dir();
-        if (!c->data_dir)
-            return usage_error(c->self, "no data directory: pass --data DIR or set CLIPDEX_DATA");
-    }
-    if (!c->data_dir) return error("out of memory");
+    int ret;
+    if ((ret = choose_data_dir(c)) != 0) return ret;
     if (cdx_store_open(c->data_dir, NULL, &c->store) != CDX_OK) return error("%s", cdx_last_error());
     return 0;
 }
@@ -238,11 +258,13 @@ static int is_model_dir(const char *dir)
     return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
-/* The model directory: --model, $CLIPDEX_MODEL, then the store's current
- * model.  Heap string or NULL (message printed). */
+/* The model directory: --model, $CLIPDEX_MODEL, the model the store was
+ * last indexed with (its vector space is the one with vectors), then
+ * clipdex.conf's (resolve_model_dir).  Heap string or NULL (message
+ * printed). */
 static char *choose_model_dir(qctx *c)
 {
-    const char *env = getenv("CLIPDEX_MODEL");
+    const char *env = getenv("CLIPDEX_MODEL"), *conf;
     cdx_store_model_info *mi = NULL;
     size_t n = 0;
     char *dir = NULL;
@@ -254,7 +276,7 @@ static char *choose_model_dir(qctx *c)
             if (mi[i].current && mi[i].dir && is_model_dir(mi[i].dir)) dir = strdup(mi[i].dir);
         cdx_store_models_free(mi, n);
     }
-    if (!dir) resolve_model_dir(NULL); /* prints how to get one */
+    if (!dir && (conf = resolve_model_dir(NULL))) dir = strdup(conf); /* else it said how to get one */
     return dir;
 }
 

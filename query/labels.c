@@ -336,7 +336,8 @@ int labelset_add_file(labelset *s, const char *path, char *err, size_t err_n)
             goto cleanup;
         }
         if (r == 1) {
-            snprintf(err, err_n, "%s:%zu: label '%.*s' given twice", path, lineno, (int)flen[0], field[0]);
+            snprintf(err, err_n, "%s:%zu: label '%.*s' is already in the set (given twice, or by a preset)",
+                     path, lineno, (int)flen[0], field[0]);
             goto cleanup;
         }
         any = 1;

@@ -51,6 +51,8 @@ const cdx_cmd cdx_commands[] = {
      "what the index holds and what clipdexd is doing"},
     {"check", cmd_check, "clipdex check [--data DIR] [--repair]",
      "verify (and repair) the index store"},
+    {"info", cmd_info, "clipdex info [--format table|json] [--probe] IMAGE...",
+     "format, size, orientation, date, camera and GPS of image files"},
     {"help", cmd_help, "clipdex help [COMMAND]", "show help for a command"},
     {NULL, NULL, NULL, NULL},
 };

@@ -8,8 +8,11 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # Build: compiler, pkg-config, libraries.  Tests: prove (perl), python3 with
-# torch/numpy/PIL for the independent reference, valgrind, inotify-tools.
+# torch/numpy/PIL for the independent reference, valgrind, inotify-tools,
+# clang with its sanitizer and libFuzzer runtimes (the image layer's
+# sanitizer pass and fuzz smoke run in make check; make fuzz).
 PKGS="build-essential pkg-config perl ca-certificates curl dpkg-dev
+  clang libclang-rt-14-dev
   libopenblas-dev libcjson-dev libutf8proc-dev libzip-dev
   libjpeg62-turbo-dev libturbojpeg0-dev libpng-dev libexif-dev
   libwebp-dev libheif-dev libtiff-dev libgif-dev
@@ -52,12 +55,15 @@ else
     mkdir -p "$APT_DIR/sources.list.d" "$APT_DIR/lists/partial" \
         "$APT_DIR/cache/archives/partial" "$APT_DIR/src"
     # The same mirror as the machine's own configuration (it may be a
-    # snapshot or a local mirror), else the public one.
+    # snapshot or a local mirror).
     MIRROR=$(sed -n 's|^URIs:[[:space:]]*\([^[:space:]]*/debian\)/*[[:space:]]*$|\1|p' \
         /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n 1)
     [ -n "$MIRROR" ] || MIRROR=$(sed -n 's|^deb[[:space:]].*[[:space:]]\(https\{0,1\}://[^[:space:]]*/debian\)/*[[:space:]].*|\1|p' \
         /etc/apt/sources.list 2>/dev/null | head -n 1)
-    [ -n "$MIRROR" ] || MIRROR=http://deb.debian.org/debian
+    [ -n "$MIRROR" ] || {
+        echo "deps: no Debian mirror found in /etc/apt/sources.list(.d); cannot fetch the faiss source" >&2
+        exit 1
+    }
     echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR bookworm main" \
         > "$APT_DIR/sources.list"
     APT_OPTS="-o Dir::Etc::sourcelist=$APT_DIR/sources.list

@@ -77,6 +77,16 @@ class Tap:
         return 1 if self.failed else 0
 
 
+def clean_env():
+    """The environment without the user's clipdex settings (a developer's
+    clipdex.conf or CLIPDEX_* must not leak into the tests)."""
+    e = dict(os.environ)
+    for k in ("CLIPDEX_MODEL", "CLIPDEX_DATA", "CLIPDEX_DEBUG"):
+        e.pop(k, None)
+    e["XDG_CONFIG_HOME"] = os.path.join(ROOT, "build", "no-such-config-dir")
+    return e
+
+
 SAN_ERRORS = []
 SAN_MARKS = (b"ERROR: AddressSanitizer", b"ERROR: LeakSanitizer", b"runtime error:", b"SUMMARY: UndefinedBehavior")
 
@@ -95,9 +105,7 @@ def run(*args, env=None, data=None, model=TINY, stdin=None):
     if model:
         cmd += ["--model", model]
     cmd += list(args[1:])
-    e = dict(os.environ)
-    e.pop("CLIPDEX_MODEL", None)
-    e.pop("CLIPDEX_DATA", None)
+    e = clean_env()
     if env:
         e.update(env)
     return sanitizer_check(subprocess.run(cmd, capture_output=True, env=e, input=stdin), " ".join(cmd))
@@ -261,7 +269,7 @@ def index(lib, data, model=TINY, manifest=None, files=None, mkstore=False):
     """Index lib (or just files) into data.  Returns the CompletedProcess."""
     if use_index_command() and not files and not mkstore:
         return sanitizer_check(subprocess.run([CLIPDEX, "index", "--data", data, "--model", model, lib],
-                                              capture_output=True), "clipdex index")
+                                              capture_output=True, env=clean_env()), "clipdex index")
     if files is None:
         files = []
         for d, _, fs in os.walk(lib):

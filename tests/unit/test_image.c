@@ -5,8 +5,9 @@
  *     group laws (rotating 4 times, mirroring twice = identity);
  *   - EXIF orientation applied on decode (JPEG APP1, PNG eXIf, the TIFF
  *     Orientation tag), metadata reported as stored;
- *   - JPEG DCT scaling picks the smallest scale whose short side is still
- *     >= min_side, and fast preprocessing stays close to exact;
+ *   - JPEG DCT scaling picks the smallest power-of-two scale whose short
+ *     side is still >= 2 * min_side, and fast preprocessing stays close
+ *     to exact;
  *   - limits (pixels, file size) before allocation, metadata-only probes,
  *     outputs untouched on failure, one-line messages naming the file;
  *   - TIFF decoding on several threads at once (libtiff's handlers are
@@ -342,9 +343,11 @@ int main(void)
         uint8_t *pic = picture(W, H);
         size_t n;
         uint8_t *j = make_jpeg(pic, W, H, 6, &n);
+        /* the smallest of 1/8, 1/4, 1/2 with short side >= 2 * min_side */
         static const struct { uint32_t min_side, w, h; } cases[] = {
-            {224, 500, 375}, {375, 500, 375}, {376, 750, 563}, {1125, 1500, 1125},
-            {1126, 1750, 1313}, {1500, 2000, 1500}, {1501, 2000, 1500}, {0, 2000, 1500},
+            {94, 250, 188}, {95, 500, 375}, {187, 500, 375}, {188, 1000, 750},
+            {224, 1000, 750}, {375, 1000, 750}, {376, 2000, 1500}, {5000, 2000, 1500},
+            {0, 2000, 1500},
         };
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
             cdx_decode_opts o = {.min_side = cases[i].min_side};
@@ -366,7 +369,7 @@ int main(void)
         img2 = (cdx_image){0};
         cdx_status s1 = cdx_image_decode_mem(j, n, "big.jpg", &of, &img, NULL);
         cdx_status s2 = cdx_image_decode_mem(j, n, "big.jpg", &oe, &img2, NULL);
-        ok(s1 == CDX_OK && s2 == CDX_OK && img.width == 375 && img.height == 500 &&
+        ok(s1 == CDX_OK && s2 == CDX_OK && img.width == 750 && img.height == 1000 &&
            img2.width == 1500 && img2.height == 2000,
            "orientation 6 with DCT scaling: %ux%u (full %ux%u)", img.width, img.height,
            img2.width, img2.height);
