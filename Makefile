@@ -9,8 +9,12 @@
 #   make bench       benchmarks (numbers, never pass/fail)
 #   make install PREFIX=/usr/local
 #
-# Variables: WERROR=0 drops -Werror; SAN=1 builds with sanitizers into
-# build-asan/ (used by asan-check); O=... overrides the optimisation level.
+#   make tsan-check  the threaded engine tests (pool, kernels, tokenizer)
+#                    under ThreadSanitizer
+#
+# Variables: WERROR=0 drops -Werror; SAN=1 builds with ASan+UBSan into
+# build-asan/ (used by asan-check), SAN=thread with TSan into build-tsan/;
+# O=... overrides the optimisation level.
 
 PREFIX ?= /usr/local
 CC ?= cc
@@ -22,6 +26,9 @@ PYTHON ?= /usr/bin/python3
 ifeq ($(SAN),1)
 BUILD ?= build-asan
 SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else ifeq ($(SAN),thread)
+BUILD ?= build-tsan
+SANFLAGS = -fsanitize=thread
 else
 BUILD ?= build
 SANFLAGS =
@@ -148,6 +155,10 @@ check: tests-build testdata
 asan-check:
 	$(MAKE) SAN=1 check
 
+tsan-check:
+	$(MAKE) SAN=thread build-tsan/tests/test_kernels build-tsan/tests/test_tokenizer
+	prove -f build-tsan/tests/test_kernels build-tsan/tests/test_tokenizer
+
 deps:
 	scripts/deps.sh
 
@@ -172,7 +183,7 @@ install: all
 clean:
 	rm -rf build build-asan bin
 
-.PHONY: all check asan-check deps demo bench install clean tests-build testdata FORCE
+.PHONY: all check asan-check tsan-check deps demo bench install clean tests-build testdata FORCE
 -include $(O_CORE:.o=.d) $(O_QUERY:.o=.d) $(O_INDEXER:.o=.d)
 
 # ---- bench/: benchmark programs (not tests) ----

@@ -20,7 +20,13 @@
 #include "kernels.h"
 #include "pool.h"
 
+/* ThreadSanitizer crashes in ifunc resolvers (they run before its
+ * runtime is up), so a TSan build gets the baseline version only. */
+#ifdef __SANITIZE_THREAD__
+#define CLONES
+#else
 #define CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
+#endif
 
 int cdx_kernels_reference(void)
 {
