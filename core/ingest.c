@@ -221,14 +221,19 @@ static cdx_status decode(const uint8_t *data, size_t size, const char *name,
     st = fmt->decode(&c);
     if (st) goto fail;
 
-    if (c.exif) cdx_exif_parse(c.exif, c.exif_len, &m, &raw);
+    if (c.exif) {
+        int had_warning = m.warning[0] != '\0';
+        cdx_exif_parse(c.exif, c.exif_len, &m, &raw);
+        if (!had_warning && m.warning[0]) CDX_WARN("%s: %s", name, m.warning);
+    }
     if (raw == 0) raw = c.orientation; /* the TIFF tag, when no EXIF said */
     if (c.oriented) raw = 0;           /* HEIF: part of the image already */
     if (raw >= 1 && raw <= 8) {
         m.orientation = raw;
-    } else if (raw != 0 && !m.warning[0]) {
-        snprintf(m.warning, sizeof m.warning, "invalid EXIF Orientation %d (ignored)", raw);
-        CDX_WARN("%s: %s", name, m.warning);
+    } else if (raw != 0) {
+        CDX_WARN("%s: invalid EXIF Orientation %d (ignored)", name, raw);
+        if (!m.warning[0])
+            snprintf(m.warning, sizeof m.warning, "invalid EXIF Orientation %d (ignored)", raw);
     }
     snprintf(m.format, sizeof m.format, "%s", fmt->name);
     m.width = c.width;
