@@ -91,12 +91,6 @@ UNIT_TESTS += test_phash
 UNIT_TESTS += test_image test_exif test_image_fast
 UNIT_TESTS += test_store_f16 test_store_scan test_store test_store_schema
 
-# TEMPORARY while modules are being written in parallel: skip sources that
-# do not exist yet.  Remove before the first release.
-CORE_OBJS := $(filter $(patsubst %.c,%.o,$(wildcard core/*.c)),$(CORE_OBJS))
-QUERY_OBJS := $(filter $(patsubst %.c,%.o,$(wildcard query/*.c)),$(QUERY_OBJS))
-UNIT_TESTS := $(filter $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/*.c)),$(UNIT_TESTS))
-
 LIB = $(BUILD)/libclipdex.a
 O_CORE = $(addprefix $(BUILD)/,$(CORE_OBJS))
 O_QUERY = $(addprefix $(BUILD)/,$(QUERY_OBJS) $(QUERY_IDX_OBJS))
