@@ -108,7 +108,8 @@ $(BUILD)/%.o: %.c $(BUILD)/.flags
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 # The compute kernels are written to be vectorised: -O3 and OpenMP's simd
-# pragmas (no OpenMP runtime is linked; see core/pool.h for why).
+# pragmas; they never call the OpenMP runtime (libgomp is linked only for
+# FAISS's own code; core/pool.h says why our threads are our own).
 $(BUILD)/core/kernels.o $(BUILD)/core/linear.o: KFLAGS = -O3 -fopenmp-simd
 $(BUILD)/core/kernels.o $(BUILD)/core/linear.o: $(BUILD)/%.o: %.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
