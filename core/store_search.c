@@ -294,7 +294,9 @@ cdx_status cdx_store_search(cdx_store *s, const float *query, size_t k, const cd
             cdx_file_info fi;
             cdx_store_row_to_info(fq, &fi);
             if ((st = cdx_file_info_copy(&fi, &hits[n_h].file)) != CDX_OK) goto cleanup;
-            hits[n_h].score = vh[i].score;
+            /* Stored vectors are float16-rounded, so an image's cosine to
+             * itself can come out as 1.0001: a cosine is at most 1. */
+            hits[n_h].score = vh[i].score > 1.0f ? 1.0f : vh[i].score;
             n_h++;
         }
         if (n_h < k && rc != SQLITE_DONE) {
