@@ -11,7 +11,6 @@ later completed, progress output (plain lines without a terminal, a bar on
 one), a model change re-embedding everything, and `clipdex check` after
 every run.
 """
-import importlib.util
 import os
 import pty
 import re
@@ -21,15 +20,9 @@ import subprocess
 import sys
 
 
-def load_lib():
-    here = os.path.dirname(os.path.abspath(__file__))
-    spec = importlib.util.spec_from_file_location("lib50", os.path.join(here, "50-lib.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import daemonlib as lib  # noqa: E402  (tests/cli/daemonlib.py)
 
-
-lib = load_lib()
 tap = lib.Tap()
 lib.need_prereqs(tap)
 ok = tap.ok

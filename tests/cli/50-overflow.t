@@ -12,21 +12,14 @@ Watch limit: with [watch] max_watches below the number of directories
 the daemon warns, keeps the rest unwatched, and finds new files there by
 periodic rescans ([watch] rescan_interval).
 """
-import importlib.util
 import os
 import signal
 import sys
 
 
-def load_lib():
-    here = os.path.dirname(os.path.abspath(__file__))
-    spec = importlib.util.spec_from_file_location("lib50", os.path.join(here, "50-lib.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import daemonlib as lib  # noqa: E402  (tests/cli/daemonlib.py)
 
-
-lib = load_lib()
 tap = lib.Tap()
 lib.need_prereqs(tap)
 ok = tap.ok

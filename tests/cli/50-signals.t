@@ -8,21 +8,14 @@ of indexing exits 0 within 5 seconds with a consistent store; SIGKILL at
 several moments leaves a store that `clipdex check` passes, and a restart
 finishes the work with every file indexed exactly once.
 """
-import importlib.util
 import os
 import signal
 import sys
 
 
-def load_lib():
-    here = os.path.dirname(os.path.abspath(__file__))
-    spec = importlib.util.spec_from_file_location("lib50", os.path.join(here, "50-lib.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import daemonlib as lib  # noqa: E402  (tests/cli/daemonlib.py)
 
-
-lib = load_lib()
 tap = lib.Tap()
 lib.need_prereqs(tap)
 ok = tap.ok

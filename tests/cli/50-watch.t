@@ -9,7 +9,6 @@ completed later; a file written slowly while open; hostile files (logged,
 recorded, the daemon goes on); a second instance refused; a root deleted
 and recreated; `clipdex check` while the daemon runs, and after SIGTERM.
 """
-import importlib.util
 import os
 import shutil
 import signal
@@ -17,15 +16,9 @@ import sys
 import time
 
 
-def load_lib():
-    here = os.path.dirname(os.path.abspath(__file__))
-    spec = importlib.util.spec_from_file_location("lib50", os.path.join(here, "50-lib.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import daemonlib as lib  # noqa: E402  (tests/cli/daemonlib.py)
 
-
-lib = load_lib()
 tap = lib.Tap()
 lib.need_prereqs(tap)
 ok = tap.ok

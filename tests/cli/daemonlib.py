@@ -1,9 +1,9 @@
-"""50-lib.py - helpers shared by the clipdexd tests (tests/cli/50-*.t).
+"""daemonlib.py - helpers shared by the clipdexd tests (tests/cli/50-*.t).
 
-Not a test itself (prove runs *.t only).  The tests load it with
-importlib (the name has a dash so it sorts with them):
+Not a test itself (prove runs *.t only).  The tests import it:
 
-    lib = load_lib()   # see the top of each 50-*.t
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import daemonlib as lib
 
 What it gives: TAP output (ok/diag/done), a temporary tree, a Daemon that
 starts clipdexd with a generated configuration and a log file, reads of the
