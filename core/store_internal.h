@@ -184,4 +184,17 @@ int64_t cdx_topk(const float *scores, int64_t n, int64_t k, float *out_s, int64_
 /* The training threshold for a factory string. */
 int64_t cdx_vindex_train_min(const char *factory, int64_t configured);
 
+/* Is x in v[0..n), sorted ascending?  Binary search (ids, tombstones). */
+static inline int cdx_sorted_has(const int64_t *v, size_t n, int64_t x)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (v[mid] < x) lo = mid + 1;
+        else if (v[mid] > x) hi = mid;
+        else return 1;
+    }
+    return 0;
+}
+
 #endif

@@ -102,18 +102,6 @@ cleanup:
     return CDX_OK;
 }
 
-static int has_id(const int64_t *v, size_t n, int64_t x)
-{
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (v[mid] < x) lo = mid + 1;
-        else if (v[mid] > x) hi = mid;
-        else return 1;
-    }
-    return 0;
-}
-
 /* Exact scores of the candidate vectors, best first. */
 static cdx_status score_exact(cdx_store *s, const float *q, const int64_t *ids, size_t n,
                               vhit **out, size_t *n_out)
@@ -196,7 +184,7 @@ static cdx_status score_faiss(cdx_store *s, const float *q, size_t want, const i
         if ((st = cdx_vindex_search(s->vx, q, kk, d, l, &got)) != CDX_OK) goto cleanup;
         k = 0;
         for (int64_t i = 0; i < got; i++)
-            if (!cand || has_id(cand, n_cand, l[i])) k++;
+            if (!cand || cdx_sorted_has(cand, n_cand, l[i])) k++;
         if (k >= want || kk >= ntot) break;
         kk *= 4;
     }
@@ -207,7 +195,7 @@ static cdx_status score_faiss(cdx_store *s, const float *q, size_t want, const i
     }
     k = 0;
     for (int64_t i = 0; i < got; i++)
-        if (!cand || has_id(cand, n_cand, l[i])) {
+        if (!cand || cdx_sorted_has(cand, n_cand, l[i])) {
             h[k].id = l[i];
             h[k].score = d[i];
             k++;

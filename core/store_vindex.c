@@ -206,18 +206,6 @@ static void id_map(const cdx_vindex *vx, const int64_t **ids, size_t *n)
     *n = k;
 }
 
-static int in_sorted(const int64_t *v, size_t n, int64_t x)
-{
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (v[mid] < x) lo = mid + 1;
-        else if (v[mid] > x) hi = mid;
-        else return 1;
-    }
-    return 0;
-}
-
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -229,14 +217,14 @@ static int where(const cdx_vindex *vx, int64_t id)
 {
     const int64_t *ids;
     size_t n;
-    if (vx->base_n && in_sorted(vx->base_ids, (size_t)vx->base_n, id)) return 1;
+    if (vx->base_n && cdx_sorted_has(vx->base_ids, (size_t)vx->base_n, id)) return 1;
     id_map(vx, &ids, &n);
-    return in_sorted(ids, n, id) ? 2 : 0;
+    return cdx_sorted_has(ids, n, id) ? 2 : 0;
 }
 
 static int is_live(const cdx_vindex *vx, int64_t id)
 {
-    return where(vx, id) && !in_sorted(vx->tomb, vx->n_tomb, id);
+    return where(vx, id) && !cdx_sorted_has(vx->tomb, vx->n_tomb, id);
 }
 
 /* The largest id ever added (0 when empty). */
@@ -258,9 +246,9 @@ cdx_status cdx_vindex_ids(const cdx_vindex *vx, int64_t **out, size_t *n_out)
     int64_t *v = malloc(((size_t)vx->base_n + n + 1) * sizeof *v);
     if (!v) return cdx_fail(CDX_ERR_NOMEM, "out of memory");
     for (int64_t i = 0; i < vx->base_n; i++)
-        if (!in_sorted(vx->tomb, vx->n_tomb, vx->base_ids[i])) v[k++] = vx->base_ids[i];
+        if (!cdx_sorted_has(vx->tomb, vx->n_tomb, vx->base_ids[i])) v[k++] = vx->base_ids[i];
     for (size_t i = 0; i < n; i++)
-        if (!in_sorted(vx->tomb, vx->n_tomb, ids[i])) v[k++] = ids[i];
+        if (!cdx_sorted_has(vx->tomb, vx->n_tomb, ids[i])) v[k++] = ids[i];
     qsort(v, k, sizeof *v, cmp_i64);
     *out = v;
     *n_out = k;
@@ -821,7 +809,7 @@ static cdx_status read_file(cdx_store *s, const char *path, int64_t model_id, in
                 goto cleanup;
             }
         for (size_t i = 0; i < vx->n_tomb; i++)
-            if ((i && vx->tomb[i] <= vx->tomb[i - 1]) || !in_sorted(ids, n, vx->tomb[i])) {
+            if ((i && vx->tomb[i] <= vx->tomb[i - 1]) || !cdx_sorted_has(ids, n, vx->tomb[i])) {
                 *why = "bad tombstones";
                 goto cleanup;
             }
@@ -1087,7 +1075,7 @@ static cdx_status merge_flat(const cdx_vindex *vx, cdx_vindex **out)
     for (int64_t i = 0; i < vx->base_n;) {
         /* runs of live rows go in with one call each */
         int64_t j = i;
-        while (j < vx->base_n && !in_sorted(vx->tomb, vx->n_tomb, vx->base_ids[j])) j++;
+        while (j < vx->base_n && !cdx_sorted_has(vx->tomb, vx->n_tomb, vx->base_ids[j])) j++;
         if (j > i && faiss_Index_add_with_ids(m->idx, j - i, vx->base_xb + i * vx->dim,
                                               vx->base_ids + i) != 0) {
             st = faiss_fail("add");
@@ -1191,7 +1179,7 @@ static cdx_status flat_part(const cdx_vindex *vx, const float *xb, const int64_t
     m = cdx_topk(all, n, k2, ts, tp);
     for (int64_t i = 0; i < m && g < kk; i++) {
         int64_t id = ids[tp[i]];
-        if (in_sorted(vx->tomb, vx->n_tomb, id)) continue;
+        if (cdx_sorted_has(vx->tomb, vx->n_tomb, id)) continue;
         s[g] = ts[i];
         l[g] = id;
         g++;
@@ -1270,7 +1258,7 @@ cdx_status cdx_vindex_search(cdx_vindex *vx, const float *q, int64_t k, float *s
         return faiss_fail("search");
     }
     for (int64_t i = 0; i < kk && n < k; i++) {
-        if (l[i] < 0 || in_sorted(vx->tomb, vx->n_tomb, l[i])) continue;
+        if (l[i] < 0 || cdx_sorted_has(vx->tomb, vx->n_tomb, l[i])) continue;
         scores[n] = d[i];
         labels[n] = l[i];
         n++;
@@ -1317,7 +1305,7 @@ cdx_status cdx_vindex_range(cdx_vindex *vx, const float *q, float min_score, int
             }
             cdx_scan_ip(parts_xb[p], parts_n[p], vx->dim, q, all);
             for (int64_t i = 0; i < parts_n[p]; i++)
-                if (all[i] >= min_score && !in_sorted(vx->tomb, vx->n_tomb, parts_ids[p][i])) {
+                if (all[i] >= min_score && !cdx_sorted_has(vx->tomb, vx->n_tomb, parts_ids[p][i])) {
                     v[n].id = parts_ids[p][i];
                     v[n].score = all[i];
                     n++;
@@ -1341,7 +1329,7 @@ cdx_status cdx_vindex_range(cdx_vindex *vx, const float *q, float min_score, int
             goto cleanup;
         }
         for (size_t i = lims[0]; i < lims[1]; i++) {
-            if (lab[i] < 0 || in_sorted(vx->tomb, vx->n_tomb, lab[i])) continue;
+            if (lab[i] < 0 || cdx_sorted_has(vx->tomb, vx->n_tomb, lab[i])) continue;
             v[n].id = lab[i];
             v[n].score = dis[i];
             n++;
