@@ -63,7 +63,7 @@ CORE_OBJS += core/config.o core/model.o core/kernels.o core/linear.o core/pool.o
 CORE_OBJS += core/image.o core/resample.o core/preprocess.o core/phash.o core/ingest.o
 CORE_OBJS += core/image_exif.o core/image_orient.o core/image_webp.o core/image_heif.o
 CORE_OBJS += core/image_tiff.o core/image_gif.o
-CORE_OBJS += core/hash.o core/store.o core/store_vindex.o core/store_search.o core/store_check.o core/store_scan.o
+CORE_OBJS += core/hash.o core/store.o core/store_vindex.o core/store_search.o core/store_check.o core/store_scan.o core/store_join.o
 
 # ---- query/: the clipdex command ----
 QUERY_OBJS  = query/main.o query/util.o

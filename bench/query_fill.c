@@ -3,7 +3,10 @@
  * random unit vectors in the vector space of a given model (its real
  * store key, so `clipdex search --model DIR` finds them), random 64-bit
  * pHashes of which about 2% are near copies of the previous file's (a few
- * bits flipped, so dupes has groups to find), and plausible metadata.
+ * bits flipped, so dupes has groups to find), vectors of which another 2%
+ * are near copies of the previous file's (noise of norm 0.2 added, cosine
+ * about 0.98, so semantic dupes has pairs to find), and plausible
+ * metadata.
  * The same vectors go to a .npy file (float32, N x E, C order) for the
  * Python baseline.
  *
@@ -93,9 +96,18 @@ int main(int argc, char **argv)
         char content[64];
         double ss = 0;
         if (i % 5000 == 0 && cdx_store_begin(s) != CDX_OK) goto fail;
-        for (int d = 0; d < E; d++) {
-            v[d] = gauss();
-            ss += (double)v[d] * v[d];
+        if (i % 50 == 24) {
+            /* v is still the previous vector (unit length): add noise of
+             * norm ~0.2 */
+            for (int d = 0; d < E; d++) {
+                v[d] += (float)(0.2 / sqrt(E)) * gauss();
+                ss += (double)v[d] * v[d];
+            }
+        } else {
+            for (int d = 0; d < E; d++) {
+                v[d] = gauss();
+                ss += (double)v[d] * v[d];
+            }
         }
         for (int d = 0; d < E; d++) v[d] = (float)(v[d] / sqrt(ss));
         fwrite(v, sizeof(float), (size_t)E, npy);

@@ -598,6 +598,16 @@ cdx_status cdx_store_range_search(cdx_store *s, const float *query, float min_sc
                                   size_t max_results, int64_t **ids, float **scores,
                                   size_t *n);
 
+/* Every pair among the vectors ids[0..n) (distinct ids of the current
+ * model) whose cosine is >= min_score, each unordered pair once, as
+ * indexes into ids (a < b) with the score.  Exact whatever the index type
+ * (the stored vectors are multiplied tile by tile; far faster than one
+ * range search per vector).  fn runs on the calling thread; returning
+ * non-zero from it stops the walk (the call still returns CDX_OK). */
+typedef int (*cdx_pair_fn)(void *user, size_t a, size_t b, float score);
+cdx_status cdx_store_similar_pairs(cdx_store *s, const int64_t *ids, size_t n, float min_score,
+                                   cdx_pair_fn fn, void *user);
+
 /* A stored vector (E floats, normalised, float16-rounded). */
 cdx_status cdx_store_get_vector(cdx_store *s, int64_t vector_id, float *out);
 

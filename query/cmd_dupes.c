@@ -16,7 +16,8 @@
  * Visual pairs come from a multi-index hash over the distinct pHashes
  * (see pair_visual): no pair of the whole library is ever compared
  * blindly, so 100k images take well under a second.  Semantic pairs come
- * from the store's FAISS range search, one query per distinct vector.
+ * from the store's similarity self-join over the distinct vectors
+ * (cdx_store_similar_pairs: tiled matrix products, exact).
  *
  * Best copy: most pixels, then the largest file, then the oldest (taken
  * at, else modified), then the path, for a stable order.
@@ -225,7 +226,7 @@ cleanup:
     return ret;
 }
 
-/* ---- semantic: FAISS range search per distinct vector ---- */
+/* ---- semantic: the store's similarity self-join over distinct vectors ---- */
 
 static int cmp_by_vector(const void *a, const void *b, void *ctx)
 {
@@ -234,52 +235,55 @@ static int cmp_by_vector(const void *a, const void *b, void *ctx)
     return (x > y) - (x < y);
 }
 
+struct semantic {
+    struct entry *e;
+    const int32_t *first;   /* distinct vector -> its first file */
+};
+
+static int semantic_pair(void *user, size_t a, size_t b, float score)
+{
+    const struct semantic *sm = user;
+    (void)score;
+    unite(sm->e, sm->first[a], sm->first[b]);
+    return 0;
+}
+
 static int pair_semantic(struct dupes *d)
 {
-    int32_t *ord = NULL;
-    float *v = NULL;
-    size_t n = 0;
+    int32_t *ord = NULL, *first = NULL;
+    int64_t *vids = NULL;
+    size_t n = 0, nv = 0;
     int ret = EXIT_ERROR;
 
-    if (!(ord = malloc((d->n + 1) * sizeof *ord)) || !(v = malloc((size_t)d->c.dim * sizeof *v))) {
+    if (!(ord = malloc((d->n + 1) * sizeof *ord)) || !(first = malloc((d->n + 1) * sizeof *first)) ||
+        !(vids = malloc((d->n + 1) * sizeof *vids))) {
         error("out of memory");
         goto cleanup;
     }
+    /* Only files that passed the filters are here; files sharing a
+     * vector are one group at once, and each distinct vector joins once. */
     for (size_t i = 0; i < d->n; i++)
         if (d->e[i].fi.vector_id && d->e[i].fi.model_id == d->c.model_id) ord[n++] = (int32_t)i;
     qsort_r(ord, n, sizeof *ord, cmp_by_vector, d->e);
     for (size_t i = 0; i < n; i++) {
-        int64_t vid = d->e[ord[i]].fi.vector_id, *ids = NULL;
-        float *scores = NULL;
-        size_t nr = 0;
-        if (i && vid == d->e[ord[i - 1]].fi.vector_id) {
-            unite(d->e, ord[i - 1], ord[i]);
+        int64_t vid = d->e[ord[i]].fi.vector_id;
+        if (nv && vid == vids[nv - 1]) {
+            unite(d->e, first[nv - 1], ord[i]);
             continue;
         }
-        if (cdx_store_get_vector(d->c.store, vid, v) != CDX_OK ||
-            cdx_store_range_search(d->c.store, v, (float)d->cosine, 0, &ids, &scores, &nr) != CDX_OK) {
-            error("%s", cdx_last_error());
-            goto cleanup;
-        }
-        for (size_t r = 0; r < nr; r++) {
-            /* binary search the files of vector ids[r] (only those that
-             * passed the filters are in ord) */
-            size_t lo = 0, hi = n;
-            if (ids[r] == vid) continue;
-            while (lo < hi) {
-                size_t mid = lo + (hi - lo) / 2;
-                if (d->e[ord[mid]].fi.vector_id < ids[r]) lo = mid + 1;
-                else hi = mid;
-            }
-            if (lo < n && d->e[ord[lo]].fi.vector_id == ids[r]) unite(d->e, ord[i], ord[lo]);
-        }
-        free(ids);
-        free(scores);
+        vids[nv] = vid;
+        first[nv++] = ord[i];
+    }
+    struct semantic sm = {d->e, first};
+    if (cdx_store_similar_pairs(d->c.store, vids, nv, (float)d->cosine, semantic_pair, &sm) != CDX_OK) {
+        error("%s", cdx_last_error());
+        goto cleanup;
     }
     ret = 0;
 cleanup:
     free(ord);
-    free(v);
+    free(first);
+    free(vids);
     return ret;
 }
 

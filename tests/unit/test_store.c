@@ -3,6 +3,7 @@
  * identical content, removal, renames, model separation, filters, the
  * reader/writer protocol, the FAISS cache (missing, truncated, corrupt,
  * stale), index types with and without removal/training, range search,
+ * the similarity self-join against brute force,
  * moderation/meta/stats and check/repair.
  *
  * Vectors are made up: a seeded generator per "content", dimension 16 or
@@ -773,6 +774,136 @@ static void test_misc(void)
        "IDMap in the index type refused");
 }
 
+/* ---- the similarity self-join (cdx_store_similar_pairs) ---- */
+
+struct vid_list {
+    int64_t v[2048];
+    size_t n;
+};
+
+static int vid_cb(const cdx_file_info *fi, void *user)
+{
+    struct vid_list *l = user;
+    if (l->n < sizeof l->v / sizeof l->v[0]) l->v[l->n++] = fi->vector_id;
+    return 0;
+}
+
+struct got_pairs {
+    size_t n_ids;
+    unsigned char *seen;    /* n_ids x n_ids: 1 = reported */
+    float *score;
+    int bad_order, twice, calls, stop_after;
+};
+
+static int pair_cb(void *user, size_t a, size_t b, float score)
+{
+    struct got_pairs *g = user;
+    g->calls++;
+    if (a >= b || b >= g->n_ids) {
+        g->bad_order++;
+        return 0;
+    }
+    if (g->seen[a * g->n_ids + b]) g->twice++;
+    g->seen[a * g->n_ids + b] = 1;
+    g->score[a * g->n_ids + b] = score;
+    return g->stop_after && g->calls >= g->stop_after;
+}
+
+/* Compare the join over ids with a brute-force double-precision loop over
+ * the same stored vectors.  Pairs within 1e-5 of the threshold may fall
+ * either way (float rounding) and are not counted. */
+static void join_vs_brute(cdx_store *s, const int64_t *ids, size_t n, float min, const char *what)
+{
+    float *x = malloc(n * DIM * sizeof *x);
+    struct got_pairs g = {n, calloc(n * n, 1), calloc(n * n, sizeof(float)), 0, 0, 0, 0};
+    size_t expect = 0, missing = 0, extra = 0, edge = 0;
+    double worst = 0;
+    int loaded = 1;
+    for (size_t i = 0; i < n && loaded; i++) loaded = cdx_store_get_vector(s, ids[i], x + i * DIM) == CDX_OK;
+    ok(loaded && cdx_store_similar_pairs(s, ids, n, min, pair_cb, &g) == CDX_OK, "%s: join runs", what);
+    for (size_t a = 0; a < n; a++)
+        for (size_t b = a + 1; b < n; b++) {
+            double d = 0;
+            for (int k = 0; k < DIM; k++) d += (double)x[a * DIM + k] * x[b * DIM + k];
+            int want = d >= min, got = g.seen[a * n + b];
+            if (fabs(d - min) < 1e-5) {
+                edge++;
+                continue;
+            }
+            expect += (size_t)want;
+            if (want && !got) missing++;
+            if (!want && got) extra++;
+            if (got && fabs(g.score[a * n + b] - d) > worst) worst = fabs(g.score[a * n + b] - d);
+        }
+    ok(expect > 0 && missing == 0 && extra == 0 && g.bad_order == 0 && g.twice == 0 && worst < 1e-5,
+       "%s: %zu pairs >= %.2f as brute force (missing %zu, extra %zu, misordered %d, twice %d, "
+       "max score error %.1e, %zu at the edge)",
+       what, expect, min, missing, extra, g.bad_order, g.twice, worst, edge);
+    free(x);
+    free(g.seen);
+    free(g.score);
+}
+
+static void test_similar_pairs(void)
+{
+    const char *dir = sub("join");
+    cdx_store *s = open_w(dir, "HNSW32,Flat", 0);
+    struct vid_list all = {.n = 0};
+    int64_t sub_ids[600];
+    size_t nsub = 0;
+
+    if (!s || cdx_store_use_model(s, &model_a, NULL) != CDX_OK) {
+        ok(0, "open join store: %s", cdx_last_error());
+        cdx_store_close(s);
+        return;
+    }
+    /* 1300 vectors: three tiles of 512 per side, the last one partial;
+     * every 13th is a near copy (small noise) of another one far away, so
+     * the pairs above a high threshold cross tiles. */
+    cdx_store_begin(s);
+    for (int i = 0; i < 1300; i++) {
+        char p[64];
+        snprintf(p, sizeof p, "/j/%04d.jpg", i);
+        if (i % 13 == 0) {
+            cdx_file_meta m;
+            float v[DIM], noise[DIM];
+            meta_of(&m, p, (uint64_t)i + 5000);
+            vec_of((uint64_t)((i * 37 + 5) % 1300) + 5000, DIM, v);
+            vec_of((uint64_t)i + 90000, DIM, noise);
+            for (int k = 0; k < DIM; k++) v[k] += 0.05f * noise[k];
+            if (cdx_store_put_file(s, &m, v, NULL) != CDX_OK) diag("put %s: %s", p, cdx_last_error());
+        } else {
+            put(s, p, (uint64_t)i + 5000, DIM);
+        }
+    }
+    cdx_store_commit(s);
+    ok(cdx_store_foreach_file(s, NULL, 0, vid_cb, &all) == CDX_OK && all.n == 1300,
+       "join: 1300 vectors stored");
+    join_vs_brute(s, all.v, all.n, 0.9f, "all 1300 (HNSW store: exact anyway)");
+    join_vs_brute(s, all.v, all.n, 0.6f, "all 1300, lower threshold");
+    /* A subset in a scrambled order: indexes refer to the given array. */
+    for (size_t i = 0; i < all.n && nsub < 600; i += 2) sub_ids[nsub++] = all.v[(i * 7) % all.n];
+    join_vs_brute(s, sub_ids, nsub, 0.7f, "a scrambled subset of 600");
+
+    struct got_pairs g = {all.n, calloc(all.n * all.n, 1), calloc(all.n * all.n, sizeof(float)), 0, 0, 0, 3};
+    cdx_status st = cdx_store_similar_pairs(s, all.v, all.n, 0.5f, pair_cb, &g);
+    ok(st == CDX_OK && g.calls == 3, "join: the callback stops the walk (%d calls)", g.calls);
+    g.calls = 0;
+    g.stop_after = 0;
+    ok(cdx_store_similar_pairs(s, all.v, 1, -1.0f, pair_cb, &g) == CDX_OK && g.calls == 0 &&
+           cdx_store_similar_pairs(s, all.v, 0, -1.0f, pair_cb, &g) == CDX_OK && g.calls == 0,
+       "join: one or no vector, no pairs");
+    ok(cdx_store_similar_pairs(s, all.v, 2, -1.0f, pair_cb, &g) == CDX_OK && g.calls == 1,
+       "join: two vectors at threshold -1, one pair");
+    int64_t bad[2] = {all.v[0], 999999};
+    st = cdx_store_similar_pairs(s, bad, 2, 0.5f, pair_cb, &g);
+    ok(st != CDX_OK && strstr(cdx_last_error(), "999999"),
+       "join: an unknown vector id is an error naming it (%s)", cdx_last_error());
+    free(g.seen);
+    free(g.score);
+    cdx_store_close(s);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/cdx-test-store-XXXXXX");
@@ -787,6 +918,7 @@ int main(void)
     test_filters();
     test_faiss_cache();
     test_index_types();
+    test_similar_pairs();
     test_misc();
     if (!tap_failed && !getenv("KEEP")) {
         char cmd[512];
