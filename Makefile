@@ -16,6 +16,7 @@
 # build-asan/ (used by asan-check), SAN=thread with TSan into build-tsan/;
 # O=... overrides the optimisation level.
 
+.DEFAULT_GOAL := all
 PREFIX ?= /usr/local
 CC ?= cc
 SAN ?= 0
@@ -53,7 +54,23 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -pthread -MMD -MP $(WARN) $(SANFLAGS) \
 # OpenMP: hence libgomp and libstdc++ after it.
 FAISS_C = build/faiss/libfaiss_c.a
 FAISS_A := $(firstword $(wildcard /usr/lib/*/libfaiss.a /usr/lib/libfaiss.a))
-LDLIBS = $(FAISS_C) $(FAISS_A) $(PKG_LIBS) -lgif -lgomp -lstdc++ -lm -pthread
+# Debian's libfaiss.a is built for baseline x86-64, so its distance
+# functions are scalar loops (95% of an HNSW build).  On x86-64 we link a
+# copy in which they are weak, and core/faiss_dist.c's vectorised ones
+# (under the same C++ names) take their place.
+ifeq ($(shell uname -m),x86_64)
+FAISS_W = build/faiss/libfaiss_fastdist.a
+FAISS_WEAK = _ZN5faiss18fvec_inner_productEPKfS1_m _ZN5faiss10fvec_L2sqrEPKfS1_m \
+	_ZN5faiss15fvec_norm_L2sqrEPKfm _ZN5faiss22fvec_inner_products_nyEPfPKfS2_mm \
+	_ZN5faiss13fvec_L2sqr_nyEPfPKfS2_mm
+$(FAISS_W): $(FAISS_A) Makefile
+	@mkdir -p $(dir $@)
+	objcopy $(addprefix --weaken-symbol=,$(FAISS_WEAK)) $(FAISS_A) $@.tmp && mv $@.tmp $@
+else
+FAISS_W = $(FAISS_A)
+endif
+FAISS_LIBS = $(FAISS_C) $(FAISS_W)
+LDLIBS = $(FAISS_C) $(FAISS_W) $(PKG_LIBS) -lgif -lgomp -lstdc++ -lm -pthread
 
 # ---- core/: the library, one line per module ----
 CORE_OBJS  = core/status.o
@@ -63,7 +80,7 @@ CORE_OBJS += core/config.o core/model.o core/kernels.o core/linear.o core/pool.o
 CORE_OBJS += core/image.o core/resample.o core/preprocess.o core/phash.o core/ingest.o
 CORE_OBJS += core/image_exif.o core/image_orient.o core/image_webp.o core/image_heif.o
 CORE_OBJS += core/image_tiff.o core/image_gif.o
-CORE_OBJS += core/hash.o core/store.o core/store_vindex.o core/store_search.o core/store_check.o core/store_scan.o core/store_join.o
+CORE_OBJS += core/hash.o core/store.o core/store_vindex.o core/store_search.o core/store_check.o core/store_scan.o core/store_join.o core/faiss_dist.o
 
 # ---- query/: the clipdex command ----
 QUERY_OBJS  = query/main.o query/util.o
@@ -89,7 +106,7 @@ UNIT_TESTS += test_kernels
 UNIT_TESTS += test_resample
 UNIT_TESTS += test_phash
 UNIT_TESTS += test_image test_exif test_image_fast
-UNIT_TESTS += test_store_f16 test_store_scan test_store test_store_schema
+UNIT_TESTS += test_store_f16 test_store_scan test_faiss_dist test_store test_store_schema
 
 LIB = $(BUILD)/libclipdex.a
 O_CORE = $(addprefix $(BUILD)/,$(CORE_OBJS))
@@ -182,7 +199,7 @@ clean:
 -include $(O_CORE:.o=.d) $(O_QUERY:.o=.d) $(O_INDEXER:.o=.d)
 
 # ---- bench/: benchmark programs (not tests) ----
-$(BUILD)/bench/%: bench/%.c $(LIB) $(BUILD)/.flags
+$(BUILD)/bench/%: bench/%.c $(LIB) $(BUILD)/.flags $(FAISS_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Wno-error -o $@ $< $(LIB) $(LDLIBS)
 
@@ -198,7 +215,7 @@ STORE_TOOLS = $(BUILD)/tests/tools/store_harness
 STORE_BENCH = $(BUILD)/bench/store_bench
 $(FAISS_C):
 	scripts/deps.sh
-$(BIN)/clipdex $(BIN)/clipdexd $(T_BINS) $(T_HELPERS) $(STORE_TOOLS) $(STORE_BENCH): $(FAISS_C)
+$(BIN)/clipdex $(BIN)/clipdexd $(T_BINS) $(T_HELPERS) $(STORE_TOOLS) $(STORE_BENCH): $(FAISS_LIBS)
 $(BUILD)/tests/tools/%: tests/tools/%.c $(LIB) $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
@@ -209,7 +226,7 @@ bench: $(STORE_BENCH)
 # and the demo (tests/tools/mkstore.c), and its benchmark's store filler ----
 QUERY_TOOLS = $(BUILD)/tests/tools/mkstore $(BUILD)/tests/tools/phash_files
 QUERY_BENCH = $(BUILD)/bench/query_fill
-$(QUERY_TOOLS) $(QUERY_BENCH): $(FAISS_C)
+$(QUERY_TOOLS) $(QUERY_BENCH): $(FAISS_LIBS)
 tests-build: $(QUERY_TOOLS)
 bench: $(QUERY_BENCH)
 
@@ -217,7 +234,7 @@ bench: $(QUERY_BENCH)
 # fuzzing, valgrind.  The shared corpus is $(CLIPDEX_SHARED)/corpus. ----
 CLIPDEX_SHARED ?= ../shared
 IMG_CORPUS = $(CLIPDEX_SHARED)/corpus
-$(BUILD)/tests/imgcheck: tests/fuzz/imgcheck.c $(LIB) $(BUILD)/.flags $(FAISS_C)
+$(BUILD)/tests/imgcheck: tests/fuzz/imgcheck.c $(LIB) $(BUILD)/.flags $(FAISS_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 tests-build: $(BUILD)/tests/imgcheck
@@ -276,7 +293,7 @@ valgrind-check: $(BUILD)/tests/imgcheck
 
 # bench/run-image.sh: decode + preprocess timings (fast, exact, Pillow).
 IMAGE_BENCH = $(BUILD)/bench/image_bench
-$(IMAGE_BENCH): $(FAISS_C)
+$(IMAGE_BENCH): $(FAISS_LIBS)
 bench: $(IMAGE_BENCH)
 
 .PHONY: fuzz fuzz-build valgrind-check

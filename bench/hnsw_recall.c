@@ -20,6 +20,8 @@
 #include <faiss/c_api/Index_c.h>
 #include <faiss/c_api/index_factory_c.h>
 
+#include "store_internal.h" /* cdx_faiss_dist_impl: FAISS's distance kernels */
+
 #define D 512
 #define K 10
 
@@ -69,6 +71,7 @@ int main(int argc, char **argv)
     FaissParameterSpace *ps = NULL;
     double t;
 
+    printf("FAISS distance kernels: %s\n", cdx_faiss_dist_impl());
     unit_vectors(x, n);
     unit_vectors(q, nq);
     if (faiss_index_factory(&flat, D, "Flat", METRIC_INNER_PRODUCT) ||

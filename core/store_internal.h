@@ -171,6 +171,13 @@ cdx_status cdx_vindex_ids(const cdx_vindex *vx, int64_t **ids, size_t *n);
  * cannot). */
 cdx_status cdx_vindex_reconstruct(const cdx_vindex *vx, int64_t id, float *out);
 
+/* ---- faiss_dist.c ---- */
+
+/* Which distance kernels FAISS runs on ("avx2", "scalar"; "faiss" where
+ * its own are kept).  Referencing it also links faiss_dist.o in ahead of
+ * libfaiss.a, which is what makes its definitions win. */
+const char *cdx_faiss_dist_impl(void);
+
 /* ---- store_scan.c ---- */
 
 /* scores[i] = xb[i] . q for the (n, d) row-major matrix xb; the AVX2 kernel

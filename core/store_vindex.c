@@ -327,6 +327,7 @@ static cdx_status make_index(const char *factory, int dim, cdx_vindex **out)
     snprintf(vx->built, sizeof vx->built, "%s", factory);
     snprintf(vx->wanted, sizeof vx->wanted, "%s", factory);
     if (faiss_Index_is_trained(vx->idx)) probe_remove(vx);
+    CDX_DEBUG("FAISS index %s (d=%d), distance kernels: %s", factory, dim, cdx_faiss_dist_impl());
     *out = vx;
     return CDX_OK;
 }
