@@ -1670,24 +1670,34 @@ cleanup:
     return st;
 }
 
-cdx_status cdx_store_get_vector(cdx_store *s, int64_t vector_id, float *out)
+cdx_status cdx_store_vector_read(cdx_store *s, int64_t vector_id, float *out, int *found)
 {
     sqlite3_stmt *q;
-    cdx_status st;
+    cdx_status st = CDX_OK;
     int rc;
-    if (!s || !s->model_id || !out) return cdx_fail(CDX_ERR_ARG, "cdx_store_get_vector: no model selected");
     q = cdx_store_stmt(s, ST_VECTOR_DATA, "SELECT data FROM vectors WHERE id = ? AND model_id = ?");
     if (!q) return CDX_ERR_STORE;
     sqlite3_bind_int64(q, 1, vector_id);
     sqlite3_bind_int64(q, 2, s->model_id);
     rc = sqlite3_step(q);
-    if (rc == SQLITE_DONE)
-        return cdx_fail(CDX_ERR_ARG, "vector %lld: not in the store (for this model)",
-                        (long long)vector_id);
-    if (rc != SQLITE_ROW) return cdx_store_sqlfail(s, "get vector");
-    st = cdx_vec_decode(sqlite3_column_blob(q, 0), (size_t)sqlite3_column_bytes(q, 0), s->dim, out);
+    *found = rc == SQLITE_ROW;
+    if (rc == SQLITE_ROW)
+        st = cdx_vec_decode(sqlite3_column_blob(q, 0), (size_t)sqlite3_column_bytes(q, 0), s->dim, out);
+    else if (rc != SQLITE_DONE)
+        st = cdx_store_sqlfail(s, "read vector");
     sqlite3_reset(q);
     return st;
+}
+
+cdx_status cdx_store_get_vector(cdx_store *s, int64_t vector_id, float *out)
+{
+    cdx_status st;
+    int found;
+    if (!s || !s->model_id || !out) return cdx_fail(CDX_ERR_ARG, "cdx_store_get_vector: no model selected");
+    if ((st = cdx_store_vector_read(s, vector_id, out, &found)) != CDX_OK) return st;
+    if (!found)
+        return cdx_fail(CDX_ERR_ARG, "vector %lld: not in the store (for this model)", (long long)vector_id);
+    return CDX_OK;
 }
 
 /* ------------------------------------------------------------------ */

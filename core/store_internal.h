@@ -91,6 +91,9 @@ cdx_status cdx_store_lock(cdx_store *s);
 void cdx_store_unlock(cdx_store *s);
 /* The FAISS file of a model (heap string). */
 char *cdx_store_faiss_path(const cdx_store *s, int64_t model_id);
+/* One stored vector of the current model into out (dim floats); *found
+ * is 0 when there is no such row (out untouched). */
+cdx_status cdx_store_vector_read(cdx_store *s, int64_t vector_id, float *out, int *found);
 /* Delete a vector row, its moderation rows, and log the removal. */
 cdx_status cdx_store_drop_vector(cdx_store *s, int64_t model_id, int64_t vector_id);
 /* Fill a cdx_file_info from a row of the standard file SELECT (columns as

@@ -54,6 +54,7 @@ struct join {
     int64_t nt;          /* tiles per side */
     int64_t first;       /* linear index of the batch's first tile */
     pair_list *out;      /* BATCH lists, one per tile of the batch */
+    const unsigned char *gone; /* vectors removed since the caller listed them */
     int reference;
 };
 
@@ -112,8 +113,9 @@ static void join_tiles(void *vctx, int64_t begin, int64_t end)
         for (int r = 0; r < rows; r++) {
             /* on a diagonal tile only the part right of the diagonal */
             const float *row = g + (int64_t)r * cols;
+            if (c->gone[i0 + r]) continue;
             for (int k = ti == tj ? r + 1 : 0; k < cols; k++)
-                if (row[k] >= c->min) push(l, i0 + r, j0 + k, row[k]);
+                if (row[k] >= c->min && !c->gone[j0 + k]) push(l, i0 + r, j0 + k, row[k]);
         }
         if (++tj == c->nt) tj = ++ti; /* next tile of the upper triangle */
     }
@@ -125,6 +127,7 @@ cdx_status cdx_store_similar_pairs(cdx_store *s, const int64_t *ids, size_t n, f
 {
     cdx_status st = CDX_OK;
     float *x = NULL;
+    unsigned char *gone = NULL;
     pair_list out[BATCH];
     int began = 0, stop = 0;
 
@@ -132,18 +135,29 @@ cdx_status cdx_store_similar_pairs(cdx_store *s, const int64_t *ids, size_t n, f
     if (!s || (n && !ids) || !fn) return cdx_fail(CDX_ERR_ARG, "cdx_store_similar_pairs: bad argument");
     if (!s->model_id) return cdx_fail(CDX_ERR_ARG, "cdx_store_similar_pairs: no model selected");
     if (n < 2) return CDX_OK;
-    if (n > SIZE_MAX / sizeof *x / (size_t)s->dim ||
-        !(x = malloc(n * (size_t)s->dim * sizeof *x)))
-        return cdx_fail(CDX_ERR_NOMEM, "similar pairs: no memory for %zu vectors", n);
+    if (n > SIZE_MAX / sizeof *x / (size_t)s->dim || !(gone = calloc(n, 1)) ||
+        !(x = malloc(n * (size_t)s->dim * sizeof *x))) {
+        st = cdx_fail(CDX_ERR_NOMEM, "similar pairs: no memory for %zu vectors", n);
+        goto cleanup;
+    }
+    /* A vector the writer removed after the caller listed it has no pairs
+     * (the caller's list and this read are two snapshots). */
     if ((st = cdx_store_read_begin(s, &began)) != CDX_OK) goto cleanup;
-    for (size_t i = 0; i < n && st == CDX_OK; i++)
-        st = cdx_store_get_vector(s, ids[i], x + i * (size_t)s->dim);
+    for (size_t i = 0; i < n && st == CDX_OK; i++) {
+        int found;
+        st = cdx_store_vector_read(s, ids[i], x + i * (size_t)s->dim, &found);
+        if (st == CDX_OK && !found) {
+            gone[i] = 1;
+            memset(x + i * (size_t)s->dim, 0, (size_t)s->dim * sizeof *x);
+        }
+    }
     cdx_store_read_end(s, began);
     if (st != CDX_OK) goto cleanup;
 
     cdx_threads_internal(); /* OpenBLAS single-threaded inside the pool */
-    struct join c = {x, (int64_t)n, s->dim, min_score, ((int64_t)n + TILE - 1) / TILE, 0, out,
-                     cdx_kernels_reference()};
+    struct join c = {.x = x, .n = (int64_t)n, .dim = s->dim, .min = min_score,
+                     .nt = ((int64_t)n + TILE - 1) / TILE, .out = out, .gone = gone,
+                     .reference = cdx_kernels_reference()};
     int64_t total = c.nt * (c.nt + 1) / 2;
     for (c.first = 0; c.first < total && !stop; c.first += BATCH) {
         int64_t m = total - c.first < BATCH ? total - c.first : BATCH;
@@ -161,5 +175,6 @@ cdx_status cdx_store_similar_pairs(cdx_store *s, const int64_t *ids, size_t n, f
 cleanup:
     for (int t = 0; t < BATCH; t++) free(out[t].v);
     free(x);
+    free(gone);
     return st;
 }

@@ -3,11 +3,14 @@
  * the store's Flat indexes instead of FAISS's own search.
  *
  * Why not FAISS's: Debian's libfaiss.a is compiled for the baseline
- * x86-64 instruction set (SSE2), so IndexFlatIP::search on one query runs
+ * x86-64 instruction set (SSE2), so IndexFlatIP::search on one query ran
  * its distances scalar: 50 ms for 100k x 512 on the development machine,
- * against a 10 ms target.  The vectors stay in FAISS's IndexFlat (its
- * file, ids, removal and reconstruct are still FAISS's); only the scan
- * over its float array is ours: an AVX2+FMA kernel (about 5 ms single-
+ * against a 10 ms target (core/faiss_dist.c has since replaced those
+ * distance functions for FAISS's other index types; the scan stays ours
+ * because it also covers the memory-mapped base and the in-memory delta
+ * of store_vindex.c, and runs on our thread pool).  The vectors stay in
+ * FAISS's IndexFlat (its file, ids, removal and reconstruct are still
+ * FAISS's); only the scan over its float array is ours: an AVX2+FMA kernel (about 5 ms single-
  * threaded for the same 205 MB, i.e. memory speed) chosen once at run
  * time, with the scalar reference next to it (CLIPDEX_REFERENCE=1 selects
  * it everywhere, as for the engine's kernels) and a test comparing both.

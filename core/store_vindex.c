@@ -38,8 +38,9 @@
  * parse as exactly that goes through faiss_read_index.
  *
  * Search: Flat indexes are scanned by store_scan.c (Debian's libfaiss is
- * built for baseline SSE2 and scans ten times slower), base and delta
- * alike; every other type searches in FAISS.
+ * built for baseline SSE2 and scanned ten times slower), base and delta
+ * alike; every other type searches in FAISS, with the vectorised distance
+ * functions of faiss_dist.c.
  *
  * Removal: FAISS's remove_ids is used only when the sub-index stores its
  * codes in one array that removal compacts in order (Flat, SQ, LSH), since
