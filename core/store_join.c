@@ -171,6 +171,9 @@ cdx_status cdx_store_similar_pairs(cdx_store *s, const int64_t *ids, size_t n, f
                 stop = fn(user, (size_t)out[t].v[p].a, (size_t)out[t].v[p].b, out[t].v[p].score);
             out[t].n = 0;
         }
+        /* progress for joins that take a while (more than a few batches) */
+        if (s->progress && total > 4 * BATCH)
+            s->progress("comparing images", c.first + m, total, s->progress_user);
     }
 cleanup:
     for (int t = 0; t < BATCH; t++) free(out[t].v);

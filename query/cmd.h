@@ -48,6 +48,10 @@ const char *resolve_model_dir(const char *opt);
 /* True when argv[i] is -h/--help. */
 int is_help(const char *arg);
 
+/* A cdx_store_progress_fn: "clipdex: what: done/total" rewritten in place
+ * on stderr when it is a terminal, nothing otherwise. */
+void tty_progress(const char *what, int64_t done, int64_t total, void *user);
+
 /* Print a float with 9 significant digits (round-trips float32). */
 void print_float(FILE *f, float v);
 

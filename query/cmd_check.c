@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cmd.h"
 
@@ -20,14 +19,6 @@ static void report(const char *line, void *user)
     printf("%s\n", line);
 }
 
-static void progress(const char *what, int64_t done, int64_t total, void *user)
-{
-    (void)user;
-    /* Only on a terminal: a log file does not want a line per chunk. */
-    if (!isatty(STDERR_FILENO)) return;
-    fprintf(stderr, "\rclipdex: %s: %lld/%lld", what, (long long)done, (long long)total);
-    if (done >= total) fputc('\n', stderr);
-}
 
 int cmd_check(int argc, char **argv)
 {
@@ -58,7 +49,7 @@ int cmd_check(int argc, char **argv)
         data = def;
     }
     o.writer = repair;
-    o.progress = progress;
+    o.progress = tty_progress;
     if (cdx_store_open(data, &o, &s) != CDX_OK) {
         if (repair && strstr(cdx_last_error(), "another writer"))
             error("%s (stop clipdexd to repair; checking works while it runs)", cdx_last_error());

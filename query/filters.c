@@ -246,7 +246,8 @@ int qctx_open_store(qctx *c)
 {
     int ret;
     if ((ret = choose_data_dir(c)) != 0) return ret;
-    if (cdx_store_open(c->data_dir, NULL, &c->store) != CDX_OK) return error("%s", cdx_last_error());
+    cdx_store_opts o = {.progress = tty_progress};
+    if (cdx_store_open(c->data_dir, &o, &c->store) != CDX_OK) return error("%s", cdx_last_error());
     return 0;
 }
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../indexer/config.h"
 #include "cmd.h"
@@ -130,4 +131,13 @@ void print_json_string(FILE *f, const char *s)
         }
     }
     fputc('"', f);
+}
+
+void tty_progress(const char *what, int64_t done, int64_t total, void *user)
+{
+    (void)user;
+    /* Only on a terminal: a log file does not want a line per chunk. */
+    if (!isatty(STDERR_FILENO)) return;
+    fprintf(stderr, "\rclipdex: %s: %lld/%lld", what, (long long)done, (long long)total);
+    if (done >= total) fputc('\n', stderr);
 }

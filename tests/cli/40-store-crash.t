@@ -11,6 +11,12 @@
 # end an unkilled run completes and every file must be indexed exactly
 # once.  CRASH_KILLS sets how many kills must land while the harness is
 # working (default 30; more locally: CRASH_KILLS=200 prove ...).
+#
+# Damage done by the test itself stays until a run gets far enough to
+# replace the file: a kill that lands before the harness has opened the
+# store (likely on a loaded machine) leaves the truncated file in place,
+# and check rightly reports it.  Only that report, and only until a run
+# has opened the store, is not counted as a failure.
 BUILD=${CLIPDEX_BUILD:-build}
 C="$BUILD/bin/clipdex"
 H="$BUILD/tests/tools/store_harness"
@@ -27,6 +33,8 @@ RANDOM=4242     # reproducible kill times
 mid=0           # kills that landed while the harness was working
 iter=0
 check_fail=0
+damaged=0       # the test truncated the FAISS file and no run has opened the store since
+unhealed=0
 while [ $mid -lt "$WANT" ] && [ $iter -lt $((WANT * 4)) ]; do
     iter=$((iter + 1))
     "$H" index "$T/data" "$T/photos" 3000 2>"$T/run.log" &
@@ -35,18 +43,25 @@ while [ $mid -lt "$WANT" ] && [ $iter -lt $((WANT * 4)) ]; do
     kill -KILL $pid 2>/dev/null
     wait $pid 2>/dev/null
     grep -q "store_harness: indexed" "$T/run.log" || mid=$((mid + 1))
+    grep -q "store_harness: opened" "$T/run.log" && damaged=0
     if ! "$C" check --data "$T/data" >"$T/check.out" 2>&1; then
-        check_fail=$((check_fail + 1))
-        echo "# check failed after kill $iter:"
-        sed 's/^/#   /' "$T/check.out" | head -20
+        if [ "$damaged" = 1 ] && grep -q "truncated or padded" "$T/check.out" &&
+            grep -q "^1 problem found" "$T/check.out"; then
+            unhealed=$((unhealed + 1))
+            echo "# kill $iter landed before the harness opened the store: our truncated FAISS file is still there"
+        else
+            check_fail=$((check_fail + 1))
+            echo "# check failed after kill $iter:"
+            sed 's/^/#   /' "$T/check.out" | head -20
+        fi
     fi
     case $((iter % 6)) in
         2) rm -f "$T"/data/index-*.faiss ;;
-        5) for f in "$T"/data/index-*.faiss; do [ -f "$f" ] && truncate -s $(( $(stat -c %s "$f") / 3 )) "$f"; done ;;
+        5) for f in "$T"/data/index-*.faiss; do [ -f "$f" ] && truncate -s $(( $(stat -c %s "$f") / 3 )) "$f" && damaged=1; done ;;
     esac
     "$H" mutate "$T/photos" $iter
 done
-echo "# $iter runs, $mid killed while working"
+echo "# $iter runs, $mid killed while working, $unhealed checks before a run replaced a truncated FAISS file"
 [ $mid -ge "$WANT" ]; ok $? "at least $WANT SIGKILLs landed mid-work ($mid in $iter runs)"
 [ $check_fail = 0 ]; ok $? "clipdex check passed after every kill ($check_fail failures)"
 

@@ -236,6 +236,9 @@ static cdx_store *open_writer(const char *data, int64_t save_every)
 static int cmd_index(const char *data, const char *dir, long delay_us)
 {
     cdx_store *s = open_writer(data, 40);
+    /* The crash test reads this: past here a damaged FAISS file has been
+     * replaced (use_model rebuilds and saves it). */
+    if (s) fprintf(stderr, "store_harness: opened\n");
     paths ps = {0}, known = {0};
     int in_batch = 0, embedded = 0, skipped = 0;
     int64_t removed = 0;
