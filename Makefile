@@ -53,7 +53,9 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -pthread -MMD -MP $(WARN) $(SANFLAGS) \
 # (scripts/deps.sh), over Debian's static libfaiss.a, which is C++ with
 # OpenMP: hence libgomp and libstdc++ after it.
 FAISS_C = build/faiss/libfaiss_c.a
-FAISS_A := $(firstword $(wildcard /usr/lib/*/libfaiss.a /usr/lib/libfaiss.a))
+# (its multiarch path when `make deps` has not installed it yet)
+FAISS_A := $(or $(firstword $(wildcard /usr/lib/*/libfaiss.a /usr/lib/libfaiss.a)),\
+	/usr/lib/$(shell $(CC) -print-multiarch)/libfaiss.a)
 # Debian's libfaiss.a is built for baseline x86-64, so its distance
 # functions are scalar loops (95% of an HNSW build).  On x86-64 we link a
 # copy in which they are weak, and core/faiss_dist.c's vectorised ones
