@@ -602,11 +602,11 @@ cdx_status cdx_store_range_search(cdx_store *s, const float *query, float min_sc
  * model) whose cosine is >= min_score, each unordered pair once, as
  * indexes into ids (a < b) with the score.  Exact whatever the index type
  * (the stored vectors are multiplied tile by tile; far faster than one
- * range search per vector).  An id no longer in the store (removed by
- * the writer since the caller listed it) has no pairs.  Long joins report
- * to the store's progress function.  fn runs on the
- * calling thread; returning non-zero from it stops the walk (the call
- * still returns CDX_OK). */
+ * range search per vector).  An id no longer in the store (removed by the
+ * writer since the caller listed it) has no pairs.  Long joins report to
+ * the store's progress function.  fn runs on the calling thread;
+ * returning non-zero from it stops the walk (the call still returns
+ * CDX_OK). */
 typedef int (*cdx_pair_fn)(void *user, size_t a, size_t b, float score);
 cdx_status cdx_store_similar_pairs(cdx_store *s, const int64_t *ids, size_t n, float min_score,
                                    cdx_pair_fn fn, void *user);

@@ -19,7 +19,6 @@ static void report(const char *line, void *user)
     printf("%s\n", line);
 }
 
-
 int cmd_check(int argc, char **argv)
 {
     const cdx_cmd *self = cmd_find("check");
