@@ -27,6 +27,7 @@ echo "1..3"
 find "$CORPUS" \( -type f -o -type l \) -print0 >"$tmp/list"
 n=$(tr -cd '\0' <"$tmp/list" | wc -c)
 ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:allocator_may_return_null=1 \
+LSAN_OPTIONS=suppressions=$PWD/tests/fuzz/lsan.supp:print_suppressions=0 \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     "$D/imgcheck" -m all -j 2 -o "$tmp/out" -L "$tmp/list" >"$tmp/stdout" 2>"$tmp/stderr"
 rc=$?

@@ -33,6 +33,7 @@ t_decode=$((SECONDS_TOTAL * 3 / 4))
 t_exif=$((SECONDS_TOTAL - t_decode))
 [ "$t_exif" -ge 1 ] || t_exif=1
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$(cd "$(dirname "$0")" && pwd)/lsan.supp:print_suppressions=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 rc=0
 for target in decode exif; do
