@@ -89,38 +89,46 @@ static void print_json_row(const struct row *r)
     printf("}\n");
 }
 
+/* The table's text cells of one image ("" for unknown date/camera/GPS). */
+struct cells {
+    char size[32], date[48], cam[160], gps[48];
+};
+
+static void table_cells(const cdx_image_meta *m, struct cells *c)
+{
+    snprintf(c->size, sizeof c->size, "%ux%u", m->width, m->height);
+    format_date(m, ' ', c->date, sizeof c->date);
+    format_camera(m, c->cam, sizeof c->cam);
+    c->gps[0] = '\0';
+    if (m->has_gps) snprintf(c->gps, sizeof c->gps, "%.6f,%.6f", m->gps_lat, m->gps_lon);
+}
+
 static void print_table(const struct row *rows, int n)
 {
-    int wf = 6, ws = 4, wd = 5, wc = 6, wg = 3;
-    char size[32], date[48], cam[160], gps[48];
+    int wf = 6, ws = 4, wd = 5, wc = 6, wg = 3, good = 0;
+    struct cells c;
 
+    /* two passes: column widths, then the rows */
     for (int i = 0; i < n; i++) {
         const cdx_image_meta *m = &rows[i].meta;
         if (rows[i].error) continue;
-        snprintf(size, sizeof size, "%ux%u", m->width, m->height);
-        format_date(m, ' ', date, sizeof date);
-        format_camera(m, cam, sizeof cam);
-        snprintf(gps, sizeof gps, "%.6f,%.6f", m->gps_lat, m->gps_lon);
+        good++;
+        table_cells(m, &c);
         if ((int)strlen(m->format) > wf) wf = (int)strlen(m->format);
-        if ((int)strlen(size) > ws) ws = (int)strlen(size);
-        if ((int)strlen(date) > wd) wd = (int)strlen(date);
-        if ((int)strlen(cam) > wc) wc = (int)strlen(cam);
-        if (m->has_gps && (int)strlen(gps) > wg) wg = (int)strlen(gps);
+        if ((int)strlen(c.size) > ws) ws = (int)strlen(c.size);
+        if ((int)strlen(c.date) > wd) wd = (int)strlen(c.date);
+        if ((int)strlen(c.cam) > wc) wc = (int)strlen(c.cam);
+        if ((int)strlen(c.gps) > wg) wg = (int)strlen(c.gps);
     }
-    int good = 0;
-    for (int i = 0; i < n; i++) good += rows[i].error == NULL;
     if (!good) return;
     printf("%-*s  %-*s  %-6s  %-*s  %-*s  %-*s  %s\n", wf, "FORMAT", ws, "SIZE", "ORIENT", wd,
            "TAKEN", wc, "CAMERA", wg, "GPS", "FILE");
     for (int i = 0; i < n; i++) {
         const cdx_image_meta *m = &rows[i].meta;
         if (rows[i].error) continue;
-        snprintf(size, sizeof size, "%ux%u", m->width, m->height);
-        format_date(m, ' ', date, sizeof date);
-        format_camera(m, cam, sizeof cam);
-        if (m->has_gps) snprintf(gps, sizeof gps, "%.6f,%.6f", m->gps_lat, m->gps_lon);
-        printf("%-*s  %-*s  %-6d  %-*s  %-*s  %-*s  %s\n", wf, m->format, ws, size, m->orientation,
-               wd, date[0] ? date : "-", wc, cam[0] ? cam : "-", wg, m->has_gps ? gps : "-",
+        table_cells(m, &c);
+        printf("%-*s  %-*s  %-6d  %-*s  %-*s  %-*s  %s\n", wf, m->format, ws, c.size, m->orientation,
+               wd, c.date[0] ? c.date : "-", wc, c.cam[0] ? c.cam : "-", wg, c.gps[0] ? c.gps : "-",
                rows[i].path);
         if (m->warning[0]) printf("    warning: %s\n", m->warning);
     }
