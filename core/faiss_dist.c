@@ -118,16 +118,7 @@ __attribute__((constructor)) static void pick(void)
 
 const char *cdx_faiss_dist_impl(void) { return impl_name; }
 
-/* ---- FAISS's names (faiss/utils/distances.h) ---- */
-
-float cdx_fvec_inner_product(const float *x, const float *y, size_t d)
-    __asm__("_ZN5faiss18fvec_inner_productEPKfS1_m");
-float cdx_fvec_L2sqr(const float *x, const float *y, size_t d) __asm__("_ZN5faiss10fvec_L2sqrEPKfS1_m");
-float cdx_fvec_norm_L2sqr(const float *x, size_t d) __asm__("_ZN5faiss15fvec_norm_L2sqrEPKfm");
-void cdx_fvec_inner_products_ny(float *dis, const float *x, const float *y, size_t d, size_t ny)
-    __asm__("_ZN5faiss22fvec_inner_products_nyEPfPKfS2_mm");
-void cdx_fvec_L2sqr_ny(float *dis, const float *x, const float *y, size_t d, size_t ny)
-    __asm__("_ZN5faiss13fvec_L2sqr_nyEPfPKfS2_mm");
+/* ---- FAISS's names (declared in store_internal.h) ---- */
 
 float cdx_fvec_inner_product(const float *x, const float *y, size_t d) { return ip_fn(x, y, d); }
 

@@ -181,6 +181,19 @@ cdx_status cdx_vindex_reconstruct(const cdx_vindex *vx, int64_t id, float *out);
  * libfaiss.a, which is what makes its definitions win. */
 const char *cdx_faiss_dist_impl(void);
 
+/* FAISS's distance functions (faiss/utils/distances.h) under their C++
+ * link names: on x86-64 faiss_dist.c defines them, and they replace the
+ * weakened ones of libfaiss.a (the Makefile's FAISS_WEAK lists the same
+ * names). */
+float cdx_fvec_inner_product(const float *x, const float *y, size_t d)
+    __asm__("_ZN5faiss18fvec_inner_productEPKfS1_m");
+float cdx_fvec_L2sqr(const float *x, const float *y, size_t d) __asm__("_ZN5faiss10fvec_L2sqrEPKfS1_m");
+float cdx_fvec_norm_L2sqr(const float *x, size_t d) __asm__("_ZN5faiss15fvec_norm_L2sqrEPKfm");
+void cdx_fvec_inner_products_ny(float *dis, const float *x, const float *y, size_t d, size_t ny)
+    __asm__("_ZN5faiss22fvec_inner_products_nyEPfPKfS2_mm");
+void cdx_fvec_L2sqr_ny(float *dis, const float *x, const float *y, size_t d, size_t ny)
+    __asm__("_ZN5faiss13fvec_L2sqr_nyEPfPKfS2_mm");
+
 /* ---- store_scan.c ---- */
 
 /* scores[i] = xb[i] . q for the (n, d) row-major matrix xb; the AVX2 kernel

@@ -1,8 +1,8 @@
 /*
  * test_faiss_dist.c - core/faiss_dist.c: the distance functions that
  * replace Debian libfaiss's scalar ones.  Each is called under FAISS's
- * own C++ name and compared with a double-precision loop (odd sizes too);
- * then FAISS's own search code (IndexFlatIP / IndexFlatL2 through the C
+ * own C++ name (the cdx_fvec_* declarations of store_internal.h) and
+ * compared with a double-precision loop (odd sizes too); then FAISS's own search code (IndexFlatIP / IndexFlatL2 through the C
  * API, which call fvec_inner_product / fvec_L2sqr for a single query) is
  * checked to reach our functions: its scores must equal ours bit for bit,
  * and with the AVX2 kernels they must differ from a left-to-right float
@@ -19,15 +19,6 @@
 
 #include "store_internal.h"
 #include "tap.h"
-
-/* FAISS's names (faiss/utils/distances.h), as FAISS's callers link them. */
-float faiss_ip(const float *x, const float *y, size_t d) __asm__("_ZN5faiss18fvec_inner_productEPKfS1_m");
-float faiss_l2(const float *x, const float *y, size_t d) __asm__("_ZN5faiss10fvec_L2sqrEPKfS1_m");
-float faiss_norm(const float *x, size_t d) __asm__("_ZN5faiss15fvec_norm_L2sqrEPKfm");
-void faiss_ip_ny(float *dis, const float *x, const float *y, size_t d, size_t ny)
-    __asm__("_ZN5faiss22fvec_inner_products_nyEPfPKfS2_mm");
-void faiss_l2_ny(float *dis, const float *x, const float *y, size_t d, size_t ny)
-    __asm__("_ZN5faiss13fvec_L2sqr_nyEPfPKfS2_mm");
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 static float frand(void)
@@ -63,12 +54,12 @@ static void test_values(void)
                 nx += (double)x[i] * x[i];
             }
             sl2 = l2;
-            ok_ip &= close_to(faiss_ip(x, yj, d), ip, sip);
-            ok_l2 &= close_to(faiss_l2(x, yj, d), l2, sl2);
-            ok_norm &= close_to(faiss_norm(x, d), nx, nx);
-            faiss_ip_ny(dis, x, y, d, NY);
+            ok_ip &= close_to(cdx_fvec_inner_product(x, yj, d), ip, sip);
+            ok_l2 &= close_to(cdx_fvec_L2sqr(x, yj, d), l2, sl2);
+            ok_norm &= close_to(cdx_fvec_norm_L2sqr(x, d), nx, nx);
+            cdx_fvec_inner_products_ny(dis, x, y, d, NY);
             ok_ny &= close_to(dis[j], ip, sip);
-            faiss_l2_ny(dis, x, y, d, NY);
+            cdx_fvec_L2sqr_ny(dis, x, y, d, NY);
             ok_ny &= close_to(dis[j], l2, sl2);
         }
         ok(ok_ip && ok_l2 && ok_norm && ok_ny, "d=%zu: inner product %s, L2 %s, norm %s, _ny %s", d,
@@ -98,7 +89,7 @@ static void test_faiss_calls_us(int avx2)
         const float *y = xb + lab[r] * D;
         float seq = 0;
         for (int i = 0; i < D; i++) seq += q[i] * y[i];
-        same_ip &= dist[r] == faiss_ip(q, y, D);
+        same_ip &= dist[r] == cdx_fvec_inner_product(q, y, D);
         seq_diff_ip += dist[r] != seq;
     }
     faiss_Index_search((FaissIndex *)l2, 1, q, N, dist, lab);
@@ -106,7 +97,7 @@ static void test_faiss_calls_us(int avx2)
         const float *y = xb + lab[r] * D;
         float seq = 0;
         for (int i = 0; i < D; i++) seq += (q[i] - y[i]) * (q[i] - y[i]);
-        same_l2 &= dist[r] == faiss_l2(q, y, D);
+        same_l2 &= dist[r] == cdx_fvec_L2sqr(q, y, D);
         seq_diff_l2 += dist[r] != seq;
     }
     ok(same_ip && same_l2, "FAISS IndexFlatIP/L2 scores are exactly ours");
