@@ -37,7 +37,7 @@ endif
 BIN = $(BUILD)/bin
 
 PKGS = openblas libcjson libutf8proc libpng libjpeg libzip sqlite3 libcrypto inih
-# image formats (core/image*.c); giflib has no pkg-config file everywhere
+# image formats (core/image/); giflib has no pkg-config file everywhere
 PKGS += libwebp libwebpdemux libheif libtiff-4 libexif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -58,7 +58,7 @@ FAISS_A := $(or $(firstword $(wildcard /usr/lib/*/libfaiss.a /usr/lib/libfaiss.a
 	/usr/lib/$(shell $(CC) -print-multiarch)/libfaiss.a)
 # Debian's libfaiss.a is built for baseline x86-64, so its distance
 # functions are scalar loops (95% of an HNSW build).  On x86-64 we link a
-# copy in which they are weak, and core/faiss_dist.c's vectorised ones
+# copy in which they are weak, and core/store/faiss_dist.c's vectorised ones
 # (under the same C++ names) take their place.
 ifeq ($(shell uname -m),x86_64)
 FAISS_W = build/faiss/libfaiss_fastdist.a
@@ -75,14 +75,18 @@ FAISS_LIBS = $(FAISS_C) $(FAISS_W)
 LDLIBS = $(FAISS_C) $(FAISS_W) $(PKG_LIBS) -lgif -lgomp -lstdc++ -lm -pthread
 
 # ---- core/: the library, one line per module ----
-CORE_OBJS  = core/status.o
-CORE_OBJS += core/tokenizer.o core/ftfy.o
-CORE_OBJS += core/safetensors.o core/torchbin.o core/weights.o
-CORE_OBJS += core/config.o core/model.o core/kernels.o core/linear.o core/pool.o
-CORE_OBJS += core/image.o core/resample.o core/preprocess.o core/phash.o core/ingest.o
-CORE_OBJS += core/image_exif.o core/image_orient.o core/image_webp.o core/image_heif.o
-CORE_OBJS += core/image_tiff.o core/image_gif.o
-CORE_OBJS += core/hash.o core/store.o core/store_vindex.o core/store_search.o core/store_check.o core/store_scan.o core/store_join.o core/faiss_dist.o
+CORE_OBJS  = core/status.o core/pool.o core/hash.o
+# core/engine/: the model (config.json, weights readers, transformer, kernels, tokenizer)
+CORE_OBJS += core/engine/tokenizer.o core/engine/ftfy.o
+CORE_OBJS += core/engine/safetensors.o core/engine/torchbin.o core/engine/weights.o
+CORE_OBJS += core/engine/model_config.o core/engine/model.o core/engine/kernels.o core/engine/linear.o
+# core/image/: decoders, EXIF, orientation, resampling, preprocessing, perceptual hash
+CORE_OBJS += core/image/image.o core/image/resample.o core/image/preprocess.o core/image/phash.o core/image/ingest.o
+CORE_OBJS += core/image/image_exif.o core/image/image_orient.o core/image/image_webp.o core/image/image_heif.o
+CORE_OBJS += core/image/image_tiff.o core/image/image_gif.o
+# core/store/: SQLite truth, FAISS vector index, search, check, join, scan
+CORE_OBJS += core/store/store.o core/store/store_vindex.o core/store/store_search.o core/store/store_check.o
+CORE_OBJS += core/store/store_scan.o core/store/store_join.o core/store/faiss_dist.o
 
 # ---- query/: the clipdex command ----
 QUERY_OBJS  = query/main.o query/util.o
@@ -129,8 +133,8 @@ $(BUILD)/%.o: %.c $(BUILD)/.flags
 # The compute kernels are written to be vectorised: -O3 and OpenMP's simd
 # pragmas; they never call the OpenMP runtime (libgomp is linked only for
 # FAISS's own code; core/pool.h says why our threads are our own).
-$(BUILD)/core/kernels.o $(BUILD)/core/linear.o: KFLAGS = -O3 -fopenmp-simd
-$(BUILD)/core/kernels.o $(BUILD)/core/linear.o: $(BUILD)/%.o: %.c $(BUILD)/.flags
+$(BUILD)/core/engine/kernels.o $(BUILD)/core/engine/linear.o: KFLAGS = -O3 -fopenmp-simd
+$(BUILD)/core/engine/kernels.o $(BUILD)/core/engine/linear.o: $(BUILD)/%.o: %.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(KFLAGS) -c $< -o $@
 
@@ -232,7 +236,7 @@ $(QUERY_TOOLS) $(QUERY_BENCH): $(FAISS_LIBS)
 tests-build: $(QUERY_TOOLS)
 bench: $(QUERY_BENCH)
 
-# ---- image layer (core/image*, ingest.c): corpus driver, sanitizer pass,
+# ---- image layer (core/image/): corpus driver, sanitizer pass,
 # fuzzing, valgrind.  The shared corpus is $(CLIPDEX_SHARED)/corpus. ----
 CLIPDEX_SHARED ?= ../shared
 IMG_CORPUS = $(CLIPDEX_SHARED)/corpus
@@ -247,9 +251,8 @@ tests-build: $(BUILD)/tests/imgcheck
 IMGSAN = build-asan/image
 FUZZ_CC := $(shell command -v clang 2>/dev/null)
 IMGSAN_CC = $(if $(FUZZ_CC),$(FUZZ_CC),$(CC))
-IMGSAN_SRCS = core/status.c core/ingest.c core/image.c core/image_exif.c core/image_orient.c \
-	core/image_webp.c core/image_heif.c core/image_tiff.c core/image_gif.c \
-	core/resample.c core/preprocess.c
+IMGSAN_SRCS = core/status.c $(addprefix core/image/,ingest.c image.c image_exif.c image_orient.c \
+	image_webp.c image_heif.c image_tiff.c image_gif.c resample.c preprocess.c)
 IMGSAN_OBJS = $(patsubst core/%.c,$(IMGSAN)/%.o,$(IMGSAN_SRCS))
 IMGSAN_CFLAGS = -std=c11 -D_GNU_SOURCE -pthread -MMD -MP $(WARN) \
 	$(if $(FUZZ_CC),-Wno-unknown-warning-option -fsanitize=fuzzer-no-link) \
@@ -261,6 +264,7 @@ $(IMGSAN)/.flags: FORCE
 	@mkdir -p $(IMGSAN)
 	@echo '$(IMGSAN_CC) $(IMGSAN_CFLAGS)' | cmp -s - $@ || echo '$(IMGSAN_CC) $(IMGSAN_CFLAGS)' > $@
 $(IMGSAN)/%.o: core/%.c $(IMGSAN)/.flags
+	@mkdir -p $(dir $@)
 	$(IMGSAN_CC) $(IMGSAN_CFLAGS) -c $< -o $@
 $(IMGSAN)/imgcheck: tests/fuzz/imgcheck.c $(IMGSAN_OBJS)
 	$(IMGSAN_CC) $(IMGSAN_CFLAGS) -o $@ $< $(IMGSAN_OBJS) $(IMGSAN_LIBS)

@@ -194,7 +194,7 @@ cdx_status cdx_preprocess_output_size(const cdx_preprocess_cfg *cfg, uint32_t wi
                                       uint32_t height, uint32_t *out_w, uint32_t *out_h);
 
 /* ---- Image ingestion (photo libraries): metadata, orientation, fast path ----
- * Implemented by core/ingest.c and core/image*.c. */
+ * Implemented by the files of core/image/. */
 
 /* What a photo carries besides its pixels.  Strings are NUL-terminated,
  * "" when unknown. */

@@ -2,7 +2,7 @@
  * pool.h - a tiny fork-join thread pool for core/'s own element-wise and
  * attention work (internal).  Matrix products go to OpenBLAS instead.
  *
- * OpenBLAS itself runs single-threaded inside these jobs (core/linear.c
+ * OpenBLAS itself runs single-threaded inside these jobs (core/engine/linear.c
  * splits products by columns), so there is one set of compute threads
  * and nothing else to fight with: no OpenBLAS worker spinning in
  * sched_yield while our kernels run, the way OpenMP's spin-wait fights

@@ -104,7 +104,7 @@ void cdx_threads_set(int n)
         n = c > 0 ? (int)c : 1;
     }
     n_threads = n;
-    /* OpenBLAS stays on the calling thread; core/linear.c splits products
+    /* OpenBLAS stays on the calling thread; core/engine/linear.c splits products
      * across our own pool (see there for why). */
     openblas_set_num_threads(1);
 }

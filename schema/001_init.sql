@@ -1,9 +1,9 @@
 -- 001_init.sql - the first clipdex store schema.
 --
 -- SQLite is the source of truth; FAISS files are caches derived from the
--- vectors table through the change log (see core/store_internal.h).
+-- vectors table through the change log (see core/store/store_internal.h).
 -- The schema version is PRAGMA user_version, set by the code that runs
--- these files (core/store.c), in the same transaction.
+-- these files (core/store/store.c), in the same transaction.
 
 -- Free-form key/value state: the store's identity (store_uuid), the
 -- model the writer used last (current_model), and the daemon's status

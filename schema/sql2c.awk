@@ -1,6 +1,6 @@
 # sql2c.awk - turn schema/NNN_name.sql files into the C table of schema
-# steps (core/store_internal.h: cdx_schema_steps), so the SQL is built into
-# the binaries.  Usage: awk -f schema/sql2c.awk schema/*.sql > schema.c
+# steps (core/store/store_internal.h: cdx_schema_steps), so the SQL is built
+# into the binaries.  Usage: awk -f schema/sql2c.awk schema/*.sql > schema.c
 # Files must be numbered 1, 2, 3 ... without gaps, in the order given.
 function flush() {
     if (name == "") return
@@ -8,7 +8,7 @@ function flush() {
 }
 BEGIN {
     print "/* Generated from schema/NNN_name.sql by schema/sql2c.awk: do not edit. */"
-    print "#include \"store_internal.h\""
+    print "#include \"store/store_internal.h\""
     print "const cdx_schema_step cdx_schema_steps[] = {"
     n = 0; name = ""
 }

@@ -1,5 +1,5 @@
 /*
- * fuzz_exif.c - libFuzzer target for the EXIF reader (core/image_exif.c
+ * fuzz_exif.c - libFuzzer target for the EXIF reader (core/image/image_exif.c
  * over libexif): orientation, dates, camera strings, GPS.
  *
  * An input that is a JPEG file is searched for its first APP1 "Exif"
@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "image_impl.h"
+#include "image/image_impl.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

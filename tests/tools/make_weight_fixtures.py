@@ -3,7 +3,7 @@
 
 usage: make_weight_fixtures.py OUTDIR
 
-Writes small model directories in the three layouts core/weights.c reads,
+Writes small model directories in the three layouts core/engine/weights.c reads,
 plus hostile ones, and the values the C test must find:
 
   OUTDIR/good/NAME/...           loadable checkpoints

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """ref_preprocess.py - an independent Python reference for clipdex's image
-layer (core/image.c, core/resample.c, core/preprocess.c), and the test
+layer (core/image/image.c, core/image/resample.c, core/image/preprocess.c), and the test
 fixtures that exercise it.
 
 The reference is written with PIL and numpy only, from transformers'

@@ -1,5 +1,5 @@
 /*
- * test_exif.c - the EXIF reader (core/image_exif.c): synthetic EXIF
+ * test_exif.c - the EXIF reader (core/image/image_exif.c): synthetic EXIF
  * blocks built here, in both byte orders, with every field we read, and
  * damaged variants (truncated, bad offsets, looping IFDs, bad values).
  * A damaged block must never fail or crash: it yields what can be read
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "image_impl.h"
+#include "image/image_impl.h"
 #include "tap.h"
 
 /* ---- a tiny TIFF/EXIF writer ----

@@ -1,5 +1,5 @@
 /*
- * test_image.c - the ingestion layer (core/ingest.c, core/image*.c) on
+ * test_image.c - the ingestion layer (core/image/) on
  * images made here with libjpeg, libpng and libtiff:
  *   - the 8 orientations against a plain per-pixel reference, and their
  *     group laws (rotating 4 times, mirroring twice = identity);
@@ -24,7 +24,7 @@
 #include <png.h>
 #include <tiffio.h>
 
-#include "image_impl.h"
+#include "image/image_impl.h"
 #include "tap.h"
 
 static uint32_t rng = 2024;

@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "internal.h"
-#include "kernels.h"
-#include "linear.h"
+#include "engine/kernels.h"
+#include "engine/linear.h"
 #include "tap.h"
 
 static uint64_t rng = 88172645463325252ull;

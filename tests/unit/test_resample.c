@@ -1,5 +1,5 @@
 /*
- * test_resample.c - the Pillow-exact BICUBIC resize (core/resample.c).
+ * test_resample.c - the Pillow-exact BICUBIC resize (core/image/resample.c).
  *
  * Two kinds of checks:
  *   - against Pillow itself: tests/tools/ref_preprocess.py writes inputs
@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "image_impl.h"
+#include "image/image_impl.h"
 #include "tap.h"
 
 static uint32_t rng = 12345;

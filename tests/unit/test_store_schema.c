@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "store_internal.h"
+#include "store/store_internal.h"
 #include "tap.h"
 
 static char tmpdir[256];

@@ -18,7 +18,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "ftfy.h"
+#include "engine/ftfy.h"
 #include "internal.h"
 #include "tap.h"
 

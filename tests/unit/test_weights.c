@@ -1,5 +1,5 @@
 /*
- * test_weights.c - checkpoint loading (core/weights.h) against fixtures
+ * test_weights.c - checkpoint loading (core/engine/weights.h) against fixtures
  * written by tests/tools/make_weight_fixtures.py with numpy/torch:
  *   - half/bfloat16 conversion of all 65536 bit patterns vs numpy/torch,
  *     and the F16C path vs its scalar twin;
@@ -28,8 +28,8 @@
 #include <zip.h>
 
 #include "internal.h"
-#include "weights.h"
-#include "weights_impl.h"
+#include "engine/weights.h"
+#include "engine/weights_impl.h"
 #include "tap.h"
 
 #define SCRIPT "tests/tools/make_weight_fixtures.py"

@@ -1,5 +1,5 @@
 /*
- * config.c - read a Hugging Face CLIP config.json into cdx_clip_config.
+ * model_config.c - read a Hugging Face CLIP config.json into cdx_clip_config.
  *
  * Every size is checked to be positive and consistent (width divisible by
  * heads, image divisible by patch) here, so the model code can trust it.
@@ -12,7 +12,7 @@
 
 #include <cJSON.h>
 
-#include "config.h"
+#include "model_config.h"
 #include "internal.h"
 
 #define CONFIG_MAX_BYTES (1u << 20)

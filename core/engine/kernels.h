@@ -12,7 +12,7 @@
 
 #include <stdint.h>
 
-#include "config.h"
+#include "model_config.h"
 
 /* out (R,C) = LayerNorm(x (R,C)) * w + b.  out may alias x. */
 void cdx_layernorm(float *out, const float *x, const float *w, const float *b, int64_t R, int C,

@@ -1,12 +1,12 @@
 /*
- * config.h - config.json (CLIPConfig) parsing (internal).
+ * model_config.h - config.json (CLIPConfig) parsing (internal).
  *
  * Missing keys take transformers' CLIPTextConfig / CLIPVisionConfig
  * defaults, as transformers does: older Hub configs list only the values
  * that differ from the defaults.
  */
-#ifndef CDX_CONFIG_H
-#define CDX_CONFIG_H
+#ifndef CDX_MODEL_CONFIG_H
+#define CDX_MODEL_CONFIG_H
 
 #include "clipdex.h"
 

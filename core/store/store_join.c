@@ -25,8 +25,8 @@
 #include <cblas.h>
 
 #include "internal.h"
-#include "kernels.h"
-#include "linear.h"
+#include "engine/kernels.h"
+#include "engine/linear.h"
 #include "pool.h"
 #include "store_internal.h"
 

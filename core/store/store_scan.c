@@ -5,7 +5,7 @@
  * Why not FAISS's: Debian's libfaiss.a is compiled for the baseline
  * x86-64 instruction set (SSE2), so IndexFlatIP::search on one query ran
  * its distances scalar: 50 ms for 100k x 512 on the development machine,
- * against a 10 ms target (core/faiss_dist.c has since replaced those
+ * against a 10 ms target (core/store/faiss_dist.c has since replaced those
  * distance functions for FAISS's other index types; the scan stays ours
  * because it also covers the memory-mapped base and the in-memory delta
  * of store_vindex.c, and runs on our thread pool).  The vectors stay in

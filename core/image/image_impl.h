@@ -1,7 +1,7 @@
 /*
  * image_impl.h - internals of the image layer; never installed.
  *
- * Layering (every file is core/image*.c or ingest.c):
+ * Layering (every file is in core/image/):
  *   ingest.c       the entry points: cdx_image_load, cdx_image_decode,
  *                  cdx_image_decode_mem, cdx_preprocess_fast.  Reads the
  *                  file (limits first), picks the decoder from the magic

@@ -26,7 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "model_config.h"
 #include "internal.h"
 #include "kernels.h"
 #include "linear.h"
