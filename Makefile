@@ -88,6 +88,11 @@ CORE_OBJS += core/image/image_tiff.o core/image/image_gif.o
 CORE_OBJS += core/store/store.o core/store/store_vindex.o core/store/store_search.o core/store/store_check.o
 CORE_OBJS += core/store/store_scan.o core/store/store_join.o core/store/faiss_dist.o
 
+# ---- common/: what both programs share and the library must not do
+# (common/conf.h says why it is not in core/): clipdex.conf, allocation
+# that aborts, paths ----
+COMMON_OBJS = common/conf.o common/util.o
+
 # ---- query/: the clipdex command ----
 QUERY_OBJS  = query/main.o query/util.o
 QUERY_OBJS += query/cmd_embed.o query/cmd_tokenize.o query/cmd_model.o
@@ -98,11 +103,9 @@ QUERY_OBJS += query/cmd_info.o
 
 # ---- indexer/: the clipdexd daemon ----
 INDEXER_OBJS  = indexer/main.o indexer/daemon.o indexer/sync.o indexer/pipeline.o
-INDEXER_OBJS += indexer/watch.o indexer/scan.o indexer/config.o indexer/progress.o
-INDEXER_OBJS += indexer/log.o indexer/pathmap.o indexer/util.o
-# clipdex status/index read the daemon's configuration with its code.
+INDEXER_OBJS += indexer/watch.o indexer/scan.o indexer/progress.o
+INDEXER_OBJS += indexer/log.o indexer/pathmap.o
 QUERY_OBJS += query/cmd_status.o query/cmd_index.o
-QUERY_IDX_OBJS = indexer/config.o indexer/log.o indexer/util.o
 
 # ---- tests/unit: one program per module, each prints TAP ----
 UNIT_TESTS  = test_status
@@ -116,8 +119,13 @@ UNIT_TESTS += test_store_f16 test_store_scan test_faiss_dist test_store test_sto
 
 LIB = $(BUILD)/libclipdex.a
 O_CORE = $(addprefix $(BUILD)/,$(CORE_OBJS))
-O_QUERY = $(addprefix $(BUILD)/,$(QUERY_OBJS) $(QUERY_IDX_OBJS))
-O_INDEXER = $(addprefix $(BUILD)/,$(INDEXER_OBJS))
+O_COMMON = $(addprefix $(BUILD)/,$(COMMON_OBJS))
+O_QUERY = $(addprefix $(BUILD)/,$(QUERY_OBJS)) $(O_COMMON)
+O_INDEXER = $(addprefix $(BUILD)/,$(INDEXER_OBJS)) $(O_COMMON)
+# The programs see common/'s headers; the library does not.  (Not added
+# to ALL_CFLAGS: a target's variables pass to its prerequisites, and
+# $(BUILD)/.flags must read the same whichever object asks for it first.)
+$(O_QUERY) $(O_INDEXER): PROG_CFLAGS = -Icommon
 O_CORE += $(BUILD)/gen/schema.o
 T_BINS = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 # Helper programs the CLI tests run (built like unit tests, never run by prove).
@@ -128,7 +136,7 @@ all: $(BIN)/clipdex $(BIN)/clipdexd
 
 $(BUILD)/%.o: %.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) $(PROG_CFLAGS) -c $< -o $@
 
 # The compute kernels are written to be vectorised: -O3 and OpenMP's simd
 # pragmas; they never call the OpenMP runtime (libgomp is linked only for

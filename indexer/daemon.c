@@ -172,17 +172,14 @@ static void set_state(indexer *d, const char *state)
 
 int daemon_make_config(indexer *d, config *c, char **err)
 {
-    config_init(c);
-    if (d->config_path && config_load(c, d->config_path, d->config_required, err) != 0) goto fail;
-    for (size_t i = 0; i < d->sets.n; i++)
-        if (config_set_arg(c, d->sets.v[i], err) != 0) goto fail;
-    for (size_t i = 0; i < d->cli_roots.n; i++)
-        if (config_set(c, "library", "root", d->cli_roots.v[i], err) != 0) goto fail;
-    if (config_finish(c, err) != 0) goto fail;
+    if (config_resolve(c, d->config_path, d->config_required, &d->sets, err) != 0) return -1;
+    for (size_t i = 0; i < d->cli_roots.n; i++) {
+        if (config_set(c, "library", "root", d->cli_roots.v[i], err) != 0) {
+            config_release(c);
+            return -1;
+        }
+    }
     return 0;
-fail:
-    config_release(c);
-    return -1;
 }
 
 /* The roots the daemon indexed last time, from the store. */

@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 #include "clipdex.h"
-#include "config.h"
+#include "conf.h"
 #include "pathmap.h"
 #include "pipeline.h"
 #include "progress.h"

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "conf.h"
 #include "log.h"
 #include "util.h"
 
@@ -27,21 +28,6 @@ static char *log_path;              /* NULL: stderr */
 static int journal;                 /* stderr is the systemd journal */
 static int bar_shown;
 static int core_installed;
-
-static const char *names[] = {"debug", "info", "warn", "error"};
-
-int log_level_parse(const char *s)
-{
-    for (int i = 0; i < 4; i++)
-        if (strcmp(s, names[i]) == 0) return i;
-    if (strcmp(s, "warning") == 0) return CDX_LOG_WARN;
-    return -1;
-}
-
-const char *log_level_name(int level)
-{
-    return level >= 0 && level < 4 ? names[level] : "?";
-}
 
 /* $JOURNAL_STREAM is "DEV:INO" of the stream systemd connected; it only
  * counts when stderr is still that stream (not redirected by a shell). */
@@ -147,7 +133,7 @@ void log_emit(int level, const char *fmt, ...)
         localtime_r(&ts.tv_sec, &tm);
         len += strftime(buf + len, 32, "%Y-%m-%d %H:%M:%S", &tm);
         len += (size_t)snprintf(buf + len, sizeof buf - len, ".%03ld clipdexd[%ld] %s: ",
-                                ts.tv_nsec / 1000000, (long)getpid(), names[level]);
+                                ts.tv_nsec / 1000000, (long)getpid(), log_level_name(level));
     }
     va_start(ap, fmt);
     int n = vsnprintf(buf + len, sizeof buf - len - 1, fmt, ap);

@@ -39,11 +39,6 @@ void log_emit(int level, const char *fmt, ...) __attribute__((format(printf, 2, 
 #define LOG_WARN(...) LOG(CDX_LOG_WARN, __VA_ARGS__)
 #define LOG_ERROR(...) LOG(CDX_LOG_ERROR, __VA_ARGS__)
 
-/* Level names for the config file: "debug", "info", "warn", "error";
- * -1 for anything else. */
-int log_level_parse(const char *s);
-const char *log_level_name(int level);
-
 /* The progress bar shares stderr: while it is shown (a TTY), every log
  * line first clears the bar's line; the bar is redrawn by its next tick. */
 void log_bar_shown(int shown);

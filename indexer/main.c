@@ -6,7 +6,7 @@
  *   clipdexd --once [OPTIONS] [DIR...] reconcile the roots, then exit
  *   clipdexd --check-config [OPTIONS]  validate the configuration
  *
- * Flags override the configuration file (config.c); DIR arguments replace
+ * Flags override the configuration file (common/conf.c); DIR arguments replace
  * its roots.  Exit status: 0 ok, 1 --once interrupted, 2 usage or
  * configuration error, 3 runtime error (store, model, lock).
  */

@@ -14,7 +14,7 @@
 
 #include <sys/stat.h>
 
-#include "config.h"
+#include "conf.h"
 
 /* The root of c that path lies under (longest match), or NULL. */
 const char *scan_root_of(const config *c, const char *path);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #include "clipdex.h"
+#include "util.h" /* common/: x* allocators (out of memory aborts), paths */
 
 enum { EXIT_FOUND = 0, EXIT_NOTFOUND = 1, EXIT_USAGE = 2, EXIT_ERROR = 3 };
 
@@ -44,6 +45,14 @@ void cmd_usage(const cdx_cmd *cmd, FILE *f);
  * else [model] dir of the default clipdex.conf, else NULL after printing
  * how to get one (caller returns EXIT_USAGE). */
 const char *resolve_model_dir(const char *opt);
+
+/* The data directory as clipdexd finds it (config_resolve in
+ * common/conf.h): data_opt (--data) when given, else clipdex.conf's
+ * [store] data_dir (config_path, else the default file), else
+ * $CLIPDEX_DATA, $XDG_DATA_HOME/clipdex, ~/.local/share/clipdex.  Heap
+ * string, or NULL after a usage error for self (caller returns
+ * EXIT_USAGE). */
+char *resolve_data_dir(const cdx_cmd *self, const char *config_path, const char *data_opt);
 
 /* True when argv[i] is -h/--help. */
 int is_help(const char *arg);

@@ -3,6 +3,8 @@
  * store (SQLite integrity, files -> vectors, no orphans, every FAISS index
  * holding exactly the live vectors) and optionally repair it.
  *
+ * The data directory is found as clipdexd finds it (resolve_data_dir).
+ *
  * Exit status: 0 consistent (after repair, if asked), 1 problems found,
  * 2 usage, 3 the store could not be opened or read.  Repairing needs the
  * writer lock, so it refuses while clipdexd runs; checking does not.
@@ -42,11 +44,8 @@ int cmd_check(int argc, char **argv)
             return usage_error(self, "unexpected argument '%s'", argv[i]);
         }
     }
-    if (!data || !*data) {
-        def = cdx_store_default_dir();
-        if (!def) return usage_error(self, "no data directory: pass --data DIR (or set CLIPDEX_DATA)");
-        data = def;
-    }
+    if (!(def = resolve_data_dir(self, NULL, data))) return EXIT_USAGE;
+    data = def;
     o.writer = repair;
     o.progress = tty_progress;
     if (cdx_store_open(data, &o, &s) != CDX_OK) {

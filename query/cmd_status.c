@@ -18,7 +18,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../indexer/config.h"
 #include "cmd.h"
 #include "banned.h"
 
@@ -159,24 +158,19 @@ int cmd_status(int argc, char **argv)
 {
     const cdx_cmd *self = cmd_find("status");
     const char *cfg_path = NULL, *data = NULL, *format = "text";
-    char *def_cfg = NULL, *err = NULL;
-    config c;
+    char *data_dir = NULL;
     cdx_store *s = NULL;
     status x;
     int ret = EXIT_ERROR;
 
     memset(&x, 0, sizeof x);
-    config_init(&c);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **dst = strcmp(a, "--config") == 0 ? &cfg_path
                            : strcmp(a, "--data") == 0 ? &data
                            : strcmp(a, "--format") == 0 ? &format : NULL;
         if (dst) {
-            if (++i >= argc) {
-                config_release(&c);
-                return usage_error(self, "%s needs a value", a);
-            }
+            if (++i >= argc) return usage_error(self, "%s needs a value", a);
             *dst = argv[i];
         } else if (strncmp(a, "--config=", 9) == 0) {
             cfg_path = a + 9;
@@ -185,26 +179,16 @@ int cmd_status(int argc, char **argv)
         } else if (strncmp(a, "--format=", 9) == 0) {
             format = a + 9;
         } else {
-            config_release(&c);
             return usage_error(self, "unexpected argument '%s'", a);
         }
     }
-    if (strcmp(format, "text") != 0 && strcmp(format, "json") != 0) {
-        config_release(&c);
+    if (strcmp(format, "text") != 0 && strcmp(format, "json") != 0)
         return usage_error(self, "--format is text or json, not '%s'", format);
+    if (!(data_dir = resolve_data_dir(self, cfg_path, data))) {
+        ret = EXIT_USAGE;
+        goto cleanup;
     }
-    if (!data) {
-        if (!cfg_path) def_cfg = config_default_path();
-        if ((cfg_path || def_cfg) && config_load(&c, cfg_path ? cfg_path : def_cfg, cfg_path != NULL, &err) != 0) {
-            ret = usage_error(self, "%s", err);
-            goto cleanup;
-        }
-        if (config_finish(&c, &err) != 0) {
-            ret = usage_error(self, "%s", err);
-            goto cleanup;
-        }
-        data = c.data_dir;
-    }
+    data = data_dir;
     x.data = (char *)data;
     if (cdx_store_open(data, NULL, &s) != CDX_OK) {
         error("%s", cdx_last_error());
@@ -253,8 +237,6 @@ cleanup:
     free(x.model_dir);
     free(x.index_type);
     cdx_store_close(s);
-    config_release(&c);
-    free(def_cfg);
-    free(err);
+    free(data_dir);
     return ret;
 }

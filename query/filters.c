@@ -16,7 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../indexer/config.h"
 #include "filters.h"
 #include "banned.h"
 
@@ -217,35 +216,9 @@ int qctx_option(qctx *c, int code, const char *arg)
     return 1;
 }
 
-/* The data directory as clipdexd and `clipdex status` find it: --data,
- * else clipdex.conf's [store] data_dir, else $CLIPDEX_DATA,
- * $XDG_DATA_HOME/clipdex, ~/.local/share/clipdex. */
-static int choose_data_dir(qctx *c)
-{
-    config cf;
-    char *path, *err = NULL;
-    int ret = 0;
-
-    if (c->data_opt && *c->data_opt) {
-        if (!(c->data_dir = strdup(c->data_opt))) return error("out of memory");
-        return 0;
-    }
-    config_init(&cf);
-    path = config_default_path();
-    if ((path && config_load(&cf, path, 0, &err) != 0) || config_finish(&cf, &err) != 0)
-        ret = usage_error(c->self, "%s (or pass --data DIR)", err ? err : "no data directory");
-    else if (!(c->data_dir = strdup(cf.data_dir)))
-        ret = error("out of memory");
-    free(err);
-    free(path);
-    config_release(&cf);
-    return ret;
-}
-
 int qctx_open_store(qctx *c)
 {
-    int ret;
-    if ((ret = choose_data_dir(c)) != 0) return ret;
+    if (!(c->data_dir = resolve_data_dir(c->self, NULL, c->data_opt))) return EXIT_USAGE;
     cdx_store_opts o = {.progress = tty_progress};
     if (cdx_store_open(c->data_dir, &o, &c->store) != CDX_OK) return error("%s", cdx_last_error());
     return 0;

@@ -8,8 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../indexer/config.h"
 #include "cmd.h"
+#include "conf.h"
 
 static void vreport(const char *prefix, const char *fmt, va_list ap)
 {
@@ -55,41 +55,52 @@ int is_help(const char *arg)
     return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
 }
 
-/* The configured default: [model] dir of the daemon's configuration file
- * (clipdex.conf(5)), so that a user who set up clipdexd need not repeat
- * it.  A broken file is reported; it does not stop a command that has a
- * model some other way. */
-static char *configured_model_dir(void)
+/* clipdex.conf as both programs read it (common/conf.h), once per
+ * process per file.  NULL and *err when it cannot be read. */
+static const config *load_conf(const char *path, char **err)
 {
-    static char *cached;
-    static int done;
-    config c;
-    char *path, *err = NULL;
-    if (done) return cached;
-    done = 1;
-    if (!(path = config_default_path())) return NULL;
-    config_init(&c);
-    if (config_load(&c, path, 0, &err) == 0) {
-        if (c.model_dir && *c.model_dir) cached = strdup(c.model_dir);
-    } else {
-        warning("%s", err ? err : path);
-    }
-    free(err);
-    free(path);
-    config_release(&c);
-    return cached;
+    static config c;
+    static char *loaded_path;
+    static int loaded;
+    if (loaded && (path ? loaded_path && strcmp(path, loaded_path) == 0 : !loaded_path)) return &c;
+    if (loaded) config_release(&c);
+    free(loaded_path);
+    loaded = 0;
+    loaded_path = path ? xstrdup(path) : NULL;
+    if (config_resolve(&c, path, path != NULL, NULL, err) != 0) return NULL;
+    loaded = 1;
+    return &c;
 }
 
 const char *resolve_model_dir(const char *opt)
 {
     const char *env;
+    const config *c;
+    char *err = NULL;
     if (opt && *opt) return opt;
     env = getenv("CLIPDEX_MODEL");
     if (env && *env) return env;
-    if ((env = configured_model_dir())) return env;
+    /* A broken file is reported; it does not stop a command that has a
+     * model some other way. */
+    if ((c = load_conf(NULL, &err)) && c->model_dir) return c->model_dir;
+    if (err) warning("%s", err);
+    free(err);
     fprintf(stderr, "clipdex: no model: pass --model DIR, set CLIPDEX_MODEL or [model] dir in "
                     "clipdex.conf (get one with: scripts/get-model openai/clip-vit-base-patch32 DIR)\n");
     return NULL;
+}
+
+char *resolve_data_dir(const cdx_cmd *self, const char *config_path, const char *data_opt)
+{
+    const config *c;
+    char *err = NULL;
+    if (data_opt && *data_opt) return xstrdup(data_opt);
+    if (!(c = load_conf(config_path, &err))) {
+        usage_error(self, "%s (or pass --data DIR)", err);
+        free(err);
+        return NULL;
+    }
+    return xstrdup(c->data_dir);
 }
 
 void print_float(FILE *f, float v)

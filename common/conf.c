@@ -1,5 +1,6 @@
 /*
- * config.c - the configuration table and its INI reader (see config.h).
+ * conf.c - clipdex.conf: the configuration table and its INI reader
+ * (see conf.h).
  *
  * Every key is one row of keys[]: section, name, type, where it lives in
  * struct config, its default (as text, parsed by the same code as the
@@ -22,8 +23,7 @@
 
 #include <ini.h>
 
-#include "config.h"
-#include "log.h"
+#include "conf.h"
 
 typedef enum {
     K_BOOL,  /* yes/no, true/false, on/off, 1/0 */
@@ -97,6 +97,21 @@ _Static_assert(N_KEYS <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS");
 #define AT(c, k, type) ((type *)((char *)(c) + (k)->off))
 
 /* ---- value parsing ---- */
+
+static const char *level_names[] = {"debug", "info", "warn", "error"};
+
+int log_level_parse(const char *s)
+{
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, level_names[i]) == 0) return i;
+    if (strcmp(s, "warning") == 0) return CDX_LOG_WARN;
+    return -1;
+}
+
+const char *log_level_name(int level)
+{
+    return level >= 0 && level < 4 ? level_names[level] : "?";
+}
 
 static int parse_bool(const char *v, int *out)
 {
@@ -392,6 +407,23 @@ int config_finish(config *c, char **err)
         if (m && *m) c->model_dir = path_absolute(m, NULL);
     }
     return 0;
+}
+
+int config_resolve(config *c, const char *path, int required, const strv *sets, char **err)
+{
+    char *def = NULL;
+    config_init(c);
+    if (!path) path = def = config_default_path();
+    if (path && config_load(c, path, required, err) != 0) goto fail;
+    for (size_t i = 0; sets && i < sets->n; i++)
+        if (config_set_arg(c, sets->v[i], err) != 0) goto fail;
+    if (config_finish(c, err) != 0) goto fail;
+    free(def);
+    return 0;
+fail:
+    free(def);
+    config_release(c);
+    return -1;
 }
 
 int config_ext_wanted(const config *c, const char *ext)

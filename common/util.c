@@ -1,6 +1,6 @@
 /*
  * util.c - allocation that aborts on exhaustion, clocks, path strings and
- * string vectors for clipdexd (see util.h).
+ * string vectors for both programs (see util.h).
  */
 #include <errno.h>
 #include <limits.h>
@@ -17,7 +17,7 @@ static void oom(size_t n)
 {
     /* No allocation from here on: a fixed message straight to stderr. */
     char buf[96];
-    int len = snprintf(buf, sizeof buf, "clipdexd: out of memory (%zu bytes)\n", n);
+    int len = snprintf(buf, sizeof buf, "%s: out of memory (%zu bytes)\n", program_invocation_short_name, n);
     if (len > 0 && write(STDERR_FILENO, buf, (size_t)len) < 0) { /* nothing left to do */ }
     abort();
 }

@@ -1,14 +1,18 @@
 /*
- * util.h - small helpers every clipdexd module uses: allocation, time,
- * path strings.
+ * util.h - small helpers both programs use (common/): allocation, time,
+ * path strings, string vectors.
  *
- * Out-of-memory policy of the daemon (one policy, everywhere in indexer/):
- * the x* allocators never return NULL; when malloc fails they log and
- * abort.  The library (core/) reports CDX_ERR_NOMEM instead, and the
- * daemon treats that like any other failure of the call.
+ * The out-of-memory policy, one for the whole project:
+ *   - the library (core/) never aborts: it returns CDX_ERR_NOMEM and the
+ *     caller treats that like any other failure of the call;
+ *   - the programs (clipdexd, clipdex) allocate through the x* functions
+ *     here, which never return NULL: when malloc fails they write
+ *     "PROGRAM: out of memory (N bytes)" to stderr and abort.  A program
+ *     cannot do anything useful after its own allocation failed, and one
+ *     rule means no half-tested recovery paths.
  */
-#ifndef IX_UTIL_H
-#define IX_UTIL_H
+#ifndef CDX_COMMON_UTIL_H
+#define CDX_COMMON_UTIL_H
 
 #include <stddef.h>
 #include <stdint.h>

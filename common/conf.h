@@ -1,7 +1,7 @@
 /*
- * config.h - clipdexd's configuration: one table of typed keys with
- * defaults, ranges and help (config.c), read from an INI file with libinih,
- * then overridden from the command line.
+ * conf.h - clipdex.conf, the configuration both programs read: one table
+ * of typed keys with defaults, ranges and help (conf.c), read from an INI
+ * file with libinih, then overridden from the command line.
  *
  * The file is $XDG_CONFIG_HOME/clipdex/clipdex.conf (else
  * ~/.config/clipdex/clipdex.conf), or the one given with -c.  Every error
@@ -9,11 +9,20 @@
  * Relative paths in the file are taken against the file's directory;
  * "~/" is the home directory.  clipdex.conf(5) documents every key.
  *
- * clipdex (query/) links this module too, so `clipdex status` and
- * `clipdex index` find the same data and model directories as the daemon.
+ * Why common/ and not the library: the file, its defaults from the
+ * environment and its "FILE:LINE: why" messages belong to the programs
+ * (the library takes directories, never reads a configuration, never
+ * prints), and the daemon's settings (roots, watch timers, log file) mean
+ * nothing to core/.  Both programs link common/ (clipdexd and clipdex);
+ * query/ includes nothing from indexer/ and indexer/ nothing from query/.
+ * config_resolve() is the one place the model and data directories are
+ * found, so every command of both programs finds the same ones.
+ *
+ * Out of memory: as everywhere in common/ (util.h), allocation failures
+ * abort the program.
  */
-#ifndef IX_CONFIG_H
-#define IX_CONFIG_H
+#ifndef CDX_COMMON_CONF_H
+#define CDX_COMMON_CONF_H
 
 #include <stdint.h>
 #include <stdio.h>
@@ -82,10 +91,25 @@ int config_set(config *c, const char *section, const char *key, const char *valu
  * when no data directory can be determined. */
 int config_finish(config *c, char **err);
 
+/* The one resolution both programs use: config_init, then the file path
+ * (NULL: config_default_path(), which may be missing; a missing file
+ * given with required set is an error), then each "section.key=value" of
+ * sets (may be NULL) as from the command line, then config_finish.  So
+ * the data directory is --data (a set), else [store] data_dir, else
+ * $CLIPDEX_DATA, else $XDG_DATA_HOME/clipdex, else ~/.local/share/clipdex;
+ * the model directory is [model] dir, else $CLIPDEX_MODEL.  On failure
+ * *c is released and *err (heap, caller frees) says why. */
+int config_resolve(config *c, const char *path, int required, const strv *sets, char **err);
+
 /* Write the effective configuration as an INI file. */
 void config_print(const config *c, FILE *f);
 
 /* Is the extension (lower-case, no dot) one to index? */
 int config_ext_wanted(const config *c, const char *ext);
+
+/* Level names of [daemon] log_level: "debug", "info", "warn" ("warning"),
+ * "error" to CDX_LOG_*; -1 for anything else. */
+int log_level_parse(const char *s);
+const char *log_level_name(int level);
 
 #endif
