@@ -1,20 +1,14 @@
-# clipdex - plain Makefile (see README.md).
+# clipdex - plain Makefile (see README.md; `make help` lists every target).
 #
-#   make deps        install build/test dependencies (Debian packages) and
-#                    build the FAISS C API into build/faiss
-#   make demo        build, then run the main job end to end (scripts/demo.sh)
-#   make             build bin/clipdex and bin/clipdexd (strict warnings)
-#   make check       run every test (TAP, one prove summary)
-#   make asan-check  the same tests built with ASan+UBSan
-#   make bench       benchmarks (numbers, never pass/fail)
-#   make install PREFIX=/usr/local
+# One section per module below: its sources, unit tests, test tools and
+# benchmarks, each added to the lists the generic rules and the top-level
+# targets (at the end) use.  Adding a module is one section; adding a test
+# is one line in its module's section.
 #
-#   make tsan-check  the threaded engine tests (pool, kernels, tokenizer)
-#                    under ThreadSanitizer
-#
-# Variables: WERROR=0 drops -Werror; SAN=1 builds with ASan+UBSan into
-# build-asan/ (used by asan-check), SAN=thread with TSan into build-tsan/;
-# O=... overrides the optimisation level.
+# Variables: V=1 prints whole commands (default: one short line a file);
+# WERROR=0 drops -Werror; SAN=1 builds with ASan+UBSan into build-asan/
+# (used by asan-check), SAN=thread with TSan into build-tsan/; O=...
+# overrides the optimisation level.
 
 .DEFAULT_GOAL := all
 PREFIX ?= /usr/local
@@ -35,6 +29,15 @@ BUILD ?= build
 SANFLAGS =
 endif
 BIN = $(BUILD)/bin
+
+# Quiet by default: "  CC      core/engine/model.c"; V=1 shows the commands.
+# $(call say,WHAT,FILE) starts a recipe line (its '@' silences the line).
+V ?= 0
+ifeq ($(V),1)
+say =
+else
+say = @printf '  %-7s %s\n' '$(1)' '$(2)';
+endif
 
 PKGS = openblas libcjson libutf8proc libpng libjpeg libzip sqlite3 libcrypto inih
 # image formats (core/image/); giflib has no pkg-config file everywhere
@@ -74,77 +77,99 @@ endif
 FAISS_LIBS = $(FAISS_C) $(FAISS_W)
 LDLIBS = $(FAISS_C) $(FAISS_W) $(PKG_LIBS) -lgif -lgomp -lstdc++ -lm -pthread
 
-# ---- core/: the library, one line per module ----
+# ======================================================================
+# Modules.  Each section adds to:
+#   CORE_OBJS, COMMON_OBJS, QUERY_OBJS, INDEXER_OBJS  sources (as .o)
+#   UNIT_TESTS   tests/unit/NAME.c programs that prove runs (TAP)
+#   TEST_TOOLS   programs the CLI tests and the demo run (never by prove)
+#   BENCHES      bench/NAME.c programs `make bench` builds
+# ======================================================================
+UNIT_TESTS =
+TEST_TOOLS =
+BENCHES =
+
+# ---- core/: the base of the library (status, thread pool, hashes) ----
 CORE_OBJS  = core/status.o core/pool.o core/hash.o
-# core/engine/: the model (config.json, weights readers, transformer, kernels, tokenizer)
+UNIT_TESTS += test_status
+
+# ---- core/engine/: the model (config.json, weights readers, transformer,
+# kernels, tokenizer) ----
 CORE_OBJS += core/engine/tokenizer.o core/engine/ftfy.o
 CORE_OBJS += core/engine/safetensors.o core/engine/torchbin.o core/engine/weights.o
 CORE_OBJS += core/engine/model_config.o core/engine/model.o core/engine/kernels.o core/engine/linear.o
-# core/image/: decoders, EXIF, orientation, resampling, preprocessing, perceptual hash
+UNIT_TESTS += test_tokenizer test_weights test_kernels
+BENCHES += engine_bench
+# The compute kernels are written to be vectorised: -O3 and OpenMP's simd
+# pragmas; they never call the OpenMP runtime (libgomp is linked only for
+# FAISS's own code; core/pool.h says why our threads are our own).
+$(BUILD)/core/engine/kernels.o $(BUILD)/core/engine/linear.o: KFLAGS = -O3 -fopenmp-simd
+
+# ---- core/image/: decoders, EXIF, orientation, resampling,
+# preprocessing, perceptual hash ----
 CORE_OBJS += core/image/image.o core/image/resample.o core/image/preprocess.o core/image/phash.o core/image/ingest.o
 CORE_OBJS += core/image/image_exif.o core/image/image_orient.o core/image/image_webp.o core/image/image_heif.o
 CORE_OBJS += core/image/image_tiff.o core/image/image_gif.o
-# core/store/: SQLite truth, FAISS vector index, search, check, join, scan
+UNIT_TESTS += test_resample test_phash test_image test_exif test_image_fast
+TEST_TOOLS += tests/preprocess_dump tests/imgcheck
+# bench/run-image.sh: decode + preprocess timings (fast, exact, Pillow).
+BENCHES += image_bench
+
+# ---- core/store/: SQLite truth, FAISS vector index, search, check, join,
+# scan; schema/NNN_*.sql become C strings in the library
+# (schema/sql2c.awk) ----
 CORE_OBJS += core/store/store.o core/store/store_vindex.o core/store/store_search.o core/store/store_check.o
 CORE_OBJS += core/store/store_scan.o core/store/store_join.o core/store/faiss_dist.o
+CORE_OBJS += gen/schema.o
+UNIT_TESTS += test_store_f16 test_store_scan test_faiss_dist test_store test_store_schema
+TEST_TOOLS += tests/tools/store_harness
+BENCHES += store_bench hnsw_recall
+SCHEMA_SQL = $(sort $(wildcard schema/[0-9]*.sql))
+$(BUILD)/gen/schema.c: schema/sql2c.awk $(SCHEMA_SQL)
+	@mkdir -p $(dir $@)
+	$(call say,GEN,$@)awk -f schema/sql2c.awk $(SCHEMA_SQL) > $@.tmp && mv $@.tmp $@
 
 # ---- common/: what both programs share and the library must not do
 # (common/conf.h says why it is not in core/): clipdex.conf, allocation
 # that aborts, paths ----
 COMMON_OBJS = common/conf.o common/util.o
 
-# ---- query/: the clipdex command ----
+# ---- query/: the clipdex command; a store builder for its tests and the
+# demo (tests/tools/mkstore.c), and its benchmark's store filler ----
 QUERY_OBJS  = query/main.o query/util.o
 QUERY_OBJS += query/cmd_embed.o query/cmd_tokenize.o query/cmd_model.o
-QUERY_OBJS += query/cmd_check.o
+QUERY_OBJS += query/cmd_check.o query/cmd_status.o query/cmd_index.o
 QUERY_OBJS += query/filters.o query/output.o query/gallery.o query/labels.o
 QUERY_OBJS += query/cmd_search.o query/cmd_dupes.o query/cmd_moderate.o query/cmd_stats.o
 QUERY_OBJS += query/cmd_info.o
+TEST_TOOLS += tests/tools/mkstore tests/tools/phash_files
+BENCHES += query_fill
 
 # ---- indexer/: the clipdexd daemon ----
 INDEXER_OBJS  = indexer/main.o indexer/daemon.o indexer/sync.o indexer/pipeline.o
 INDEXER_OBJS += indexer/watch.o indexer/scan.o indexer/progress.o
 INDEXER_OBJS += indexer/log.o indexer/pathmap.o
-QUERY_OBJS += query/cmd_status.o query/cmd_index.o
 
-# ---- tests/unit: one program per module, each prints TAP ----
-UNIT_TESTS  = test_status
-UNIT_TESTS += test_tokenizer
-UNIT_TESTS += test_weights
-UNIT_TESTS += test_kernels
-UNIT_TESTS += test_resample
-UNIT_TESTS += test_phash
-UNIT_TESTS += test_image test_exif test_image_fast
-UNIT_TESTS += test_store_f16 test_store_scan test_faiss_dist test_store test_store_schema
-
+# ======================================================================
+# Generic rules
+# ======================================================================
 LIB = $(BUILD)/libclipdex.a
 O_CORE = $(addprefix $(BUILD)/,$(CORE_OBJS))
 O_COMMON = $(addprefix $(BUILD)/,$(COMMON_OBJS))
 O_QUERY = $(addprefix $(BUILD)/,$(QUERY_OBJS)) $(O_COMMON)
 O_INDEXER = $(addprefix $(BUILD)/,$(INDEXER_OBJS)) $(O_COMMON)
+T_BINS = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
+T_TOOLS = $(addprefix $(BUILD)/,$(TEST_TOOLS))
+B_BINS = $(addprefix $(BUILD)/bench/,$(BENCHES))
 # The programs see common/'s headers; the library does not.  (Not added
 # to ALL_CFLAGS: a target's variables pass to its prerequisites, and
 # $(BUILD)/.flags must read the same whichever object asks for it first.)
 $(O_QUERY) $(O_INDEXER): PROG_CFLAGS = -Icommon
-O_CORE += $(BUILD)/gen/schema.o
-T_BINS = $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
-# Helper programs the CLI tests run (built like unit tests, never run by prove).
-T_HELPERS = $(BUILD)/tests/preprocess_dump
-
-all: $(BIN)/clipdex $(BIN)/clipdexd
-	@ln -sfn $(BUILD)/bin bin 2>/dev/null || true
 
 $(BUILD)/%.o: %.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(PROG_CFLAGS) -c $< -o $@
-
-# The compute kernels are written to be vectorised: -O3 and OpenMP's simd
-# pragmas; they never call the OpenMP runtime (libgomp is linked only for
-# FAISS's own code; core/pool.h says why our threads are our own).
-$(BUILD)/core/engine/kernels.o $(BUILD)/core/engine/linear.o: KFLAGS = -O3 -fopenmp-simd
-$(BUILD)/core/engine/kernels.o $(BUILD)/core/engine/linear.o: $(BUILD)/%.o: %.c $(BUILD)/.flags
-	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(KFLAGS) -c $< -o $@
+	$(call say,CC,$<)$(CC) $(ALL_CFLAGS) $(PROG_CFLAGS) $(KFLAGS) -c $< -o $@
+$(BUILD)/gen/%.o: $(BUILD)/gen/%.c $(BUILD)/.flags
+	$(call say,CC,$<)$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 # Rebuild everything when the flags change (the idea is Redis's).
 $(BUILD)/.flags: FORCE
@@ -153,109 +178,44 @@ $(BUILD)/.flags: FORCE
 
 $(LIB): $(O_CORE)
 	@rm -f $@
-	ar rcs $@ $^
+	$(call say,AR,$@)ar rcs $@ $^
 
-$(BIN)/clipdex: $(O_QUERY) $(LIB)
+$(BIN)/clipdex: $(O_QUERY) $(LIB) $(FAISS_LIBS)
 	@mkdir -p $(BIN)
-	$(CC) $(ALL_CFLAGS) -o $@ $(O_QUERY) $(LIB) $(LDLIBS)
+	$(call say,LINK,$@)$(CC) $(ALL_CFLAGS) -o $@ $(O_QUERY) $(LIB) $(LDLIBS)
 
-$(BIN)/clipdexd: $(O_INDEXER) $(LIB)
+$(BIN)/clipdexd: $(O_INDEXER) $(LIB) $(FAISS_LIBS)
 	@mkdir -p $(BIN)
-	$(CC) $(ALL_CFLAGS) -o $@ $(O_INDEXER) $(LIB) $(LDLIBS)
+	$(call say,LINK,$@)$(CC) $(ALL_CFLAGS) -o $@ $(O_INDEXER) $(LIB) $(LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/tap.h $(LIB) $(BUILD)/.flags
+# Unit tests, test tools (tests/unit/preprocess_dump.c, tests/fuzz/
+# imgcheck.c and tests/tools/*.c) and benchmarks: one C file each, linked
+# with the library.
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/tap.h $(LIB) $(BUILD)/.flags $(FAISS_LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(LIB) $(LDLIBS)
-
-tests-build: all $(T_BINS) $(T_HELPERS)
-
-# Generated test models and reference outputs (python3-torch, numpy, PIL).
-# (Always under build/, also for the sanitizer build: the data is the same.)
-testdata: all
-	@$(PYTHON) tests/tools/make_testdata.py --out build/testdata
-
-check: tests-build testdata
-	CLIPDEX_BUILD=$(BUILD) PYTHON=$(PYTHON) prove -f $(PROVE_FLAGS) \
-		$(T_BINS) $(sort $(wildcard tests/cli/*.t))
-
-asan-check:
-	$(MAKE) SAN=1 check
-
-tsan-check:
-	$(MAKE) SAN=thread build-tsan/tests/test_kernels build-tsan/tests/test_tokenizer
-	prove -f build-tsan/tests/test_kernels build-tsan/tests/test_tokenizer
-
-deps:
-	scripts/deps.sh
-
-demo: all
-	BUILD=$(BUILD) PYTHON=$(PYTHON) scripts/demo.sh
-
-bench: all
-	PYTHON=$(PYTHON) bench/run.sh $(BUILD)
-
-# The systemd user unit gets ExecStart pointing at the installed daemon.
-install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
-		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8 \
-		$(DESTDIR)$(PREFIX)/lib/systemd/user
-	install -m 755 $(BIN)/clipdex $(BIN)/clipdexd $(DESTDIR)$(PREFIX)/bin/
-	install -m 644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
-	install -m 644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
-	install -m 644 man/*.8 $(DESTDIR)$(PREFIX)/share/man/man8/
-	sed 's|^ExecStart=/usr/local/bin/|ExecStart=$(PREFIX)/bin/|' indexer/clipdexd.service \
-		> $(DESTDIR)$(PREFIX)/lib/systemd/user/clipdexd.service
-
-clean:
-	rm -rf build build-asan bin
-
-.PHONY: all check asan-check tsan-check deps demo bench install clean tests-build testdata FORCE
--include $(O_CORE:.o=.d) $(O_QUERY:.o=.d) $(O_INDEXER:.o=.d)
-
-# ---- bench/: benchmark programs (not tests) ----
-$(BUILD)/bench/%: bench/%.c $(LIB) $(BUILD)/.flags $(FAISS_LIBS)
-	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Wno-error -o $@ $< $(LIB) $(LDLIBS)
-
-# ---- the index store: built-in schema, FAISS C API, harnesses, bench ----
-# schema/NNN_*.sql become C strings in the library (schema/sql2c.awk).
-SCHEMA_SQL = $(sort $(wildcard schema/[0-9]*.sql))
-$(BUILD)/gen/schema.c: schema/sql2c.awk $(SCHEMA_SQL)
-	@mkdir -p $(dir $@)
-	awk -f schema/sql2c.awk $(SCHEMA_SQL) > $@.tmp && mv $@.tmp $@
-$(BUILD)/gen/schema.o: $(BUILD)/gen/schema.c $(BUILD)/.flags
-	$(CC) $(ALL_CFLAGS) -c $< -o $@
-STORE_TOOLS = $(BUILD)/tests/tools/store_harness
-STORE_BENCH = $(BUILD)/bench/store_bench
-$(FAISS_C):
-	scripts/deps.sh
-$(BIN)/clipdex $(BIN)/clipdexd $(T_BINS) $(T_HELPERS) $(STORE_TOOLS) $(STORE_BENCH): $(FAISS_LIBS)
-$(BUILD)/tests/tools/%: tests/tools/%.c $(LIB) $(BUILD)/.flags
-	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
-tests-build: $(STORE_TOOLS)
-bench: $(STORE_BENCH)
-
-# ---- query tool (search/dupes/moderate): a store builder for its tests
-# and the demo (tests/tools/mkstore.c), and its benchmark's store filler ----
-QUERY_TOOLS = $(BUILD)/tests/tools/mkstore $(BUILD)/tests/tools/phash_files
-QUERY_BENCH = $(BUILD)/bench/query_fill
-$(QUERY_TOOLS) $(QUERY_BENCH): $(FAISS_LIBS)
-tests-build: $(QUERY_TOOLS)
-bench: $(QUERY_BENCH)
-
-# ---- image layer (core/image/): corpus driver, sanitizer pass,
-# fuzzing, valgrind.  The shared corpus is $(CLIPDEX_SHARED)/corpus. ----
-CLIPDEX_SHARED ?= ../shared
-IMG_CORPUS = $(CLIPDEX_SHARED)/corpus
+	$(call say,LINK,$@)$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(LIB) $(LDLIBS)
 $(BUILD)/tests/imgcheck: tests/fuzz/imgcheck.c $(LIB) $(BUILD)/.flags $(FAISS_LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
-tests-build: $(BUILD)/tests/imgcheck
+	$(call say,LINK,$@)$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+$(BUILD)/tests/tools/%: tests/tools/%.c $(LIB) $(BUILD)/.flags $(FAISS_LIBS)
+	@mkdir -p $(dir $@)
+	$(call say,LINK,$@)$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+$(BUILD)/bench/%: bench/%.c $(LIB) $(BUILD)/.flags $(FAISS_LIBS)
+	@mkdir -p $(dir $@)
+	$(call say,LINK,$@)$(CC) $(ALL_CFLAGS) -Wno-error -o $@ $< $(LIB) $(LDLIBS)
 
-# The image sources alone, built with ASan+UBSan into build-asan/image
-# (clang with libFuzzer coverage when available, so the same objects serve
-# the sanitizer pass of `make check` and the fuzzers; gcc otherwise).
+$(FAISS_C):
+	scripts/deps.sh
+
+-include $(O_CORE:.o=.d) $(O_QUERY:.o=.d) $(O_INDEXER:.o=.d)
+
+# ---- the image layer under sanitizers: the image sources alone, built
+# with ASan+UBSan into build-asan/image (clang with libFuzzer coverage when
+# available, so the same objects serve the sanitizer pass of `make check`
+# and the fuzzers; gcc otherwise).  The shared corpus is
+# $(CLIPDEX_SHARED)/corpus. ----
+CLIPDEX_SHARED ?= ../shared
+IMG_CORPUS = $(CLIPDEX_SHARED)/corpus
 IMGSAN = build-asan/image
 FUZZ_CC := $(shell command -v clang 2>/dev/null)
 IMGSAN_CC = $(if $(FUZZ_CC),$(FUZZ_CC),$(CC))
@@ -273,21 +233,36 @@ $(IMGSAN)/.flags: FORCE
 	@echo '$(IMGSAN_CC) $(IMGSAN_CFLAGS)' | cmp -s - $@ || echo '$(IMGSAN_CC) $(IMGSAN_CFLAGS)' > $@
 $(IMGSAN)/%.o: core/%.c $(IMGSAN)/.flags
 	@mkdir -p $(dir $@)
-	$(IMGSAN_CC) $(IMGSAN_CFLAGS) -c $< -o $@
+	$(call say,CC,$< (sanitizers))$(IMGSAN_CC) $(IMGSAN_CFLAGS) -c $< -o $@
 $(IMGSAN)/imgcheck: tests/fuzz/imgcheck.c $(IMGSAN_OBJS)
-	$(IMGSAN_CC) $(IMGSAN_CFLAGS) -o $@ $< $(IMGSAN_OBJS) $(IMGSAN_LIBS)
+	$(call say,LINK,$@)$(IMGSAN_CC) $(IMGSAN_CFLAGS) -o $@ $< $(IMGSAN_OBJS) $(IMGSAN_LIBS)
 $(IMGSAN)/fuzz_%: tests/fuzz/fuzz_%.c $(IMGSAN_OBJS)
-	$(FUZZ_CC) $(IMGSAN_CFLAGS) -fsanitize=fuzzer -o $@ $< $(IMGSAN_OBJS) $(IMGSAN_LIBS)
+	$(call say,LINK,$@)$(FUZZ_CC) $(IMGSAN_CFLAGS) -fsanitize=fuzzer -o $@ $< $(IMGSAN_OBJS) $(IMGSAN_LIBS)
 -include $(IMGSAN_OBJS:.o=.d)
-tests-build: $(IMGSAN_BINS)
-fuzz-build: $(IMGSAN_BINS)
 
-# make fuzz [FUZZ_TIME=seconds]: both fuzzers, seeded from the corpus;
-# new inputs accumulate in build-asan/image/fuzz (crashes: fuzz/crash-*).
-FUZZ_TIME ?= 600
-fuzz: fuzz-build
-	@test -n "$(FUZZ_CC)" || { echo "make fuzz needs clang and libclang-rt (make deps)"; exit 1; }
-	tests/fuzz/run.sh $(IMGSAN) $(FUZZ_TIME) $(IMG_CORPUS) $(IMGSAN)/fuzz
+# ======================================================================
+# Targets (`make help`)
+# ======================================================================
+all: $(BIN)/clipdex $(BIN)/clipdexd
+	@ln -sfn $(BUILD)/bin bin 2>/dev/null || true
+
+tests-build: all $(T_BINS) $(T_TOOLS) $(IMGSAN_BINS)
+
+# Generated test models and reference outputs (python3-torch, numpy, PIL).
+# (Always under build/, also for the sanitizer build: the data is the same.)
+testdata: all
+	@$(PYTHON) tests/tools/make_testdata.py --out build/testdata
+
+check: tests-build testdata
+	CLIPDEX_BUILD=$(BUILD) PYTHON=$(PYTHON) prove -f $(PROVE_FLAGS) \
+		$(T_BINS) $(sort $(wildcard tests/cli/*.t))
+
+asan-check:
+	$(MAKE) SAN=1 check
+
+tsan-check:
+	$(MAKE) SAN=thread build-tsan/tests/test_kernels build-tsan/tests/test_tokenizer
+	prove -f build-tsan/tests/test_kernels build-tsan/tests/test_tokenizer
 
 # valgrind (memcheck, leaks) over the whole corpus, every decode path.
 # Two library SIMD paths are beyond memcheck and are avoided here (the
@@ -305,9 +280,56 @@ valgrind-check: $(BUILD)/tests/imgcheck
 		-L $(BUILD)/tests/corpus.list
 	@echo "valgrind-check: no memory errors or leaks over $$(tr -cd '\0' < $(BUILD)/tests/corpus.list | wc -c) files"
 
-# bench/run-image.sh: decode + preprocess timings (fast, exact, Pillow).
-IMAGE_BENCH = $(BUILD)/bench/image_bench
-$(IMAGE_BENCH): $(FAISS_LIBS)
-bench: $(IMAGE_BENCH)
+fuzz-build: $(IMGSAN_BINS)
 
-.PHONY: fuzz fuzz-build valgrind-check
+# make fuzz [FUZZ_TIME=seconds]: both fuzzers, seeded from the corpus;
+# new inputs accumulate in build-asan/image/fuzz (crashes: fuzz/crash-*).
+FUZZ_TIME ?= 600
+fuzz: fuzz-build
+	@test -n "$(FUZZ_CC)" || { echo "make fuzz needs clang and libclang-rt (make deps)"; exit 1; }
+	tests/fuzz/run.sh $(IMGSAN) $(FUZZ_TIME) $(IMG_CORPUS) $(IMGSAN)/fuzz
+
+deps:
+	scripts/deps.sh
+
+demo: all
+	BUILD=$(BUILD) PYTHON=$(PYTHON) scripts/demo.sh
+
+bench: all $(B_BINS)
+	PYTHON=$(PYTHON) bench/run.sh $(BUILD)
+
+# The systemd user unit gets ExecStart pointing at the installed daemon.
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8 \
+		$(DESTDIR)$(PREFIX)/lib/systemd/user
+	install -m 755 $(BIN)/clipdex $(BIN)/clipdexd $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -m 644 man/*.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	sed 's|^ExecStart=/usr/local/bin/|ExecStart=$(PREFIX)/bin/|' indexer/clipdexd.service \
+		> $(DESTDIR)$(PREFIX)/lib/systemd/user/clipdexd.service
+
+clean:
+	rm -rf build build-asan build-tsan bin
+
+help:
+	@echo 'make deps            install the Debian packages (scripts/deps.sh) and build the FAISS C API'
+	@echo 'make [all]           build $(BIN)/clipdex and $(BIN)/clipdexd (strict warnings)'
+	@echo 'make demo            build, then run the main job end to end (scripts/demo.sh)'
+	@echo 'make check           every test: unit (tests/unit), CLI (tests/cli); one prove summary'
+	@echo 'make asan-check      the same tests built with ASan+UBSan into build-asan/'
+	@echo 'make tsan-check      the threaded engine tests (kernels, tokenizer) under ThreadSanitizer'
+	@echo 'make valgrind-check  memcheck and leaks over the image corpus (every decode path)'
+	@echo 'make fuzz            both image fuzzers, seeded from the corpus (FUZZ_TIME=seconds, default $(FUZZ_TIME))'
+	@echo 'make fuzz-build      build the fuzzers and the sanitizer image checker only'
+	@echo 'make tests-build     build the programs, unit tests and test tools without running them'
+	@echo 'make testdata        generate the test models and reference outputs (build/testdata)'
+	@echo 'make bench           benchmarks (numbers, never pass/fail)'
+	@echo 'make install         install programs, man pages, systemd unit (PREFIX=$(PREFIX), DESTDIR)'
+	@echo 'make clean           remove build/ (the FAISS C API too: make deps rebuilds it), build-asan/, build-tsan/'
+	@echo 'make help            this list'
+	@echo 'variables: V=1 (whole commands), WERROR=0, SAN=1|thread, O=-O0, PROVE_FLAGS=..., CLIPDEX_SHARED=DIR'
+
+.PHONY: all check asan-check tsan-check valgrind-check fuzz fuzz-build deps demo bench install clean help \
+	tests-build testdata FORCE
