@@ -307,7 +307,7 @@ static void put_embedded(indexer *d, const job *j)
 
 /* ---- looking at a due path ---- */
 
-static void look(indexer *d, const char *path, fstate *fs)
+static void handle_due_path(indexer *d, const char *path, fstate *fs)
 {
     struct stat sb;
     cdx_file_info fi;
@@ -365,7 +365,7 @@ void sync_run_due(indexer *d)
         fstate *fs = pathmap_get(&d->files, path);
         if (fs && fs->stage == FS_PENDING) {
             if (fs->due > now) heap_push(d, fs->due, path);
-            else look(d, path, fs);
+            else handle_due_path(d, path, fs);
         }
         free(path);
     }

@@ -162,7 +162,7 @@ static int needs_vision(qctx *c, const struct search_opts *o)
     return 0;
 }
 
-static int run(const cdx_cmd *self, struct search_opts *o, qfilter *flt, qctx *c, int similar)
+static int search_and_print(const cdx_cmd *self, struct search_opts *o, qfilter *flt, qctx *c, int similar)
 {
     float *q = NULL, *e = NULL;
     cdx_store_hit *hits = NULL;
@@ -322,7 +322,7 @@ static int search_main(int argc, char **argv, int similar)
         o.terms[0] = (struct term){0, 1, 1.0, o.joined};
         o.n_terms++;
     }
-    ret = run(self, &o, &flt, &c, similar);
+    ret = search_and_print(self, &o, &flt, &c, similar);
 cleanup:
     qctx_release(&c);
     qfilter_release(&flt);

@@ -1319,7 +1319,7 @@ cdx_status cdx_store_rename(cdx_store *s, const char *from, const char *to, int6
     sqlite3_stmt *sel = NULL, *upd = NULL;
     char *lo = NULL, *hi = NULL, *np = NULL;
     size_t plen, from_len, to_len;
-    int64_t moved = 0, dummy_id, dummy_vec, removed;
+    int64_t moved = 0, file_id, file_vec, removed;
     struct row { int64_t id; char *path; } *rows = NULL;
     size_t cnt = 0, cap = 0;
     int rc;
@@ -1333,8 +1333,8 @@ cdx_status cdx_store_rename(cdx_store *s, const char *from, const char *to, int6
     if ((st = auto_begin(s, &own)) != CDX_OK) return st;
 
     /* A single file. */
-    if ((st = file_lookup(s, from, &dummy_id, &dummy_vec)) != CDX_OK) goto done;
-    if (dummy_id) {
+    if ((st = file_lookup(s, from, &file_id, &file_vec)) != CDX_OK) goto done;
+    if (file_id) {
         if ((st = cdx_store_remove_file(s, to, &removed)) != CDX_OK) goto done;
         if (sqlite3_prepare_v2(s->db, "UPDATE files SET path = ?, ext = ? WHERE id = ?", -1, &upd,
                                NULL) != SQLITE_OK) {
@@ -1345,7 +1345,7 @@ cdx_status cdx_store_rename(cdx_store *s, const char *from, const char *to, int6
         path_ext(to, ext, sizeof ext);
         sqlite3_bind_blob(upd, 1, to, (int)strlen(to), SQLITE_STATIC);
         if (*ext) sqlite3_bind_text(upd, 2, ext, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(upd, 3, dummy_id);
+        sqlite3_bind_int64(upd, 3, file_id);
         if (sqlite3_step(upd) != SQLITE_DONE) {
             st = cdx_store_sqlfail(s, "rename");
             goto done;
@@ -1501,11 +1501,11 @@ static int dup_str(const char *src, const char **dst)
 cdx_status cdx_file_info_copy(const cdx_file_info *src, cdx_file_info *dst)
 {
     cdx_file_info t = *src;
-    int okk = dup_str(src->meta.path, &t.meta.path) & dup_str(src->ext, &t.ext) &
+    int all_copied = dup_str(src->meta.path, &t.meta.path) & dup_str(src->ext, &t.ext) &
               dup_str(src->meta.camera_make, &t.meta.camera_make) &
               dup_str(src->meta.camera_model, &t.meta.camera_model) &
               dup_str(src->error, &t.error);
-    if (!okk) {
+    if (!all_copied) {
         cdx_file_info_release(&t);
         return cdx_fail(CDX_ERR_NOMEM, "out of memory");
     }

@@ -213,19 +213,21 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Where an id lives: 1 base, 2 in idx, 0 nowhere (tombstones aside). */
-static int where(const cdx_vindex *vx, int64_t id)
+/* Where an id's vector lives (tombstones aside). */
+typedef enum { ID_NOWHERE = 0, ID_IN_BASE, ID_IN_IDX } id_home;
+
+static id_home id_home_of(const cdx_vindex *vx, int64_t id)
 {
     const int64_t *ids;
     size_t n;
-    if (vx->base_n && cdx_sorted_has(vx->base_ids, (size_t)vx->base_n, id)) return 1;
+    if (vx->base_n && cdx_sorted_has(vx->base_ids, (size_t)vx->base_n, id)) return ID_IN_BASE;
     id_map(vx, &ids, &n);
-    return cdx_sorted_has(ids, n, id) ? 2 : 0;
+    return cdx_sorted_has(ids, n, id) ? ID_IN_IDX : ID_NOWHERE;
 }
 
 static int is_live(const cdx_vindex *vx, int64_t id)
 {
-    return where(vx, id) && !cdx_sorted_has(vx->tomb, vx->n_tomb, id);
+    return id_home_of(vx, id) != ID_NOWHERE && !cdx_sorted_has(vx->tomb, vx->n_tomb, id);
 }
 
 /* The largest id ever added (0 when empty). */
@@ -608,7 +610,7 @@ static cdx_status replay(cdx_store *s, cdx_vindex *vx, int64_t model_id, const c
             size_t n_idx = 0;
             /* Ids of the mapped base become tombstones; the rest leave idx. */
             for (size_t i = 0; i < n_rm; i++) {
-                if (where(vx, rm[i]) == 1) {
+                if (id_home_of(vx, rm[i]) == ID_IN_BASE) {
                     if ((st = tomb_add(vx, rm[i])) != CDX_OK) goto cleanup;
                 } else {
                     rm[n_idx++] = rm[i];
@@ -1405,7 +1407,7 @@ cleanup:
 
 cdx_status cdx_vindex_reconstruct(const cdx_vindex *vx, int64_t id, float *out)
 {
-    if (vx->base_n && where(vx, id) == 1) {
+    if (vx->base_n && id_home_of(vx, id) == ID_IN_BASE) {
         const int64_t *p = bsearch(&id, vx->base_ids, (size_t)vx->base_n, sizeof id, cmp_i64);
         memcpy(out, vx->base_xb + (p - vx->base_ids) * vx->dim, (size_t)vx->dim * sizeof *out);
         return CDX_OK;

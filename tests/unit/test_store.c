@@ -389,7 +389,7 @@ static void test_filters(void)
     cdx_store *s = open_w(dir, NULL, 0);
     cdx_store_filter f;
     char path[128], top[256];
-    int okk = 1;
+    int all_put = 1;
     enum { N = 6000 };
 
     if (!s || cdx_store_use_model(s, &model_a, NULL) != CDX_OK) {
@@ -397,7 +397,7 @@ static void test_filters(void)
         return;
     }
     cdx_store_begin(s);
-    for (int i = 0; i < N && okk; i++) {
+    for (int i = 0; i < N && all_put; i++) {
         cdx_file_meta m;
         float v[DIM];
         snprintf(path, sizeof path, "/f/%s/img%05d.%s", i % 2 ? "odd" : "even", i, i % 3 ? "jpg" : "PNG");
@@ -407,9 +407,9 @@ static void test_filters(void)
         m.camera_make = i % 4 == 0 ? "Canon" : "NIKON CORPORATION";
         m.camera_model = i % 4 == 0 ? "EOS 5D" : "D750";
         vec_of((uint64_t)i + 100, DIM, v);
-        okk = cdx_store_put_file(s, &m, v, NULL) == CDX_OK;
+        all_put = cdx_store_put_file(s, &m, v, NULL) == CDX_OK;
     }
-    ok(okk && cdx_store_commit(s) == CDX_OK, "6000 files in one transaction");
+    ok(all_put && cdx_store_commit(s) == CDX_OK, "6000 files in one transaction");
 
     /* For each filter: the top-5 from the store must equal brute force
      * over the files that match. */
