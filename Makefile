@@ -97,6 +97,7 @@ UNIT_TESTS += test_status
 CORE_OBJS += core/engine/tokenizer.o core/engine/ftfy.o
 CORE_OBJS += core/engine/safetensors.o core/engine/torchbin.o core/engine/weights.o
 CORE_OBJS += core/engine/model_config.o core/engine/model.o core/engine/kernels.o core/engine/linear.o
+CORE_OBJS += core/engine/model_input.o
 UNIT_TESTS += test_tokenizer test_weights test_kernels
 BENCHES += engine_bench
 # The compute kernels are written to be vectorised: -O3 and OpenMP's simd

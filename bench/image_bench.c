@@ -1,7 +1,7 @@
 /*
  * image_bench.c - time decode + CLIP preprocessing per image, for the
  * fast path (cdx_image_decode upright with min_side = shortest_edge, then
- * cdx_preprocess_fast: what the daemon indexes with) and the exact path
+ * cdx_preprocess_exact: what the daemon indexes with) and the exact path
  * (cdx_image_load at full size, then cdx_preprocess_exact: the
  * Pillow-compatible reference path), and the PSNR between their tensors.
  * Used by bench/run-image.sh, which times Pillow on the same files.
@@ -76,7 +76,7 @@ int main(int argc, char **argv)
             cdx_image img = {0};
             double t0 = now_ms();
             if (cdx_image_decode(p, &o, &img, NULL) != CDX_OK ||
-                cdx_preprocess_fast(&cfg, &img, tf) != CDX_OK)
+                cdx_preprocess_exact(&cfg, &img, tf) != CDX_OK)
                 bad = 1;
             f[r] = now_ms() - t0;
             dw = img.width;

@@ -1,7 +1,7 @@
 #!/bin/sh
 # run-image.sh BUILD - image decode + CLIP preprocessing time per image:
 # clipdex's fast path (what the daemon indexes with: upright, DCT-scaled
-# JPEG decode, cdx_preprocess_fast), its exact path (full decode,
+# JPEG decode, cdx_preprocess_exact), its exact path (full decode,
 # Pillow-exact bicubic) and Pillow itself (open + convert + resize + crop +
 # normalise, as transformers' CLIPImageProcessor does), in the same run,
 # single-threaded, median of 5 runs per file.

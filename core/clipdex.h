@@ -263,11 +263,6 @@ cdx_status cdx_image_decode_mem(const void *data, size_t size, const char *name,
                                 const cdx_decode_opts *opts, cdx_image *img,
                                 cdx_image_meta *meta);
 
-/* The fast preprocessing used for indexing: same geometry as exact (short
- * side to shortest_edge, center crop) from an image that may already be
- * DCT-downscaled (and oriented), with the same bicubic resampler; fast and
- * exact differ only by the decode.  Output as cdx_preprocess_exact. */
-cdx_status cdx_preprocess_fast(const cdx_preprocess_cfg *cfg, const cdx_image *img, float *out);
 
 /* 64-bit DCT perceptual hash of an image (grayscale, area-resized to
  * 32x32, 2-D DCT, the 8x8 lowest frequencies without the DC row and
@@ -332,6 +327,43 @@ cdx_status cdx_model_encode_tokens(cdx_model *m, const int32_t *ids, int n,
  * produces; out is (B,E).  Any batch size; large batches are split. */
 cdx_status cdx_model_encode_images(cdx_model *m, const float *pixels, int batch,
                                    float *out, int normalize);
+
+/* How cdx_model_image_input decodes.  Both end in cdx_preprocess_exact
+ * with the model's preprocessor_config.json; they differ only by the
+ * decode. */
+typedef enum {
+    CDX_INPUT_FAST = 0,  /* indexing and image queries: EXIF orientation
+                            applied, JPEG DCT-scaled toward the model's
+                            shortest_edge (cdx_decode_opts.min_side) */
+    CDX_INPUT_EXACT = 1  /* what the reference CLIPImageProcessor sees:
+                            full size, stored orientation */
+} cdx_input_mode;
+
+typedef struct cdx_input_opts {
+    cdx_input_mode mode;
+    uint64_t max_pixels;      /* limits as cdx_decode_opts (0: defaults) */
+    uint64_t max_file_bytes;
+    const void *data;         /* non-NULL: the file's bytes (size of them),
+                                 already read; path then only names it in
+                                 messages (cdx_image_decode_mem) */
+    size_t size;
+    cdx_image_meta *meta;     /* non-NULL: filled as cdx_image_decode does */
+    uint64_t *phash;          /* non-NULL: the perceptual hash of the decoded
+                                 (in FAST mode upright) image, and *phash_ok
+                                 set to whether it could be computed */
+    int *phash_ok;
+} cdx_input_opts;
+
+/* An image file -> the model's input, the one path for indexing and for
+ * image queries: decode (opts->mode), check that the model's
+ * preprocessing gives its image_size S (else CDX_ERR_MODEL), preprocess.
+ * out receives (3,S,S) floats, one image of cdx_model_encode_images's
+ * pixels.  opts may be NULL (FAST, default limits).  Errors are one line
+ * "PATH: reason" as for cdx_image_decode.  Reads only the model's
+ * configuration: several threads may call it on one model at once (unlike
+ * the encode calls). */
+cdx_status cdx_model_image_input(const cdx_model *m, const char *path, const cdx_input_opts *opts,
+                                 float *out);
 
 /* ------------------------------------------------------------------ */
 /* Content hashing                                                     */
@@ -501,6 +533,11 @@ typedef struct cdx_file_info {
  * search hits are heap copies freed by this; those passed to a
  * foreach callback belong to the store and live only during the call. */
 void cdx_file_info_release(cdx_file_info *fi);
+
+/* A deep copy of src into *dst (for keeping a foreach callback's row):
+ * its strings are heap copies, freed with cdx_file_info_release.
+ * CDX_ERR_NOMEM leaves *dst untouched. */
+cdx_status cdx_file_info_copy(const cdx_file_info *src, cdx_file_info *dst);
 
 /* Writer: group writes into one transaction (one per daemon batch).
  * Without begin, each write commits by itself.  The in-memory FAISS index

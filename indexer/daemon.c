@@ -408,8 +408,6 @@ static int start(indexer *d)
     po.tokens = (int)threads;
     po.batch = (int)d->cfg.batch;
     po.max_wait_ms = 500;
-    po.decode.apply_orientation = 1;
-    po.decode.min_side = (uint32_t)cdx_model_preprocess(d->model)->shortest_edge;
     po.decode.max_pixels = (uint64_t)d->cfg.max_megapixels * 1000000u;
     po.decode.max_file_bytes = (uint64_t)d->cfg.max_file_size;
     if (pipeline_open(&po, d->model, &d->pl, &err) != 0) {

@@ -57,7 +57,6 @@ static void q_free(jqueue *q)
 struct pipeline {
     pipeline_opts o;
     cdx_model *model;
-    const cdx_preprocess_cfg *pp;
     int side;                 /* S */
     int dim;                  /* E */
     int efd;                  /* eventfd: results ready */
@@ -203,9 +202,8 @@ static uint8_t *read_all(int fd, int64_t size, int *changed)
 static void do_decode(pipeline *p, job *j)
 {
     struct stat sb;
-    cdx_image img = {0};
+    cdx_input_opts in = {.mode = CDX_INPUT_FAST};
     cdx_status st;
-    uint32_t w = 0, h = 0;
     uint8_t *data = NULL, hash[CDX_HASH_SIZE];
     int fd = open_regular(j, &sb);
     if (fd < 0) return;
@@ -222,35 +220,23 @@ static void do_decode(pipeline *p, job *j)
         goto done;
     }
     j->meta = xcalloc(1, sizeof *j->meta);
-    st = cdx_image_decode_mem(data, (size_t)j->size, j->path, &p->o.decode, &img, j->meta);
-    free(data);
-    data = NULL;
-    if (st != CDX_OK) {
-        set_error(j, st, cdx_last_error(), NULL);
-        goto done;
-    }
-    /* The decoder applied the orientation: rotated copies hash alike. */
-    if (cdx_phash(&img, &j->phash) == CDX_OK) j->has_phash = 1;
-    if ((st = cdx_preprocess_output_size(p->pp, img.width, img.height, &w, &h)) != CDX_OK) {
-        set_error(j, st, cdx_last_error(), NULL);
-        goto done;
-    }
-    if ((int)w != p->side || (int)h != p->side) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "preprocessing gives %ux%u, the model takes %dx%d "
-                 "(preprocessor_config.json and config.json disagree)", w, h, p->side, p->side);
-        set_error(j, CDX_ERR_MODEL, msg, NULL);
-        goto done;
-    }
     j->pixels = xmalloc(sizeof(float) * 3 * (size_t)p->side * (size_t)p->side);
-    if ((st = cdx_preprocess_fast(p->pp, &img, j->pixels)) != CDX_OK) {
+    /* The one image-to-input path (image queries take it too); upright,
+     * so rotated copies hash alike. */
+    in.max_pixels = p->o.decode.max_pixels;
+    in.max_file_bytes = p->o.decode.max_file_bytes;
+    in.data = data;
+    in.size = (size_t)j->size;
+    in.meta = j->meta;
+    in.phash = &j->phash;
+    in.phash_ok = &j->has_phash;
+    if ((st = cdx_model_image_input(p->model, j->path, &in, j->pixels)) != CDX_OK) {
         set_error(j, st, cdx_last_error(), NULL);
         free(j->pixels);
         j->pixels = NULL;
     }
 done:
     free(data);
-    cdx_image_release(&img);
     close(fd);
 }
 
@@ -425,7 +411,6 @@ int pipeline_open(const pipeline_opts *o, cdx_model *m, pipeline **out, char **e
     if (p->o.batch < 1) p->o.batch = 1;
     if (p->o.batch > 256) p->o.batch = 256;
     p->model = m;
-    p->pp = cdx_model_preprocess(m);
     p->side = info->vision.image_size;
     p->dim = info->projection_dim;
     p->tokens_free = p->o.tokens;

@@ -79,7 +79,8 @@ typedef struct pipeline_opts {
     int tokens;               /* CPU tokens = the model's compute threads */
     int batch;                /* images per model call */
     int max_wait_ms;          /* a partial batch waits this long for more */
-    cdx_decode_opts decode;
+    cdx_decode_opts decode;   /* its limits (max_pixels, max_file_bytes); the
+                                 decode itself is cdx_model_image_input's FAST */
 } pipeline_opts;
 
 typedef struct pipeline pipeline;

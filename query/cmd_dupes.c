@@ -93,7 +93,7 @@ static int collect_cb(const cdx_file_info *fi, void *user)
         d->e = p;
         d->cap = nc;
     }
-    if (file_info_dup(fi, &d->e[d->n].fi) != 0) return d->oom = 1;
+    if (cdx_file_info_copy(fi, &d->e[d->n].fi) != CDX_OK) return d->oom = 1;
     d->e[d->n].parent = (int32_t)d->n;
     d->e[d->n].group = -1;
     d->n++;

@@ -143,18 +143,9 @@ int cmd_embed(int argc, char **argv)
         }
         /* exact: the reference processor's path (no EXIF orientation);
          * fast: the indexing path (upright, DCT-scaled JPEG decode). */
-        const cdx_preprocess_cfg *pre = cdx_model_preprocess(m);
+        cdx_input_opts in = {.mode = fast ? CDX_INPUT_FAST : CDX_INPUT_EXACT};
         float *dst = pixels + per * (size_t)n_ok_images;
-        cdx_image img = {0};
-        if (fast) {
-            cdx_decode_opts dopts = {.apply_orientation = 1, .min_side = (uint32_t)pre->shortest_edge};
-            st = cdx_image_decode(inputs[i].value, &dopts, &img, NULL);
-            if (!st) st = cdx_preprocess_fast(pre, &img, dst);
-        } else {
-            st = cdx_image_load(inputs[i].value, &img);
-            if (!st) st = cdx_preprocess_exact(pre, &img, dst);
-        }
-        cdx_image_release(&img);
+        st = cdx_model_image_input(m, inputs[i].value, &in, dst);
         if (st) {
             error("%s", cdx_last_error());
             ret = EXIT_ERROR;

@@ -76,7 +76,7 @@ static int collect_cb(const cdx_file_info *fi, void *user)
         m->files = p;
         m->cap_files = nc;
     }
-    if (file_info_dup(fi, &m->files[m->n_files].fi) != 0) return m->oom = 1;
+    if (cdx_file_info_copy(fi, &m->files[m->n_files].fi) != CDX_OK) return m->oom = 1;
     m->n_files++;
     return 0;
 }

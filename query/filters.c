@@ -312,39 +312,15 @@ void qctx_release(qctx *c)
 
 int embed_image_file(cdx_model *m, const char *path, float *out)
 {
-    const cdx_preprocess_cfg *pc = cdx_model_preprocess(m);
     const cdx_model_info *info = cdx_model_get_info(m);
-    cdx_decode_opts o = {0};
-    cdx_image img = {0};
-    float *px = NULL;
-    int ret = EXIT_ERROR;
-    uint32_t w, h;
+    const int S = info->vision.image_size;
+    float *px = xmalloc(sizeof(float) * 3 * (size_t)S * (size_t)S);
+    int ret = 0;
 
-    o.apply_orientation = 1;
-    o.min_side = pc->shortest_edge > 0 ? (uint32_t)pc->shortest_edge : 0;
-    if (cdx_image_decode(path, &o, &img, NULL) != CDX_OK) {
-        error("%s", cdx_last_error());
-        goto cleanup;
-    }
-    if (cdx_preprocess_output_size(pc, img.width, img.height, &w, &h) != CDX_OK ||
-        w != (uint32_t)info->vision.image_size || h != (uint32_t)info->vision.image_size) {
-        error("%s: the model's preprocessing does not produce %dx%d inputs", path,
-              info->vision.image_size, info->vision.image_size);
-        goto cleanup;
-    }
-    if (!(px = malloc(sizeof(float) * 3 * (size_t)w * h))) {
-        error("out of memory");
-        goto cleanup;
-    }
-    if (cdx_preprocess_fast(pc, &img, px) != CDX_OK ||
-        cdx_model_encode_images(m, px, 1, out, 1) != CDX_OK) {
-        error("%s", cdx_last_error());
-        goto cleanup;
-    }
-    ret = 0;
-cleanup:
+    if (cdx_model_image_input(m, path, NULL, px) != CDX_OK ||
+        cdx_model_encode_images(m, px, 1, out, 1) != CDX_OK)
+        ret = error("%s", cdx_last_error());
     free(px);
-    cdx_image_release(&img);
     return ret;
 }
 
@@ -402,22 +378,4 @@ int image_vector(qctx *c, const char *path, float *out, int64_t *file_id)
     }
     if (!(vm = qctx_vision(c))) return EXIT_ERROR;
     return embed_image_file(vm, path, out);
-}
-
-int file_info_dup(const cdx_file_info *src, cdx_file_info *dst)
-{
-    cdx_file_info t = *src;
-    t.meta.path = src->meta.path ? strdup(src->meta.path) : NULL;
-    t.ext = src->ext ? strdup(src->ext) : NULL;
-    t.meta.camera_make = src->meta.camera_make ? strdup(src->meta.camera_make) : NULL;
-    t.meta.camera_model = src->meta.camera_model ? strdup(src->meta.camera_model) : NULL;
-    t.error = src->error ? strdup(src->error) : NULL;
-    if ((src->meta.path && !t.meta.path) || (src->ext && !t.ext) ||
-        (src->meta.camera_make && !t.meta.camera_make) ||
-        (src->meta.camera_model && !t.meta.camera_model) || (src->error && !t.error)) {
-        cdx_file_info_release(&t);
-        return -1;
-    }
-    *dst = t;
-    return 0;
 }

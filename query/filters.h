@@ -106,10 +106,6 @@ int embed_image_file(cdx_model *m, const char *path, float *out);
  * code. */
 int image_vector(qctx *c, const char *path, float *out, int64_t *file_id);
 
-/* Deep copy of a file row (the strings of the copy are heap, released
- * with cdx_file_info_release).  0 or -1 (out of memory). */
-int file_info_dup(const cdx_file_info *src, cdx_file_info *dst);
-
 /* Parse a non-negative integer / a finite double; 0 or -1. */
 int parse_size(const char *s, size_t *out);
 int parse_double(const char *s, double *out);

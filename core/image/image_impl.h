@@ -3,7 +3,7 @@
  *
  * Layering (every file is in core/image/):
  *   ingest.c       the entry points: cdx_image_load, cdx_image_decode,
- *                  cdx_image_decode_mem, cdx_preprocess_fast.  Reads the
+ *                  cdx_image_decode_mem.  Reads the
  *                  file (limits first), picks the decoder from the magic
  *                  bytes, parses EXIF, applies orientation.
  *   image.c        JPEG (libjpeg-turbo, with DCT scaling on request) and

@@ -9,7 +9,9 @@
  *                         DCT-scaled JPEG decoding, or metadata alone
  *   cdx_image_decode_mem  the same from a buffer (fuzzing, callers that
  *                         already hold the bytes)
- *   cdx_preprocess_fast   CLIP preprocessing of what cdx_image_decode gave
+ *
+ * (The model's input from a file, decode and preprocessing together, is
+ * cdx_model_image_input in core/engine/model_input.c.)
  *
  * A file is read whole into memory before anything is decoded: every
  * library is then driven through its memory interface, a file that grows
@@ -283,19 +285,4 @@ cdx_status cdx_image_load(const char *path, cdx_image *out)
     if (!path || !out) return cdx_fail(CDX_ERR_ARG, "cdx_image_load: NULL argument");
     /* Exact path: full size, as stored, no metadata. */
     return cdx_image_decode(path, NULL, out, NULL);
-}
-
-/* ------------------------------------------------------------------ */
-/* Fast preprocessing                                                  */
-/* ------------------------------------------------------------------ */
-
-/* The speed of the fast path is in the decode (DCT scaling brings a
- * 12 MP JPEG down to ~600x450 before a pixel is resampled); what is left
- * is a small bicubic resize, done by the exact resampler so that fast and
- * exact differ only by the decode.  The geometry (short side to
- * shortest_edge, long side truncated, center crop) is computed from the
- * image as given. */
-cdx_status cdx_preprocess_fast(const cdx_preprocess_cfg *cfg, const cdx_image *img, float *out)
-{
-    return cdx_preprocess_exact(cfg, img, out);
 }

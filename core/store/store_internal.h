@@ -106,8 +106,6 @@ cdx_status cdx_store_drop_vector(cdx_store *s, int64_t model_id, int64_t vector_
     "f.vector_id, v.model_id"
 #define CDX_FILE_FROM " FROM files f LEFT JOIN vectors v ON v.id = f.vector_id"
 void cdx_store_row_to_info(sqlite3_stmt *q, cdx_file_info *fi);
-/* Deep copy (heap strings, freed with cdx_file_info_release). */
-cdx_status cdx_file_info_copy(const cdx_file_info *src, cdx_file_info *dst);
 
 /* Path helpers: "dir/" prefix range [lo, hi) of the paths under dir (heap,
  * caller frees both; lengths in *n). */

@@ -5,7 +5,7 @@
  *
  * The input's length picks one of three runs, so each input exercises a
  * stable path:  0 metadata-only probe,  1 the fast path (upright,
- * DCT-scaled for 224, cdx_preprocess_fast),  2 the exact path (full size,
+ * DCT-scaled for 224, cdx_preprocess_exact),  2 the exact path (full size,
  * cdx_preprocess_exact).  The pixel limit is lowered to 4 MP so a small
  * input claiming a huge image costs little.
  *
@@ -69,8 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t i = 0; i < (size_t)img.width * img.height * 3; i++) sum += img.rgb[i];
         (void)sum;
     }
-    st = mode == 1 ? cdx_preprocess_fast(&cfg, &img, tensor)
-                   : cdx_preprocess_exact(&cfg, &img, tensor);
+    st = cdx_preprocess_exact(&cfg, &img, tensor);
     if (st != CDX_OK && st != CDX_ERR_LIMIT && st != CDX_ERR_NOMEM) abort();
     cdx_image_release(&img);
     return 0;

@@ -9,7 +9,7 @@
  *
  *   -m stored   cdx_image_decode, full size, stored orientation (default)
  *      upright  the same with apply_orientation
- *      fast     apply_orientation + min_side 224, then cdx_preprocess_fast
+ *      fast     apply_orientation + min_side 224, then cdx_preprocess_exact
  *      probe    metadata only (img = NULL)
  *      all      probe, fast + preprocess, stored + exact preprocess, and
  *               the metadata of the three must agree (the sanitizer mode)
@@ -106,7 +106,7 @@ static void check(size_t i)
         st = cdx_image_decode(path, &o, &img, &meta);
         if (!st && !(t = malloc(sizeof(float) * 3 * (size_t)cfg.crop_width * cfg.crop_height)))
             st = CDX_ERR_NOMEM;
-        if (!st) st = cdx_preprocess_fast(&cfg, &img, t);
+        if (!st) st = cdx_preprocess_exact(&cfg, &img, t);
         if (all) {
             /* a probe may pass what the decode refuses (truncated pixel
              * data), never the reverse */

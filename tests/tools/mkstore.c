@@ -176,7 +176,7 @@ int main(int argc, char **argv)
         if (cdx_phash(&img, &fm.phash) == CDX_OK) fm.has_phash = 1;
         if (cdx_store_find_vector(s, fm.hash, &vid) != CDX_OK) goto fail;
         if (!vid) {
-            if (cdx_preprocess_fast(pc, &img, px) != CDX_OK || cdx_model_encode_images(m, px, 1, emb, 1) != CDX_OK) {
+            if (cdx_preprocess_exact(pc, &img, px) != CDX_OK || cdx_model_encode_images(m, px, 1, emb, 1) != CDX_OK) {
                 cdx_image_release(&img);
                 if (cdx_store_put_error(s, &fm, cdx_last_error()) != CDX_OK) goto fail;
                 errors++;

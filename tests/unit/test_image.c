@@ -373,7 +373,7 @@ int main(void)
            img2.width == 1500 && img2.height == 2000,
            "orientation 6 with DCT scaling: %ux%u (full %ux%u)", img.width, img.height,
            img2.width, img2.height);
-        s1 = cdx_preprocess_fast(&cfg, &img, tf);
+        s1 = cdx_preprocess_exact(&cfg, &img, tf);
         s2 = cdx_preprocess_exact(&cfg, &img2, te);
         double ps = psnr_tensors(tf, te, 3 * 224 * 224, &cfg);
         ok(s1 == CDX_OK && s2 == CDX_OK && ps > 35, "fast vs exact preprocessing: PSNR %.1f dB", ps);

@@ -1,7 +1,7 @@
 /*
  * test_image_fast.c - how far the fast path (cdx_image_decode with
  * apply_orientation and min_side = shortest_edge, i.e. DCT-scaled JPEG
- * decoding, then cdx_preprocess_fast) is from the exact path (the same
+ * decoding, then cdx_preprocess_exact) is from the exact path (the same
  * image decoded at full size, oriented the same way, then
  * cdx_preprocess_exact), on every photo of the shared corpus.
  *
@@ -135,7 +135,7 @@ int main(void)
             cdx_image_release(&fast);
             continue;
         }
-        if (cdx_preprocess_fast(&cfg, &fast, t) != CDX_OK ||
+        if (cdx_preprocess_exact(&cfg, &fast, t) != CDX_OK ||
             cdx_preprocess_exact(&cfg, &full, t + per) != CDX_OK) {
             ok(0, "%s: preprocessing failed: %s", rel, cdx_last_error());
             goto next;
