@@ -70,7 +70,7 @@ FAISS_WEAK = _ZN5faiss18fvec_inner_productEPKfS1_m _ZN5faiss10fvec_L2sqrEPKfS1_m
 	_ZN5faiss13fvec_L2sqr_nyEPfPKfS2_mm
 $(FAISS_W): $(FAISS_A) Makefile
 	@mkdir -p $(dir $@)
-	objcopy $(addprefix --weaken-symbol=,$(FAISS_WEAK)) $(FAISS_A) $@.tmp && mv $@.tmp $@
+	$(call say,OBJCOPY,$@)objcopy $(addprefix --weaken-symbol=,$(FAISS_WEAK)) $(FAISS_A) $@.tmp && mv $@.tmp $@
 else
 FAISS_W = $(FAISS_A)
 endif

@@ -43,6 +43,18 @@ void *xrealloc(void *p, size_t n)
     return q;
 }
 
+void *xgrow(void *p, size_t *cap, size_t need, size_t elem, size_t first)
+{
+    size_t nc = *cap ? *cap : (first ? first : 1), bytes;
+    if (need <= *cap) return p;
+    while (nc < need)
+        if (__builtin_mul_overflow(nc, 2, &nc)) oom(SIZE_MAX);
+    if (__builtin_mul_overflow(nc, elem, &bytes)) oom(SIZE_MAX);
+    p = xrealloc(p, bytes);
+    *cap = nc;
+    return p;
+}
+
 char *xstrdup(const char *s)
 {
     return xstrndup(s, strlen(s));
@@ -171,10 +183,7 @@ char *path_absolute(const char *path, const char *base)
 
 void strv_push_owned(strv *a, char *s)
 {
-    if (a->n == a->cap) {
-        a->cap = a->cap ? a->cap * 2 : 8;
-        a->v = xrealloc(a->v, a->cap * sizeof *a->v);
-    }
+    a->v = xgrow(a->v, &a->cap, a->n + 1, sizeof *a->v, 8);
     a->v[a->n++] = s;
 }
 

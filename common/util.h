@@ -19,11 +19,20 @@
 
 #include "clipdex.h"
 
+/* Exit statuses both programs share (clipdex(1), clipdexd(8)); each adds
+ * its own 1 (query/cmd.h: nothing found; indexer/daemon.h: interrupted). */
+enum { EXIT_OK = 0, EXIT_USAGE = 2, EXIT_ERROR = 3 };
+
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
+/* Growable arrays (the programs' side of core's cdx_grow): room for at
+ * least need elements of elem bytes in p (*cap elements), doubling from
+ * first; returns p or the moved block.  Never NULL:
+ *     v = xgrow(v, &cap, n + 1, sizeof *v, 64);  */
+void *xgrow(void *p, size_t *cap, size_t need, size_t elem, size_t first);
 /* A formatted heap string. */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -57,5 +57,14 @@ cdx_status cdx_read_file(const char *path, size_t max_bytes, char **buf, size_t 
 /* path joined as "dir/name" into a heap string (NULL on OOM). */
 char *cdx_path_join(const char *dir, const char *name);
 
+/* Growable arrays, the one helper for them: room for at least need
+ * elements of elem bytes in the block p of *cap elements, the capacity
+ * doubling from first.  Returns p itself when it is big enough, else the
+ * moved block with *cap updated; NULL (with CDX_ERR_NOMEM recorded, p
+ * still valid and *cap unchanged) when memory or size_t runs out:
+ *     if (!(nv = cdx_grow(v, &cap, n + 1, sizeof *v, 64))) goto nomem;
+ *     v = nv;  */
+void *cdx_grow(void *p, size_t *cap, size_t need, size_t elem, size_t first);
+
 #include "banned.h"
 #endif

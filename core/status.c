@@ -171,3 +171,18 @@ char *cdx_path_join(const char *dir, const char *name)
     memcpy(p + a + 1, name, b + 1);
     return p;
 }
+
+void *cdx_grow(void *p, size_t *cap, size_t need, size_t elem, size_t first)
+{
+    size_t nc = *cap ? *cap : (first ? first : 1), bytes;
+    void *np;
+    if (need <= *cap) return p;
+    while (nc < need)
+        if (!cdx_mul_ok(nc, 2, &nc)) goto nomem;
+    if (!cdx_mul_ok(nc, elem, &bytes) || !(np = realloc(p, bytes))) goto nomem;
+    *cap = nc;
+    return np;
+nomem:
+    cdx_fail(CDX_ERR_NOMEM, "out of memory");
+    return NULL;
+}

@@ -521,7 +521,7 @@ static int loop(indexer *d)
         }
         if (ppoll(fds, n, &ts, &none) < 0 && errno != EINTR) {
             LOG_ERROR("ppoll: %s", strerror(errno));
-            return 3;
+            return EXIT_ERROR;
         }
         if (got_stop) break;
         if (got_hup) {
@@ -575,21 +575,21 @@ int daemon_run(indexer *d)
 {
     struct sigaction sa;
     sigset_t block, old;
-    int ret = 3, r = 0;
+    int ret = EXIT_ERROR, r = 0;
     strv prev = {0};
 
     if (!d->cfg.roots.n) {
         fprintf(stderr, "clipdexd: nothing to index: set [library] root in %s or pass DIR\n",
                 d->cfg.path ? d->cfg.path : "the configuration file");
-        return 2;
+        return EXIT_USAGE;
     }
     if (!d->cfg.model_dir) {
         fprintf(stderr, "clipdexd: no model: set [model] dir, pass --model DIR or set CLIPDEX_MODEL\n");
-        return 2;
+        return EXIT_USAGE;
     }
     if (log_open(d->cfg.log_file, d->cfg.log_level) != 0) {
         fprintf(stderr, "clipdexd: %s: %s\n", d->cfg.log_file, strerror(errno));
-        return 3;
+        return EXIT_ERROR;
     }
     /* Block the signals we handle (threads inherit the mask); they are
      * delivered only inside ppoll. */
@@ -645,7 +645,7 @@ int daemon_run(indexer *d)
     if (r < 0) {
         LOG_INFO("stopping (%s)", got_stop == SIGINT ? "SIGINT" : "SIGTERM");
         sd_notify_msg("STOPPING=1");
-        ret = d->once ? 1 : 0;
+        ret = d->once ? EXIT_INTERRUPTED : EXIT_OK;
     } else {
         ret = r;
     }

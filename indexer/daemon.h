@@ -103,6 +103,10 @@ typedef struct indexer {
  * (config_path, sets, cli_roots).  -1 and *err (heap) on error. */
 int daemon_make_config(indexer *d, config *c, char **err);
 
+/* Exit statuses (clipdexd(8)): EXIT_OK, EXIT_USAGE (usage or
+ * configuration), EXIT_ERROR (store, model, lock) from common/util.h, and: */
+enum { EXIT_INTERRUPTED = 1 }; /* --once stopped by a signal */
+
 /* Run clipdexd on a prepared configuration (the flags are parsed by
  * main.c).  Returns the exit status. */
 int daemon_run(indexer *d);

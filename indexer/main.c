@@ -11,6 +11,7 @@
  * configuration error, 3 runtime error (store, model, lock).
  */
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,28 +45,20 @@ static const char usage_text[] =
 static int usage_error(const char *what, const char *arg)
 {
     fprintf(stderr, "clipdexd: %s '%s'\n%s", what, arg, usage_text);
-    return 2;
+    return EXIT_USAGE;
 }
 
-/* Flags that are shorthands for --set: flag, configuration key. */
+/* Flags that are shorthands for --set: flag, configuration key.  Their
+ * getopt codes are SHORTHAND + index. */
+enum { SHORTHAND = 1000, OPT_ONCE = 256, OPT_CHECK, OPT_VERSION, OPT_SET };
 static const struct {
     const char *flag, *key;
 } shorthands[] = {
-    {"--model", "model.dir"},       {"--data", "store.data_dir"},   {"--index-type", "store.index_type"},
-    {"--batch", "model.batch"},     {"--threads", "model.threads"}, {"--workers", "model.workers"},
-    {"--log-file", "daemon.log_file"}, {"--log-level", "daemon.log_level"},
+    {"model", "model.dir"},       {"data", "store.data_dir"},   {"index-type", "store.index_type"},
+    {"batch", "model.batch"},     {"threads", "model.threads"}, {"workers", "model.workers"},
+    {"log-file", "daemon.log_file"}, {"log-level", "daemon.log_level"},
 };
-
-/* "--flag VALUE" or "--flag=VALUE": the value, advancing *i; NULL if absent. */
-static const char *flag_value(int argc, char **argv, int *i, const char *flag)
-{
-    size_t n = strlen(flag);
-    if (strncmp(argv[*i], flag, n) != 0) return NULL;
-    if (argv[*i][n] == '=') return argv[*i] + n + 1;
-    if (argv[*i][n] != '\0') return NULL;
-    if (*i + 1 >= argc) return NULL;
-    return argv[++*i];
-}
+#define N_SHORTHANDS (sizeof shorthands / sizeof shorthands[0])
 
 static int check_config(indexer *d)
 {
@@ -94,69 +87,61 @@ static int check_config(indexer *d)
     config_print(c, stdout);
     if (fflush(stdout) != 0) bad = 1;
     if (!bad) fprintf(stderr, "clipdexd: configuration OK (%s)\n", c->path ? c->path : "no file: defaults");
-    return bad ? 2 : 0;
+    return bad ? EXIT_USAGE : EXIT_OK;
 }
 
 int main(int argc, char **argv)
 {
     indexer d;
     char *err = NULL;
-    int check = 0, ret = 2, verbose = 0, quiet = 0, dashdash = 0;
+    int check = 0, ret = EXIT_USAGE, verbose = 0, quiet = 0;
     const char *cfg_path = NULL;
 
     memset(&d, 0, sizeof d);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        int matched = 0;
-        if (dashdash || a[0] != '-' || !a[1]) {
-            strv_push(&d.cli_roots, a);
-            continue;
-        }
-        if (strcmp(a, "--") == 0) {
-            dashdash = 1;
-        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            fputs(usage_text, stdout);
-            ret = 0;
-            goto out;
-        } else if (strcmp(a, "--version") == 0) {
-            printf("clipdexd %s\n", CDX_VERSION);
-            ret = 0;
-            goto out;
-        } else if (strcmp(a, "--once") == 0) {
-            d.once = 1;
-        } else if (strcmp(a, "--check-config") == 0) {
-            check = 1;
-        } else if (strcmp(a, "--foreground") == 0 || strcmp(a, "-f") == 0) {
-            /* always in the foreground; accepted for init scripts */
-        } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
-            verbose = 1;
-        } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
-            quiet = 1;
-        } else if (strcmp(a, "-c") == 0 || strncmp(a, "--config", 8) == 0) {
-            if (strcmp(a, "-c") == 0) {
-                if (++i >= argc) {
-                    ret = usage_error("a file is needed after", a);
-                    goto out;
-                }
-                cfg_path = argv[i];
-            } else if (!(cfg_path = flag_value(argc, argv, &i, "--config"))) {
-                ret = usage_error("bad option", a);
+    {
+        static const struct option fixed[] = {
+            {"config", required_argument, NULL, 'c'},   {"once", no_argument, NULL, OPT_ONCE},
+            {"check-config", no_argument, NULL, OPT_CHECK}, {"foreground", no_argument, NULL, 'f'},
+            {"verbose", no_argument, NULL, 'v'},          {"quiet", no_argument, NULL, 'q'},
+            {"help", no_argument, NULL, 'h'},             {"version", no_argument, NULL, OPT_VERSION},
+            {"set", required_argument, NULL, OPT_SET},
+        };
+        enum { N_FIXED = sizeof fixed / sizeof fixed[0] };
+        struct option opts[N_FIXED + N_SHORTHANDS + 1];
+        int c;
+        memcpy(opts, fixed, sizeof fixed);
+        for (size_t k = 0; k < N_SHORTHANDS; k++)
+            opts[N_FIXED + k] = (struct option){shorthands[k].flag, required_argument, NULL, SHORTHAND + (int)k};
+        opts[N_FIXED + N_SHORTHANDS] = (struct option){NULL, 0, NULL, 0};
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, "c:fvqh", opts, NULL)) != -1) {
+            switch (c) {
+            case 'h':
+                fputs(usage_text, stdout);
+                ret = EXIT_OK;
                 goto out;
-            }
-        } else if ((v = flag_value(argc, argv, &i, "--set")) != NULL) {
-            strv_push(&d.sets, v);
-        } else {
-            for (size_t k = 0; k < sizeof shorthands / sizeof shorthands[0] && !matched; k++) {
-                if ((v = flag_value(argc, argv, &i, shorthands[k].flag)) != NULL) {
-                    strv_push_owned(&d.sets, xasprintf("%s=%s", shorthands[k].key, v));
-                    matched = 1;
+            case OPT_VERSION:
+                printf("clipdexd %s\n", CDX_VERSION);
+                ret = EXIT_OK;
+                goto out;
+            case OPT_ONCE: d.once = 1; break;
+            case OPT_CHECK: check = 1; break;
+            case 'f': break; /* always in the foreground; accepted for init scripts */
+            case 'v': verbose = 1; break;
+            case 'q': quiet = 1; break;
+            case 'c': cfg_path = optarg; break;
+            case OPT_SET: strv_push(&d.sets, optarg); break;
+            default:
+                if (c >= SHORTHAND && c < SHORTHAND + (int)N_SHORTHANDS) {
+                    strv_push_owned(&d.sets, xasprintf("%s=%s", shorthands[c - SHORTHAND].key, optarg));
+                    break;
                 }
-            }
-            if (!matched) {
-                ret = usage_error("unknown option (or missing value)", a);
+                ret = usage_error("unknown option (or missing value)", argv[optind - 1]);
                 goto out;
             }
         }
+        /* The rest (in order, after any "--") are roots. */
+        for (int i = optind; i < argc; i++) strv_push(&d.cli_roots, argv[i]);
     }
     if (verbose) strv_push(&d.sets, "daemon.log_level=debug");
     else if (quiet) strv_push(&d.sets, "daemon.log_level=warn");

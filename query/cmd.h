@@ -17,7 +17,9 @@
 #include "clipdex.h"
 #include "util.h" /* common/: x* allocators (out of memory aborts), paths */
 
-enum { EXIT_FOUND = 0, EXIT_NOTFOUND = 1, EXIT_USAGE = 2, EXIT_ERROR = 3 };
+/* With EXIT_OK (help, --version, a command done), EXIT_USAGE and
+ * EXIT_ERROR from common/util.h. */
+enum { EXIT_FOUND = 0, EXIT_NOTFOUND = 1 };
 
 typedef struct cdx_cmd {
     const char *name;

@@ -9,6 +9,7 @@
  * 2 usage, 3 the store could not be opened or read.  Repairing needs the
  * writer lock, so it refuses while clipdexd runs; checking does not.
  */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,26 +25,27 @@ static void report(const char *line, void *user)
 int cmd_check(int argc, char **argv)
 {
     const cdx_cmd *self = cmd_find("check");
+    static const struct option opts[] = {
+        {"data", required_argument, NULL, 'd'},
+        {"repair", no_argument, NULL, 'r'},
+        {NULL, 0, NULL, 0},
+    };
     const char *data = NULL;
     char *def = NULL;
-    int repair = 0, ret = EXIT_ERROR;
+    int repair = 0, ret = EXIT_ERROR, c;
     cdx_store *s = NULL;
     cdx_store_opts o = {0};
     cdx_store_stats st;
     int64_t problems = 0;
 
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--repair") == 0) {
-            repair = 1;
-        } else if (strcmp(argv[i], "--data") == 0) {
-            if (++i >= argc) return usage_error(self, "--data needs a directory");
-            data = argv[i];
-        } else if (strncmp(argv[i], "--data=", 7) == 0) {
-            data = argv[i] + 7;
-        } else {
-            return usage_error(self, "unexpected argument '%s'", argv[i]);
-        }
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 'r') repair = 1;
+        else if (c == 'd') data = optarg;
+        else return usage_error(self, "unknown or incomplete option '%s'", argv[optind - 1]);
     }
+    if (optind < argc) return usage_error(self, "unexpected argument '%s'", argv[optind]);
     if (!(def = resolve_data_dir(self, NULL, data))) return EXIT_USAGE;
     data = def;
     o.writer = repair;
@@ -67,7 +69,7 @@ int cmd_check(int argc, char **argv)
         printf("consistent: %lld files (%lld failed), %lld vectors, %lld models\n",
                (long long)st.n_files, (long long)st.n_error, (long long)st.n_vectors,
                (long long)st.n_models);
-        ret = EXIT_FOUND;
+        ret = EXIT_OK;
     } else {
         printf("%lld problem%s found%s\n", (long long)problems, problems == 1 ? "" : "s",
                repair ? " after repair" : "; 'clipdex check --repair' fixes what it can");

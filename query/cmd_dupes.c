@@ -86,13 +86,7 @@ static void unite(struct entry *e, int32_t a, int32_t b)
 static int collect_cb(const cdx_file_info *fi, void *user)
 {
     struct dupes *d = user;
-    if (d->n == d->cap) {
-        size_t nc = d->cap ? d->cap * 2 : 1024;
-        struct entry *p = realloc(d->e, nc * sizeof *p);
-        if (!p) return d->oom = 1;
-        d->e = p;
-        d->cap = nc;
-    }
+    d->e = xgrow(d->e, &d->cap, d->n + 1, sizeof *d->e, 1024);
     if (cdx_file_info_copy(fi, &d->e[d->n].fi) != CDX_OK) return d->oom = 1;
     d->e[d->n].parent = (int32_t)d->n;
     d->e[d->n].group = -1;

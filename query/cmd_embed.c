@@ -60,7 +60,7 @@ int cmd_embed(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     struct input *inputs = NULL;
-    int n_inputs = 0, n_images = 0, n_texts = 0, json = 1, raw = 0, fast = 0, c, ret = EXIT_FOUND;
+    int n_inputs = 0, n_images = 0, n_texts = 0, json = 1, raw = 0, fast = 0, c, ret = EXIT_OK;
     const char *model_opt = NULL, *model_dir;
     cdx_model *m = NULL;
     float *emb = NULL, *pixels = NULL;

@@ -10,6 +10,7 @@
  * 1 interrupted, 2 usage or configuration error, 3 runtime error).
  */
 #include <errno.h>
+#include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,21 +19,6 @@
 
 #include "cmd.h"
 #include "banned.h"
-
-/* "--opt VALUE" or "--opt=VALUE" at argv[*i]: its value (advancing *i),
- * NULL when argv[*i] is not this option; *missing when the value is. */
-static const char *opt_value(int argc, char **argv, int *i, const char *opt, int *missing)
-{
-    size_t n = strlen(opt);
-    if (strncmp(argv[*i], opt, n) != 0) return NULL;
-    if (argv[*i][n] == '=') return argv[*i] + n + 1;
-    if (argv[*i][n] != '\0') return NULL;
-    if (*i + 1 >= argc) {
-        *missing = 1;
-        return NULL;
-    }
-    return argv[++*i];
-}
 
 /* clipdexd next to our own executable, else the name for a $PATH search. */
 static const char *find_daemon(char *buf, size_t cap)
@@ -52,31 +38,30 @@ static const char *find_daemon(char *buf, size_t cap)
 int cmd_index(int argc, char **argv)
 {
     const cdx_cmd *self = cmd_find("index");
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"model", required_argument, NULL, 'm'},
+        {"data", required_argument, NULL, 'd'},
+        {NULL, 0, NULL, 0},
+    };
     const char *config = NULL, *model = NULL, *data = NULL;
     const char **args;
     char exe[PATH_MAX + 16];
-    int n = 0, first_dir = argc, missing = 0;
+    int n = 0, first_dir, c;
 
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if (strcmp(argv[i], "--") == 0) {
-            first_dir = i + 1;
-            break;
-        }
-        if ((v = opt_value(argc, argv, &i, "--config", &missing)) != NULL) config = v;
-        else if ((v = opt_value(argc, argv, &i, "--model", &missing)) != NULL) model = v;
-        else if ((v = opt_value(argc, argv, &i, "--data", &missing)) != NULL) data = v;
-        else if (missing) return usage_error(self, "%s needs a value", argv[i]);
-        else if (argv[i][0] == '-' && argv[i][1]) return usage_error(self, "unknown option '%s'", argv[i]);
-        else {
-            first_dir = i;
-            break;
-        }
+    /* '+': the options come before the directories, as clipdexd's do. */
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+        if (c == 'c') config = optarg;
+        else if (c == 'm') model = optarg;
+        else if (c == 'd') data = optarg;
+        else return usage_error(self, "unknown or incomplete option '%s'", argv[optind - 1]);
     }
+    first_dir = optind;
     if (first_dir >= argc) return usage_error(self, "no directory to index");
 
-    args = calloc((size_t)(argc - first_dir) + 10, sizeof *args);
-    if (!args) return error("out of memory");
+    args = xcalloc((size_t)(argc - first_dir) + 10, sizeof *args);
     args[n++] = "clipdexd";
     args[n++] = "--once";
     if (config) {

@@ -191,5 +191,5 @@ int cmd_info(int argc, char **argv)
     if (!json) print_table(rows, n);
     for (int i = 0; i < n; i++) free(rows[i].error);
     free(rows);
-    return failed ? EXIT_ERROR : EXIT_FOUND;
+    return failed ? EXIT_ERROR : EXIT_OK;
 }

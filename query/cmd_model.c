@@ -52,5 +52,5 @@ int cmd_model(int argc, char **argv)
            (double)p->image_mean[1], (double)p->image_mean[2], (double)p->image_std[0],
            (double)p->image_std[1], (double)p->image_std[2]);
     cdx_model_close(m);
-    return EXIT_FOUND;
+    return EXIT_OK;
 }

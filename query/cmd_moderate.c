@@ -69,13 +69,7 @@ static int collect_cb(const cdx_file_info *fi, void *user)
 {
     struct moderate *m = user;
     if (!fi->vector_id || fi->model_id != m->c.model_id) return 0;
-    if (m->n_files == m->cap_files) {
-        size_t nc = m->cap_files ? m->cap_files * 2 : 1024;
-        struct mfile *p = realloc(m->files, nc * sizeof *p);
-        if (!p) return m->oom = 1;
-        m->files = p;
-        m->cap_files = nc;
-    }
+    m->files = xgrow(m->files, &m->cap_files, m->n_files + 1, sizeof *m->files, 1024);
     if (cdx_file_info_copy(fi, &m->files[m->n_files].fi) != CDX_OK) return m->oom = 1;
     m->n_files++;
     return 0;
@@ -88,13 +82,7 @@ static int done_cb(int64_t vector_id, const char *label, float score, int flagge
     (void)score;
     (void)flagged;
     if (m->n_done && m->done[m->n_done - 1] == vector_id) return 0; /* rows come in vector order */
-    if (m->n_done == m->cap_done) {
-        size_t nc = m->cap_done ? m->cap_done * 2 : 1024;
-        int64_t *p = realloc(m->done, nc * sizeof *p);
-        if (!p) return m->oom = 1;
-        m->done = p;
-        m->cap_done = nc;
-    }
+    m->done = xgrow(m->done, &m->cap_done, m->n_done + 1, sizeof *m->done, 1024);
     m->done[m->n_done++] = vector_id;
     return 0;
 }
@@ -373,16 +361,7 @@ static int sweep(struct moderate *m)
             }
             if (!hit) continue;
             for (size_t k = i; k < end; k++) {
-                if (nres == cap) {
-                    size_t nc = cap ? cap * 2 : 64;
-                    struct result *q = realloc(res, nc * sizeof *q);
-                    if (!q) {
-                        ret = error("out of memory");
-                        goto cleanup;
-                    }
-                    res = q;
-                    cap = nc;
-                }
+                res = xgrow(res, &cap, nres + 1, sizeof *res, 64);
                 res[nres++] = (struct result){k, j, p[j]};
             }
         }
@@ -490,7 +469,7 @@ int cmd_moderate(int argc, char **argv)
     }
     if (list) {
         labels_list_presets(stdout);
-        ret = EXIT_FOUND;
+        ret = EXIT_OK;
         goto cleanup;
     }
     if (m.nul && m.format != OUT_PATHS) {

@@ -36,13 +36,7 @@ static int bump(struct tally *t, const char *key)
             t->v[i].n++;
             return 0;
         }
-    if (t->n == t->cap) {
-        size_t nc = t->cap ? t->cap * 2 : 16;
-        struct count *p = realloc(t->v, nc * sizeof *p);
-        if (!p) return -1;
-        t->v = p;
-        t->cap = nc;
-    }
+    t->v = xgrow(t->v, &t->cap, t->n + 1, sizeof *t->v, 16);
     if (!(t->v[t->n].key = strdup(key))) return -1;
     t->v[t->n++].n = 1;
     return 0;
@@ -214,7 +208,7 @@ int cmd_stats(int argc, char **argv)
         table_section(stdout, "years", &s.year);
         table_section(stdout, "cameras", &s.camera);
     }
-    ret = EXIT_FOUND;
+    ret = EXIT_OK;
 cleanup:
     cdx_store_models_free(mi, nm);
     tally_free(&s.ext);

@@ -11,6 +11,7 @@
  * $XDG_DATA_HOME/clipdex.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,31 +158,28 @@ static void print_json(const status *x)
 int cmd_status(int argc, char **argv)
 {
     const cdx_cmd *self = cmd_find("status");
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"data", required_argument, NULL, 'd'},
+        {"format", required_argument, NULL, 'f'},
+        {NULL, 0, NULL, 0},
+    };
     const char *cfg_path = NULL, *data = NULL, *format = "text";
     char *data_dir = NULL;
     cdx_store *s = NULL;
     status x;
-    int ret = EXIT_ERROR;
+    int ret = EXIT_ERROR, c;
 
     memset(&x, 0, sizeof x);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char **dst = strcmp(a, "--config") == 0 ? &cfg_path
-                           : strcmp(a, "--data") == 0 ? &data
-                           : strcmp(a, "--format") == 0 ? &format : NULL;
-        if (dst) {
-            if (++i >= argc) return usage_error(self, "%s needs a value", a);
-            *dst = argv[i];
-        } else if (strncmp(a, "--config=", 9) == 0) {
-            cfg_path = a + 9;
-        } else if (strncmp(a, "--data=", 7) == 0) {
-            data = a + 7;
-        } else if (strncmp(a, "--format=", 9) == 0) {
-            format = a + 9;
-        } else {
-            return usage_error(self, "unexpected argument '%s'", a);
-        }
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 'c') cfg_path = optarg;
+        else if (c == 'd') data = optarg;
+        else if (c == 'f') format = optarg;
+        else return usage_error(self, "unknown or incomplete option '%s'", argv[optind - 1]);
     }
+    if (optind < argc) return usage_error(self, "unexpected argument '%s'", argv[optind]);
     if (strcmp(format, "text") != 0 && strcmp(format, "json") != 0)
         return usage_error(self, "--format is text or json, not '%s'", format);
     if (!(data_dir = resolve_data_dir(self, cfg_path, data))) {
@@ -219,7 +217,7 @@ int cmd_status(int argc, char **argv)
      * leaves the daemon's last state as it was. */
     if (strcmp(format, "json") == 0) print_json(&x);
     else print_text(&x);
-    ret = EXIT_FOUND;
+    ret = EXIT_OK;
 cleanup:
     cdx_store_models_free(x.models, x.n_models);
     free(x.state);

@@ -24,7 +24,7 @@ int cmd_tokenize(int argc, char **argv)
     const char *model_opt = NULL, *dir;
     char *vocab = NULL, *merges = NULL;
     cdx_tokenizer *tok = NULL;
-    int c, ret = EXIT_FOUND;
+    int c, ret = EXIT_OK;
 
     optind = 1;
     opterr = 0;

@@ -76,12 +76,12 @@ int cmd_help(int argc, char **argv)
 {
     if (argc < 2) {
         main_usage(stdout);
-        return EXIT_FOUND;
+        return EXIT_OK;
     }
     const cdx_cmd *c = cmd_find(argv[1]);
     if (!c) return usage_error(cmd_find("help"), "unknown command '%s'", argv[1]);
     cmd_usage(c, stdout);
-    return EXIT_FOUND;
+    return EXIT_OK;
 }
 
 static void log_sink(int level, const char *msg, void *user)
@@ -102,11 +102,11 @@ int main(int argc, char **argv)
     }
     if (is_help(argv[1])) {
         main_usage(stdout);
-        return EXIT_FOUND;
+        return EXIT_OK;
     }
     if (strcmp(argv[1], "--version") == 0) {
         printf("clipdex %s\n", CDX_VERSION);
-        return EXIT_FOUND;
+        return EXIT_OK;
     }
     c = cmd_find(argv[1]);
     if (!c) {
@@ -119,7 +119,7 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--") == 0) break;
         if (is_help(argv[i])) {
             cmd_usage(c, stdout);
-            return EXIT_FOUND;
+            return EXIT_OK;
         }
     }
     ret = c->run(argc - 1, argv + 1);

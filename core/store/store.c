@@ -811,14 +811,12 @@ cdx_status cdx_store_models(cdx_store *s, cdx_store_model_info **out, size_t *n)
         return cdx_store_sqlfail(s, "prepare");
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         if (cnt == cap) {
-            size_t nc = cap ? cap * 2 : 4;
-            cdx_store_model_info *nv = realloc(v, nc * sizeof *v);
+            cdx_store_model_info *nv = cdx_grow(v, &cap, cnt + 1, sizeof *v, 4);
             if (!nv) {
-                st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
+                st = CDX_ERR_NOMEM;
                 goto cleanup;
             }
             v = nv;
-            cap = nc;
         }
         cdx_store_model_info *mi = &v[cnt++];
         memset(mi, 0, sizeof *mi);
@@ -1210,20 +1208,19 @@ static cdx_status delete_selected(cdx_store *s, sqlite3_stmt *q, int64_t *n)
 
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         if (cnt == cap) {
-            size_t nc = cap ? cap * 2 : 64;
-            int64_t *a = realloc(ids, nc * sizeof *a), *b;
+            /* Two arrays of one length: grow the second to the first's. */
+            size_t cap_vecs = cap;
+            int64_t *a = cdx_grow(ids, &cap, cnt + 1, sizeof *ids, 64), *b;
             if (!a) {
-                st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
+                st = CDX_ERR_NOMEM;
                 goto cleanup;
             }
             ids = a;
-            b = realloc(vecs, nc * sizeof *b);
-            if (!b) {
-                st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
+            if (!(b = cdx_grow(vecs, &cap_vecs, cap, sizeof *vecs, cap))) {
+                st = CDX_ERR_NOMEM;
                 goto cleanup;
             }
             vecs = b;
-            cap = nc;
         }
         ids[cnt] = sqlite3_column_int64(q, 0);
         vecs[cnt] = sqlite3_column_int64(q, 1);
@@ -1366,14 +1363,12 @@ cdx_status cdx_store_rename(cdx_store *s, const char *from, const char *to, int6
     sqlite3_bind_blob(sel, 2, hi, (int)plen, SQLITE_STATIC);
     while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
         if (cnt == cap) {
-            size_t nc = cap ? cap * 2 : 64;
-            struct row *nr = realloc(rows, nc * sizeof *nr);
+            struct row *nr = cdx_grow(rows, &cap, cnt + 1, sizeof *rows, 64);
             if (!nr) {
                 st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
                 goto done;
             }
             rows = nr;
-            cap = nc;
         }
         size_t bl = (size_t)sqlite3_column_bytes(sel, 1);
         rows[cnt].id = sqlite3_column_int64(sel, 0);
@@ -1554,17 +1549,12 @@ void cdx_sb_add(cdx_sb *b, const char *text)
 {
     size_t n = strlen(text);
     if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap * 2 : 256;
-        while (nc < b->len + n + 1) nc *= 2;
-        char *p = realloc(b->s, nc);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->s = p;
-        b->cap = nc;
+    char *p = cdx_grow(b->s, &b->cap, b->len + n + 1, 1, 256);
+    if (!p) {
+        b->oom = 1;
+        return;
     }
+    b->s = p;
     memcpy(b->s + b->len, text, n + 1);
     b->len += n;
 }

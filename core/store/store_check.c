@@ -292,14 +292,12 @@ static cdx_status repair(checker *c)
         size_t cnt = 0, cap = 0;
         while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
             if (cnt == cap) {
-                size_t nc = cap ? cap * 2 : 64;
-                int64_t (*p)[2] = realloc(rows, nc * sizeof *p);
+                int64_t (*p)[2] = cdx_grow(rows, &cap, cnt + 1, sizeof *rows, 64);
                 if (!p) {
                     st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
                     break;
                 }
                 rows = p;
-                cap = nc;
             }
             rows[cnt][0] = sqlite3_column_int64(q, 0);
             rows[cnt][1] = sqlite3_column_int64(q, 1);

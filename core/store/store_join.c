@@ -74,14 +74,12 @@ static void tile_of(int64_t t, int64_t nt, int64_t *ti, int64_t *tj)
 static void push(pair_list *l, int64_t a, int64_t b, float s)
 {
     if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        pair *v = realloc(l->v, cap * sizeof *v);
+        pair *v = cdx_grow(l->v, &l->cap, l->n + 1, sizeof *l->v, 64);
         if (!v) {
             l->nomem = 1;
             return;
         }
         l->v = v;
-        l->cap = cap;
     }
     l->v[l->n].a = a;
     l->v[l->n].b = b;

@@ -78,14 +78,12 @@ static cdx_status candidates(cdx_store *s, const cdx_store_filter *f, int64_t **
     if ((st = cdx_filter_bind(q, f, 0, &idx)) != CDX_OK) goto cleanup;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         if (cnt == cap) {
-            size_t nc = cap ? cap * 2 : 256;
-            int64_t *p = realloc(v, nc * sizeof *p);
+            int64_t *p = cdx_grow(v, &cap, cnt + 1, sizeof *v, 256);
             if (!p) {
                 st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
                 goto cleanup;
             }
             v = p;
-            cap = nc;
         }
         v[cnt++] = sqlite3_column_int64(q, 0);
     }

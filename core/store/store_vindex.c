@@ -338,11 +338,9 @@ static cdx_status make_index(const char *factory, int dim, cdx_vindex **out)
 static cdx_status tomb_add(cdx_vindex *vx, int64_t id)
 {
     if (vx->n_tomb == vx->cap_tomb) {
-        size_t nc = vx->cap_tomb ? vx->cap_tomb * 2 : 64;
-        int64_t *p = realloc(vx->tomb, nc * sizeof *p);
+        int64_t *p = cdx_grow(vx->tomb, &vx->cap_tomb, vx->n_tomb + 1, sizeof *vx->tomb, 64);
         if (!p) return cdx_fail(CDX_ERR_NOMEM, "out of memory");
         vx->tomb = p;
-        vx->cap_tomb = nc;
     }
     vx->tomb[vx->n_tomb++] = id;
     return CDX_OK;
@@ -557,14 +555,12 @@ static cdx_status replay(cdx_store *s, cdx_vindex *vx, int64_t model_id, const c
             if (sqlite3_column_type(q, 2) == SQLITE_NULL) {
                 /* Removed again later in the log: remember to expect it. */
                 if (n_ghost == cap_ghost) {
-                    size_t nc = cap_ghost ? cap_ghost * 2 : 64;
-                    int64_t *p = realloc(ghost, nc * sizeof *p);
+                    int64_t *p = cdx_grow(ghost, &cap_ghost, n_ghost + 1, sizeof *ghost, 64);
                     if (!p) {
                         st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
                         goto cleanup;
                     }
                     ghost = p;
-                    cap_ghost = nc;
                 }
                 ghost[n_ghost++] = id;
                 continue;
@@ -581,14 +577,12 @@ static cdx_status replay(cdx_store *s, cdx_vindex *vx, int64_t model_id, const c
                 if (ghost[i] == id) ghost[i] = ghost[--n_ghost], found = 1;
             if (found) continue;
             if (n_rm == cap_rm) {
-                size_t nc = cap_rm ? cap_rm * 2 : 64;
-                int64_t *p = realloc(rm, nc * sizeof *p);
+                int64_t *p = cdx_grow(rm, &cap_rm, n_rm + 1, sizeof *rm, 64);
                 if (!p) {
                     st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
                     goto cleanup;
                 }
                 rm = p;
-                cap_rm = nc;
             }
             rm[n_rm++] = id;
         } else {

@@ -44,5 +44,24 @@ int main(void)
     char *buf = NULL;
     st = cdx_read_file("/nonexistent/x", 100, &buf, NULL);
     ok(st == CDX_ERR_IO && strstr(cdx_last_error(), "/nonexistent/x"), "missing file names the path");
+
+    /* cdx_grow: capacities double from first; the block keeps its contents. */
+    int *v = NULL, *nv;
+    size_t cap = 0, n = 0, caps_ok = 1;
+    for (int i = 0; i < 1000; i++) {
+        size_t before = cap;
+        if (!(nv = cdx_grow(v, &cap, n + 1, sizeof *v, 4))) break;
+        v = nv;
+        if (cap != before && cap != (before ? before * 2 : 4)) caps_ok = 0;
+        v[n++] = i;
+    }
+    int same = n == 1000;
+    for (size_t i = 0; same && i < n; i++) same = v[i] == (int)i;
+    ok(same && caps_ok && cap == 1024, "cdx_grow: 1000 elements, capacity 4 doubled to %zu", cap);
+    ok(cdx_grow(v, &cap, 10, sizeof *v, 4) == v && cap == 1024, "cdx_grow: no move when there is room");
+    size_t cap2 = cap;
+    ok(cdx_grow(v, &cap2, SIZE_MAX / 2, sizeof *v, 4) == NULL && cap2 == cap &&
+       strstr(cdx_last_error(), "out of memory"), "cdx_grow: an impossible size is out of memory, the block kept");
+    free(v);
     return done_testing();
 }
