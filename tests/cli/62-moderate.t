@@ -24,7 +24,7 @@ import query_fixture as qf  # noqa: E402
 
 T = qf.Tap()
 tmp = tempfile.mkdtemp(prefix="cdx-62-")
-F = qf.build(tmp, meta_store=False)
+F = qf.build(tmp)
 D = F["data"]
 
 LABELS = [("a red car", True, 0.0, ["a photo of a red car", "a red automobile"]),
