@@ -20,14 +20,12 @@ The stored vectors are read from the database directly (sqlite3, read
 only), not through clipdex.  A vector stored for the wrong file (a batch
 off by one) fails every one of these checks.
 """
-import json
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 from PIL import Image, ImageOps
