@@ -3,11 +3,15 @@
 generated library (tests/tools/query_fixture.py) and the tiny model.
 
 The probabilities must be exactly the zero-shot classifier of the CLIP
-paper: a label's embedding is its prompts' normalised embeddings summed
-and renormalised, which is what `clipdex search --text P1 --text P2 ...`
-searches with, so that search's scores give <label, image> for every
-image; softmax(logit_scale * <label, image>) over the labels must equal
-moderate's scores.  Also: thresholds, stored results and --new, presets
+paper, computed here by the independent PyTorch reference
+(tests/ref/clip_ref.py) from the checkpoint itself: a label's embedding
+is its prompts' normalised reference embeddings summed and renormalised;
+the image side is the vector the index holds for the file (read from
+clipdex.db, float16 as stored; 65-index-vectors.t checks those against
+the engine); the
+scale is exp(logit_scale) read from the weights.  softmax(scale *
+<label, image>) over the labels must equal moderate's scores.  Nothing
+in the expected values comes from clipdex's output.  Also: thresholds, stored results and --new, presets
 and the background set, formats, filters, label file errors.
 """
 import html.parser
@@ -15,16 +19,21 @@ import math
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 
+import numpy as np
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ref"))
 import query_fixture as qf  # noqa: E402
+import clip_ref  # noqa: E402
 
 T = qf.Tap()
 tmp = tempfile.mkdtemp(prefix="cdx-62-")
-F = qf.build(tmp, meta_store=False)
+F = qf.build(tmp)
 D = F["data"]
 
 LABELS = [("a red car", True, 0.0, ["a photo of a red car", "a red automobile"]),
@@ -42,33 +51,37 @@ def moderate(*args, model=qf.TINY):
     return qf.run("moderate", *args, data=D, model=model)
 
 
-m = re.search(rb"logit scale: ([0-9.eE+-]+)", qf.run("model").stdout)
-scale = float(m.group(1))
-
-# <label, image> for every label and image, through search
-dots = []
+ref = clip_ref.CLIPRef(qf.TINY)
+scale = math.exp(float(ref.w["logit_scale"]))
+labvec = []
 for name, flag, thr, prompts in LABELS:
-    args = []
-    for pr in prompts:
-        args += ["--text", pr]
-    r = qf.jsonl(qf.run("search", "--format", "json", "-n", "1000", *args, data=D))
-    dots.append({x["path"]: x["score"] for x in r})
-paths = sorted(dots[0])
-n_vec = len({x["sha256"] for x in r})  # files with the same bytes share a vector: scored once
+    e = sum(ref.embed_text(pr).double().numpy() for pr in prompts)
+    labvec.append(e / np.linalg.norm(e))
+con = sqlite3.connect("file:%s?mode=ro" % os.path.join(D, "clipdex.db"), uri=True)
+stored = {os.fsdecode(pth) if isinstance(pth, bytes) else pth: (np.frombuffer(v, "<f2").astype(np.float64), h)
+          for pth, v, h in con.execute("SELECT f.path, v.data, v.hash FROM files f "
+                                       "JOIN vectors v ON v.id = f.vector_id WHERE f.state = 0")}
+con.close()
+paths = sorted(stored)
+n_vec = len({h for _, h in stored.values()})  # files with the same bytes share a vector: scored once
 expect = {}
 for pth in paths:
-    z = [scale * d[pth] for d in dots]
+    v = stored[pth][0]
+    z = [scale * float(lv @ v) for lv in labvec]
     mx = max(z)
-    e = [math.exp(v - mx) for v in z]
+    e = [math.exp(x - mx) for x in z]
     for j, (name, flag, thr, prompts) in enumerate(LABELS):
         expect[(pth, name)] = e[j] / sum(e)
+T.ok(len(paths) == F["n_files"] - 1 and abs(scale - 1 / 0.07) < 1e-3,
+     "reference: %d indexed images, logit scale exp(%.4f) = %.3f" % (len(paths), math.log(scale), scale))
 
 p = moderate("--labels", lf, "--threshold", "0", "--format", "json")
 rows = qf.jsonl(p)
 T.ok(p.returncode == 0, "moderate --labels: exit 0")
 T.ok(len(rows) == 2 * len(paths), "--threshold 0: every image for both flagged labels (%d rows)" % len(rows))
 err = max((abs(r["score"] - expect[(r["path"], r["label"])]) for r in rows), default=1)
-T.ok(err < 2e-4, "probabilities = softmax(logit_scale * cos) over the label set (max err %.1e)" % err)
+T.ok(err < 2e-6, "probabilities = the reference's softmax(exp(logit_scale) * cos) over the label set "
+     "(max err %.1e)" % err)
 T.ok(all(r["labelset"].startswith("file:labels.txt#") for r in rows), "the label set is named after its file")
 T.ok(b"scored %d images" % n_vec in p.stderr, "stderr: how many distinct images were scored (%d)" % n_vec)
 T.ok(all({"path", "label", "score", "threshold", "sha256", "width"} <= set(r) for r in rows), "json: result fields")

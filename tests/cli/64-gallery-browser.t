@@ -24,7 +24,7 @@ if not BROWSER:
 
 T = qf.Tap()
 tmp = tempfile.mkdtemp(prefix="cdx-64-")
-F = qf.build(tmp, meta_store=False)
+F = qf.build(tmp)
 D = F["data"]
 
 # Appended before </body>: counts thumbnails that decoded, into the DOM.

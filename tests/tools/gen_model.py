@@ -11,7 +11,12 @@ keys.  Nothing here is imported from the C code under test.
 
 usage: gen_model.py OUTDIR [--preset tiny|vitb32] [--act quick_gelu|gelu]
                     [--dtype F32|F16|BF16] [--format safetensors|sharded|bin]
-                    [--seed N] [--vocab-dir DIR]
+                    [--seed N] [--vocab-dir DIR] [--ln-eps X] [--vision-act ACT]
+                    [--set text.KEY=N|vision.KEY=N|projection_dim=N ...]
+
+--ln-eps and --set vary the config the loader must honour (layer-norm
+epsilon, hidden sizes, heads, layers, patch and image sizes, projection
+width, context length); the preprocessor config follows image_size.
 """
 import argparse
 import json
@@ -158,16 +163,26 @@ def main():
     ap.add_argument("--format", default="safetensors", choices=["safetensors", "sharded", "bin"])
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--vocab-dir", default=os.path.join(os.environ.get("CLIPDEX_SHARED", "../shared"), "clip"))
+    ap.add_argument("--vision-act", choices=["quick_gelu", "gelu"], help="the vision tower's (default: --act)")
+    ap.add_argument("--ln-eps", type=float, default=1e-5)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=N")
     a = ap.parse_args()
 
-    p = PRESETS[a.preset]
+    p = json.loads(json.dumps(PRESETS[a.preset]))
+    for kv in a.set:
+        k, v = kv.split("=", 1)
+        if "." in k:
+            sec, k = k.split(".", 1)
+            p[sec][k] = int(v)
+        else:
+            p[k] = int(v)
     rng = np.random.default_rng(a.seed)
     tensors = make_tensors(p, rng)
     os.makedirs(a.outdir, exist_ok=True)
 
-    text_cfg = dict(p["text"], hidden_act=a.act, layer_norm_eps=1e-5, model_type="clip_text_model",
+    text_cfg = dict(p["text"], hidden_act=a.act, layer_norm_eps=a.ln_eps, model_type="clip_text_model",
                     bos_token_id=49406, eos_token_id=49407, pad_token_id=1)
-    vision_cfg = dict(p["vision"], hidden_act=a.act, layer_norm_eps=1e-5, num_channels=3,
+    vision_cfg = dict(p["vision"], hidden_act=a.vision_act or a.act, layer_norm_eps=a.ln_eps, num_channels=3,
                       model_type="clip_vision_model")
     config = {
         "architectures": ["CLIPModel"], "model_type": "clip",
@@ -177,12 +192,13 @@ def main():
     }
     with open(os.path.join(a.outdir, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
-    pre = {"crop_size": {"height": 224, "width": 224}, "do_center_crop": True, "do_convert_rgb": True,
+    S = p["vision"]["image_size"]
+    pre = {"crop_size": {"height": S, "width": S}, "do_center_crop": True, "do_convert_rgb": True,
            "do_normalize": True, "do_rescale": True, "do_resize": True,
            "image_mean": [0.48145466, 0.4578275, 0.40821073],
            "image_processor_type": "CLIPImageProcessor",
            "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3,
-           "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": 224}}
+           "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": S}}
     with open(os.path.join(a.outdir, "preprocessor_config.json"), "w") as f:
         json.dump(pre, f, indent=2)
     for fn in ("vocab.json", "merges.txt"):

@@ -27,6 +27,19 @@ MODELS = {
     "tiny-bin": ["--format", "bin", "--seed", "6"],
     "tiny-bin-f16": ["--format", "bin", "--dtype", "F16", "--seed", "7"],
     "vitb32": ["--preset", "vitb32", "--seed", "8"],
+    # config variations the loader must honour (10-embed.t checks each
+    # against the reference): layer-norm epsilon, and every size.
+    "tiny-eps6": ["--ln-eps", "1e-6", "--seed", "9"],
+    "tiny-eps12": ["--ln-eps", "1e-12", "--seed", "10"],
+    "tiny-eps2": ["--ln-eps", "1e-2", "--seed", "11"],
+    "tiny-shapes": ["--seed", "12", "--act", "gelu", "--vision-act", "quick_gelu",
+                    "--set", "text.hidden_size=48", "--set", "text.num_attention_heads=3",
+                    "--set", "text.intermediate_size=96", "--set", "text.num_hidden_layers=3",
+                    "--set", "text.max_position_embeddings=40",
+                    "--set", "vision.hidden_size=80", "--set", "vision.num_attention_heads=5",
+                    "--set", "vision.intermediate_size=144", "--set", "vision.num_hidden_layers=1",
+                    "--set", "vision.image_size=96", "--set", "vision.patch_size=16",
+                    "--set", "projection_dim=24"],
 }
 
 

@@ -3,12 +3,10 @@
 tests (tests/cli/60-*.t) run against, plus their TAP and clipdex helpers.
 
 build(root) writes ROOT/lib/ (about 35 files) and indexes it into
-ROOT/data with the tiny random model: through `clipdex index` when the
-tool has that command, else through tests/tools/mkstore (the store API
-directly, the same decode/embed/pHash steps as the indexer).  Capture
-dates and cameras are written as EXIF and also set as the files' mtime
-and passed to mkstore in a manifest, so the filters are testable whether
-or not the decoder reads EXIF yet.
+ROOT/data with the tiny random model through `clipdex index`.  Capture
+dates and cameras are written as EXIF (and the dates also as the files'
+mtime); the tests expect what the fixture wrote, so a store that lost
+the EXIF fails them.
 
     lib/20YY/sceneNN.jpg     12 distinct pictures, 2018..2021, cameras
                              "Canon EOS 5D" (even NN) and "Apple iPhone 12"
@@ -113,11 +111,6 @@ def run(*args, env=None, data=None, model=TINY, stdin=None):
 
 def jsonl(p):
     return [json.loads(l) for l in p.stdout.decode().splitlines() if l.strip()]
-
-
-def has_index_command():
-    p = subprocess.run([CLIPDEX, "help"], capture_output=True)
-    return any(l.split()[:1] == ["index"] for l in p.stdout.decode().splitlines())
 
 
 # ---------------------------------------------------------------- images
@@ -261,46 +254,38 @@ def make_library(lib):
     return rows, facts
 
 
-def use_index_command():
-    return has_index_command() and not os.environ.get("CLIPDEX_TEST_MKSTORE")
-
-
-def index(lib, data, model=TINY, manifest=None, files=None, mkstore=False):
-    """Index lib (or just files) into data.  Returns the CompletedProcess."""
-    if use_index_command() and not files and not mkstore:
+def index(lib, data, model=TINY, files=None):
+    """Index lib into data with `clipdex index` (clipdexd --once: the
+    indexer's own decode, EXIF, embed and pHash steps); with files, just
+    those files through tests/tools/mkstore (the store API directly, for
+    tests that add a file while a writer holds the store).  Returns the
+    CompletedProcess."""
+    if files is None:
         return sanitizer_check(subprocess.run([CLIPDEX, "index", "--data", data, "--model", model, lib],
                                               capture_output=True, env=clean_env()), "clipdex index")
-    if files is None:
-        files = []
-        for d, _, fs in os.walk(lib):
-            files += [os.path.join(d, f) for f in sorted(fs)]
-    args = [MKSTORE, "--data", data, "--model", model]
-    if manifest:
-        args += ["--manifest", manifest]
-    return sanitizer_check(subprocess.run(args + sorted(files), capture_output=True), "mkstore")
+    return sanitizer_check(subprocess.run([MKSTORE, "--data", data, "--model", model] + sorted(files),
+                                          capture_output=True), "mkstore")
 
 
-def build(root, meta_store=True):
-    """The library under root/lib, indexed into root/data (clipdex index
-    when available); with meta_store also into root/data-meta through
-    mkstore and the manifest, whose capture dates and cameras do not
-    depend on the decoder's EXIF support."""
+def build(root):
+    """The library under root/lib, indexed into root/data by `clipdex
+    index`: its capture dates, cameras and orientations are what the
+    indexer read from the files' EXIF (66-index-metadata.t checks that
+    against Pillow), never a manifest."""
     lib = os.path.realpath(os.path.join(root, "lib"))
     data = os.path.join(root, "data")
     rows, facts = make_library(lib)
-    manifest = os.path.join(root, "manifest.tsv")
-    with open(manifest, "w") as f:
-        for p, when, make, model in rows:
-            f.write("%s\t%s\t%s\t%s\n" % (p, "" if when is None else when, make, model))
-    for d, kw in ((data, {}), (os.path.join(root, "data-meta"), {"mkstore": True})):
-        if kw and not meta_store:
-            continue
-        p = index(lib, d, manifest=manifest, **kw)
-        if p.returncode != 0:
-            sys.stderr.write(p.stderr.decode(errors="replace"))
-            raise SystemExit("fixture: indexing %s failed" % d)
-    facts.update(lib=lib, data=data, data_meta=os.path.join(root, "data-meta"), manifest=manifest,
-                 n_files=len(rows), indexer="clipdex index" if use_index_command() else "mkstore")
+    p = index(lib, data)
+    if p.returncode != 0:
+        sys.stderr.write(p.stderr.decode(errors="replace"))
+        raise SystemExit("fixture: indexing %s failed" % data)
+    # what the fixture wrote, per path: capture time (EXIF, else the
+    # mtime it set), camera make and model ("" for none)
+    truth = {}
+    for p, when, make, model in rows:
+        truth[p] = {"when": when if when is not None else int(os.stat(p).st_mtime), "make": make, "model": model,
+                    "ext": os.path.splitext(p)[1][1:].lower()}
+    facts.update(lib=lib, data=data, n_files=len(rows), truth=truth)
     return facts
 
 
