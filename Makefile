@@ -223,6 +223,13 @@ $(BUILD)/tests/tools/%: tests/tools/%.c $(LIB) $(BUILD)/.flags
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 tests-build: $(STORE_TOOLS)
 bench: $(STORE_BENCH)
+# The power-cut simulator (LD_PRELOAD; tests/cli/40-store-powercut.t).
+# Never sanitized: it is preloaded into the sanitized daemon.
+POWERCUT = $(BUILD)/tests/tools/powercut.so
+$(POWERCUT): tests/tools/powercut.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -O1 -g $(WARN) -shared -fPIC -o $@ $< -ldl -pthread
+tests-build: $(POWERCUT)
 
 # ---- query tool (search/dupes/moderate): a store builder for its tests
 # and the demo (tests/tools/mkstore.c), and its benchmark's store filler ----
