@@ -205,7 +205,7 @@ $(BUILD)/bench/%: bench/%.c $(LIB) $(BUILD)/.flags $(FAISS_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Wno-error -o $@ $< $(LIB) $(LDLIBS)
 
-# ---- the index store: built-in schema, FAISS C API, harnesses, bench ----
+# ---- the index store: built-in schema, FAISS C API, test tools, bench ----
 # schema/NNN_*.sql become C strings in the library (schema/sql2c.awk).
 SCHEMA_SQL = $(sort $(wildcard schema/[0-9]*.sql))
 $(BUILD)/gen/schema.c: schema/sql2c.awk $(SCHEMA_SQL)
@@ -213,7 +213,7 @@ $(BUILD)/gen/schema.c: schema/sql2c.awk $(SCHEMA_SQL)
 	awk -f schema/sql2c.awk $(SCHEMA_SQL) > $@.tmp && mv $@.tmp $@
 $(BUILD)/gen/schema.o: $(BUILD)/gen/schema.c $(BUILD)/.flags
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
-STORE_TOOLS = $(BUILD)/tests/tools/store_harness
+STORE_TOOLS = $(BUILD)/tests/tools/store_reader
 STORE_BENCH = $(BUILD)/bench/store_bench
 $(FAISS_C):
 	scripts/deps.sh

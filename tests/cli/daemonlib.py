@@ -107,6 +107,21 @@ def image_bytes(name="photo420.jpg", salt=None):
     return data
 
 
+def distinct_image(seed, fmt="JPEG"):
+    """Bytes of a small image no other seed gives: blocks of random colour
+    (copies of one test image with bytes appended decode alike, so their
+    embeddings tie; these do not)."""
+    import io
+    import random as _random
+    from PIL import Image
+    r = _random.Random(seed)
+    small = Image.new("RGB", (8, 8))
+    small.putdata([(r.randrange(256), r.randrange(256), r.randrange(256)) for _ in range(64)])
+    buf = io.BytesIO()
+    small.resize((64, 64), Image.NEAREST).save(buf, fmt)
+    return buf.getvalue()
+
+
 def run(args, **kw):
     return subprocess.run(args, capture_output=True, **kw)
 
