@@ -6,13 +6,17 @@
  * The model: a file's data is durable up to its last fsync/fdatasync; a
  * directory's entries (creates, renames, unlinks) are durable up to the
  * directory's last fsync; sync/syncfs make everything durable.  Anything
- * else may be lost, and we take the adversarial outcome: everything that
- * was not made durable is gone (a file whose name is durable but whose
- * data never was reads back empty, as ext4's delayed allocation can
- * leave it).  A power cut can happen between any two system calls, but
- * the disk's contents under this model only change at a sync, so the
- * states "just before sync number k" (k = 1, 2, ...) and "after the
- * process exited" are every state a cut can leave.  The process is not
+ * else may be lost.  Each cut state is one of two outcomes, chosen at
+ * random: "drop", the adversarial one, where everything not made durable
+ * is gone (a file whose name is durable but whose data never was reads
+ * back empty, as ext4's delayed allocation can leave it); or "mix", where
+ * each change since the last sync may or may not have reached the disk:
+ * names one by one, data 4 KiB page by page, the size either (dirs named
+ * cut-NNNNNm).  A power cut can happen between any two system calls;
+ * under this model the durable part only changes at a sync, so cuts just
+ * before each sync k (k = 1, 2, ...), taken with the live files at that
+ * moment for the mix outcome, and "after the process exited" (always
+ * drop) cover what a cut can leave.  The process is not
  * stopped: the state a cut at sync k would leave is written out and the
  * process goes on, so one run yields all its cut points.
  *
@@ -182,23 +186,97 @@ static int list_dir(entry *v)
     return n;
 }
 
-/* Write out the disk's state as of now into out/NAME, and the copy of the
- * last returned commit into out/NAME.committed. */
-static void materialize(const char *name)
+/* Read all of path (NULL or missing: empty); *n its size. */
+static char *slurp(const char *path, size_t *n)
 {
-    char cut[PATH_MAX], p[PATH_MAX], img[PATH_MAX];
+    char *buf = NULL;
+    size_t cap = 0;
+    int fd;
+    *n = 0;
+    if (!path || (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) return NULL;
+    for (;;) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 1 << 16;
+            if (!(buf = realloc(buf, cap))) die("realloc", path);
+        }
+        ssize_t r = read(fd, buf + *n, cap - *n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) die("read", path);
+        if (r == 0) break;
+        *n += (size_t)r;
+    }
+    close(fd);
+    return buf;
+}
+
+/* Write dst as the disk may hold the file: its durable image, and with
+ * live (mix mode) each 4 KiB page either durable or live, and the size
+ * either: the page cache writes pages back in any order, so any subset of
+ * the writes since the last sync may have reached the disk, page by page
+ * (bytes no write touched are the same in both versions). */
+static void write_file(const char *dst, const char *image, const char *live)
+{
+    size_t nd, nl, n;
+    char *d = slurp(image, &nd), *l = slurp(live, &nl);
+    int fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) die("create", dst);
+    n = live && (next_rand() & 1) ? nl : nd;
+    for (size_t at = 0; at < n; at += 4096) {
+        size_t len = n - at < 4096 ? n - at : 4096;
+        int use_live = live && (next_rand() & 1);
+        const char *src = use_live ? l : d;
+        size_t have = use_live ? nl : nd;
+        if (at + len > have) { /* this version is shorter: the other one */
+            src = use_live ? d : l;
+            have = use_live ? nd : nl;
+        }
+        if (!src || at + len > have) {
+            static const char zeros[4096];
+            put_all(fd, zeros, len, dst); /* allocated, never written */
+        } else {
+            put_all(fd, src + at, len, dst);
+        }
+    }
+    close(fd);
+    free(d);
+    free(l);
+}
+
+/* Write out the disk's state as of now into out/NAME, and the copy of the
+ * last returned commit into out/NAME.committed.  Drop mode: everything not
+ * made durable is lost.  Mix mode: each change not made durable may or may
+ * not have reached the disk (names one by one, data page by page). */
+static void materialize(const char *name, int mix)
+{
+    char cut[PATH_MAX], p[PATH_MAX], img[PATH_MAX], lp[PATH_MAX];
+    entry live[MAX_NAMES];
+    int n_live = mix ? list_dir(live) : 0;
     snprintf(cut, sizeof cut, "%s/%s", out, name);
     if (mkdir(cut, 0755) != 0) die("mkdir", cut);
     for (int i = 0; i < n_durable; i++) {
-        snprintf(p, sizeof p, "%s/%s", cut, durable[i].name);
-        image_path(img, sizeof img, durable[i].dev, durable[i].ino);
-        if (access(img, F_OK) == 0) {
-            copy_path(img, p);
-        } else {
-            int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-            if (fd < 0) die("create", p);
-            close(fd); /* the name survived, the data did not */
+        const entry *e = &durable[i];
+        int j = 0, use_live = 0;
+        while (j < n_live && strcmp(live[j].name, e->name) != 0) j++;
+        if (mix && j == n_live && (next_rand() & 1)) continue; /* its unlink reached the disk */
+        if (j < n_live) {
+            /* Same inode: its unsynced writes may be there.  Another
+             * inode (renamed over): the rename may be there. */
+            use_live = live[j].dev == e->dev && live[j].ino == e->ino ? 1 : (int)(next_rand() & 1);
+            if (use_live) e = &live[j];
         }
+        snprintf(p, sizeof p, "%s/%s", cut, e->name);
+        snprintf(lp, sizeof lp, "%s/%s", dir, e->name);
+        image_path(img, sizeof img, e->dev, e->ino);
+        write_file(p, img, use_live ? lp : NULL);
+    }
+    for (int j = 0; j < n_live; j++) { /* created since the last directory sync */
+        int i = 0;
+        while (i < n_durable && strcmp(durable[i].name, live[j].name) != 0) i++;
+        if (i < n_durable || (next_rand() & 1)) continue;
+        snprintf(p, sizeof p, "%s/%s", cut, live[j].name);
+        snprintf(lp, sizeof lp, "%s/%s", dir, live[j].name);
+        image_path(img, sizeof img, live[j].dev, live[j].ino);
+        write_file(p, img, lp);
     }
     if (n_commits) {
         char c[PATH_MAX], from[PATH_MAX];
@@ -216,10 +294,12 @@ static void materialize(const char *name)
 static void drop_cut(long k)
 {
     char p[PATH_MAX];
-    snprintf(p, sizeof p, "%s/cut-%05ld", out, k);
-    rm_rf(p);
-    snprintf(p, sizeof p, "%s/cut-%05ld.committed", out, k);
-    rm_rf(p);
+    for (int m = 0; m < 2; m++) {
+        snprintf(p, sizeof p, "%s/cut-%05ld%s", out, k, m ? "m" : "");
+        rm_rf(p);
+        snprintf(p, sizeof p, "%s/cut-%05ld%s.committed", out, k, m ? "m" : "");
+        rm_rf(p);
+    }
 }
 
 /* Sync event number n_syncs is about to happen: maybe keep the state a
@@ -239,8 +319,10 @@ static void cut_point(const char *what)
     if (slot >= 0) {
         if (slots[slot]) drop_cut(slots[slot]);
         slots[slot] = k;
-        snprintf(name, sizeof name, "cut-%05ld", k);
-        materialize(name);
+        /* Half the cuts lose everything not durable, half a random part. */
+        int mix = (int)(next_rand() & 1);
+        snprintf(name, sizeof name, "cut-%05ld%s", k, mix ? "m" : "");
+        materialize(name, mix);
     }
     snprintf(p, sizeof p, "%s/syncs", out);
     fd = open(p, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -339,7 +421,7 @@ __attribute__((destructor)) static void fini(void)
 {
     if (!active || getpid() != owner) return;
     pthread_mutex_lock(&mu);
-    materialize("cut-final");
+    materialize("cut-final", 0); /* the adversarial outcome */
     active = 0;
     pthread_mutex_unlock(&mu);
 }
