@@ -52,7 +52,7 @@ void log_raw_stderr(const char *text, size_t n);
 /* True when the log goes to a terminal. */
 int log_to_tty(void);
 
-/* Test hook (tests/cli/40-daemon-crash.t, 40-store-powercut.t): when
+/* Test hook (tests/cli/40-store-crash.t, 40-store-powercut.t): when
  * $CLIPDEX_TEST_PHASE_FD names an open descriptor, every call writes one
  * line "MS PHASE begin|end" to it (MS: CLOCK_MONOTONIC in milliseconds),
  * so a test can measure how long each phase of the daemon's work takes

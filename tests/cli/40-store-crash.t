@@ -11,16 +11,17 @@ file inside commits (save_every is small) and at close; every few runs
 the test deletes or truncates the FAISS file, which the next run must
 rebuild.
 
-Aiming: the daemon writes its phase transitions to a descriptor the test
-gives it ($CLIPDEX_TEST_PHASE_FD, indexer/log.h).  An unkilled run
-measures when each phase runs; each kill then targets the phase with the
-fewest kills so far, at a random moment inside that phase's window in the
-most recent run that reached it.  Where a kill landed is read back from
-the killed run's own phase log (the phases begun and not ended), and a
-FAISS save is recognised by the temporary file it leaves.  No assertion
-depends on timing: the kills go on until CRASH_KILLS landed mid-work and
-every phase was hit (or a cap of runs is reached); the counts per phase
-are reported, and at least CRASH_KILLS kills must have landed mid-work.
+Aiming: the daemon writes its phase transitions to a pipe the test gives
+it ($CLIPDEX_TEST_PHASE_FD, indexer/log.h).  An unkilled run measures how
+often each phase runs and how long it takes; each kill then targets the
+phase with the fewest kills so far: the test reads the pipe as the daemon
+works and sends SIGKILL a random time (up to the phase's measured mean
+duration) after a randomly chosen occurrence of that phase begins.  Where
+a kill landed is read back from the killed run's own phase log (the
+phases begun and not ended), and a FAISS save is recognised by the
+temporary file it leaves.  No assertion depends on timing: the kills go on
+until CRASH_KILLS landed mid-work and every phase was hit (or a cap of
+3 x CRASH_KILLS runs is reached); the counts per phase are reported.
 
 At the end an unkilled run completes, and the store must hold exactly the
 image files on disk, each once, with the SHA-256 hashlib computes (read
