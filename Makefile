@@ -122,7 +122,7 @@ CORE_OBJS += core/store/store.o core/store/store_vindex.o core/store/store_searc
 CORE_OBJS += core/store/store_scan.o core/store/store_join.o core/store/faiss_dist.o
 CORE_OBJS += gen/schema.o
 UNIT_TESTS += test_store_f16 test_store_scan test_faiss_dist test_store test_store_schema
-TEST_TOOLS += tests/tools/store_harness
+TEST_TOOLS += tests/tools/store_reader tests/tools/powercut.so
 BENCHES += store_bench hnsw_recall
 SCHEMA_SQL = $(sort $(wildcard schema/[0-9]*.sql))
 $(BUILD)/gen/schema.c: schema/sql2c.awk $(SCHEMA_SQL)
@@ -204,6 +204,12 @@ $(BUILD)/tests/tools/%: tests/tools/%.c $(LIB) $(BUILD)/.flags $(FAISS_LIBS)
 $(BUILD)/bench/%: bench/%.c $(LIB) $(BUILD)/.flags $(FAISS_LIBS)
 	@mkdir -p $(dir $@)
 	$(call say,LINK,$@)$(CC) $(ALL_CFLAGS) -Wno-error -o $@ $< $(LIB) $(LDLIBS)
+
+# The power-cut simulator (LD_PRELOAD; tests/cli/40-store-powercut.t).
+# Never sanitized: it is preloaded into the sanitized daemon.
+$(BUILD)/tests/tools/powercut.so: tests/tools/powercut.c
+	@mkdir -p $(dir $@)
+	$(call say,LINK,$@)$(CC) -std=c11 -D_GNU_SOURCE -O1 -g $(WARN) -shared -fPIC -o $@ $< -ldl -pthread
 
 $(FAISS_C):
 	scripts/deps.sh

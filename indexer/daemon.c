@@ -100,9 +100,11 @@ static void daemon_commit(indexer *d)
     int64_t t0 = now_ms();
     if (!d->txn) return;
     d->txn = 0;
+    log_phase("commit", 1);
     if (cdx_store_commit(d->store) != CDX_OK)
         daemon_error(d, "store commit: %s (the files of this batch are retried at the next start)",
                      cdx_last_error());
+    log_phase("commit", 0);
     if (now_ms() - t0 > 500) LOG_DEBUG("a store commit took %lld ms", (long long)(now_ms() - t0));
 }
 
@@ -543,6 +545,7 @@ static int loop(indexer *d)
 static void shutdown_all(indexer *d, int interrupted)
 {
     int joined = 1;
+    log_phase("shutdown", 1);
     if (d->pl) {
         /* The model finishes its batch (at most a few seconds); the
          * results are written, queued work is dropped. */
@@ -558,7 +561,9 @@ static void shutdown_all(indexer *d, int interrupted)
     }
     if (d->store) {
         d->txn = 0;
+        log_phase("close", 1);
         cdx_store_close(d->store); /* saves the FAISS file */
+        log_phase("close", 0);
         d->store = NULL;
     }
     if (joined) {
@@ -569,6 +574,7 @@ static void shutdown_all(indexer *d, int interrupted)
     d->model = NULL;
     watch_close(d->w);
     d->w = NULL;
+    log_phase("shutdown", 0);
 }
 
 int daemon_run(indexer *d)

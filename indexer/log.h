@@ -47,4 +47,13 @@ void log_raw_stderr(const char *text, size_t n);
 /* True when the log goes to a terminal. */
 int log_to_tty(void);
 
+/* Test hook (tests/cli/40-store-crash.t, 40-store-powercut.t): when
+ * $CLIPDEX_TEST_PHASE_FD names an open descriptor, every call writes one
+ * line "MS PHASE begin|end" to it (MS: CLOCK_MONOTONIC in milliseconds),
+ * so a test can measure how long each phase of the daemon's work takes
+ * and aim its kills at each of them.  Without the variable: a no-op.
+ * Phases: scan, decode, embed, commit, remove, shutdown, close (the
+ * store's close, which saves the FAISS file). */
+void log_phase(const char *phase, int begin);
+
 #endif

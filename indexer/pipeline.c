@@ -268,8 +268,13 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&p->mu);
         if (!j) break;
 
-        if (kind == JOB_HASH) do_hash(p, j);
-        else do_decode(p, j);
+        if (kind == JOB_HASH) {
+            do_hash(p, j);
+        } else {
+            log_phase("decode", 1);
+            do_decode(p, j);
+            log_phase("decode", 0);
+        }
 
         pthread_mutex_lock(&p->mu);
         if (kind == JOB_HASH) {
@@ -370,7 +375,9 @@ static void *embed_main(void *arg)
             batch[i]->pixels = NULL;
         }
         int64_t t0 = now_ms();
+        log_phase("embed", 1);
         cdx_status st = cdx_model_encode_images(p->model, p->batch_px, k, p->batch_out, 1);
+        log_phase("embed", 0);
         int64_t t1 = now_ms();
         for (int i = 0; i < k; i++) {
             if (st != CDX_OK) {

@@ -151,9 +151,11 @@ void sync_forget(indexer *d, const char *path)
 {
     int64_t n1 = 0, n2 = 0;
     if (daemon_begin(d) != 0) return;
+    log_phase("remove", 1);
     if (cdx_store_remove_file(d->store, path, &n1) != CDX_OK ||
         cdx_store_remove_under(d->store, path, &n2) != CDX_OK)
         daemon_error(d, "removing %s: %s", path, cdx_last_error());
+    log_phase("remove", 0);
     if (n1 + n2 > 0) LOG_DEBUG("removed %s (%lld rows)", path, (long long)(n1 + n2));
     d->removed += n1 + n2;
     if (d->w) watch_remove_under(d->w, path);
@@ -689,6 +691,7 @@ static void free_newfile(void *p)
 
 static void recon_finish(indexer *d, recon *rc)
 {
+    if (rc->removals.n) log_phase("remove", 1);
     for (size_t i = 0; i < rc->removals.n; i++) {
         const char *p = rc->removals.v[i];
         struct stat sb;
@@ -702,6 +705,7 @@ static void recon_finish(indexer *d, recon *rc)
             daemon_error(d, "removing %s: %s", p, cdx_last_error());
         d->removed += n;
     }
+    if (rc->removals.n) log_phase("remove", 0);
     for (recon **pp = &d->recons; *pp; pp = &(*pp)->next) {
         if (*pp == rc) {
             *pp = rc->next;
@@ -724,6 +728,7 @@ void sync_reconcile(indexer *d, const char *top)
 
     memset(&w, 0, sizeof w);
     memset(&f, 0, sizeof f);
+    log_phase("scan", 1);
     rc->top = xstrdup(top);
     rc->walking = 1;
     rc->next = d->recons;
@@ -770,6 +775,7 @@ void sync_reconcile(indexer *d, const char *top)
     pathmap_release(&w.inodes, free_newfile);
     strv_clear(&w.unreadable);
     rc->walking = 0;
+    log_phase("scan", 0);
     if (rc->outstanding == 0) recon_finish(d, rc);
 }
 

@@ -1,42 +1,121 @@
-#!/bin/bash
-# 40-store-concurrency.t - readers querying in a loop while a writer adds,
-# removes and renames, with frequent FAISS saves (so readers also replay
-# the log and reload pruned files): no reader ever gets an error or an
-# inconsistent answer (its own file not found, a score that does not
-# match the stored vector), and the store checks clean afterwards.
-BUILD=${CLIPDEX_BUILD:-build}
-C="$BUILD/bin/clipdex"
-H="$BUILD/tests/tools/store_harness"
-SECS=${CONCURRENCY_SECONDS:-4}
-n=0
-fail=0
-ok() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+#!/usr/bin/python3
+"""40-store-concurrency.t - readers querying in a loop while clipdexd
+writes: the test adds, deletes, rewrites, renames and copies files in a
+watched directory, and the daemon (save_every small, so readers also
+replay the change log and map newly saved FAISS files) indexes them.
+Two long-lived readers (tests/tools/store_reader.c) query with the stored
+vectors of files that do not change: no reader ever gets an error or an
+inconsistent answer (its own file not found, a score that does not match
+the stored vector, its row changed).  `clipdex check` run during the
+writes finds the store consistent; `check --repair` refuses while the
+daemon holds the store; at the end the store holds exactly the files on
+disk.  CONCURRENCY_SECONDS sets how long the readers run (default 4).
+"""
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
 
-T=$(mktemp -d /tmp/cdx-conc-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-"$H" gen "$T/photos" 120 7 && "$H" index "$T/data" "$T/photos" 0 2>/dev/null
-ok $? "a store of 120 files"
 
-"$H" churn "$T/data" "$SECS" 2>"$T/w.log" & w=$!
-"$H" reader "$T/data" "$T/photos" "$SECS" 2>"$T/r1.log" & r1=$!
-"$H" reader "$T/data" "$T/photos" "$SECS" 2>"$T/r2.log" & r2=$!
-# check (a reader too) runs while the writer writes
-sleep 1
-"$C" check --data "$T/data" >"$T/c.log" 2>&1; c=$?
-wait $w; ok $? "writer: $(tail -1 "$T/w.log" | sed 's/^store_harness: //')"
-wait $r1; ok $? "reader 1: $(tail -1 "$T/r1.log" | sed 's/^store_harness: //')"
-wait $r2; ok $? "reader 2: $(tail -1 "$T/r2.log" | sed 's/^store_harness: //')"
-cat "$T/r1.log" "$T/r2.log" | grep -v "reader: [0-9]* queries" | head -10 | sed 's/^/# /'
-[ $c = 0 ]; ok $? "clipdex check during the writes: consistent"
-sed 's/^/# /' "$T/c.log"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import daemonlib as lib  # noqa: E402  (tests/cli/daemonlib.py)
 
-"$H" churn "$T/data" 3 2>/dev/null & w=$!
-sleep 0.5
-"$C" check --repair --data "$T/data" >"$T/c.log" 2>&1; c=$?
-wait $w
-[ $c = 3 ] && grep -q "another writer" "$T/c.log" && grep -q "stop clipdexd" "$T/c.log"
-ok $? "check --repair refuses while a writer runs (exit $c)"
-sed 's/^/# /' "$T/c.log"
-"$C" check --data "$T/data" >/dev/null 2>&1; ok $? "consistent afterwards"
-echo "1..$n"
-exit $fail
+tap = lib.Tap()
+lib.need_prereqs(tap)
+ok = tap.ok
+SECS = float(os.environ.get("CONCURRENCY_SECONDS", "4"))
+READER = os.path.join(lib.BUILD, "tests", "tools", "store_reader")
+rnd = random.Random(7)
+
+tmp = lib.temp_dir("conc")
+photos = os.path.join(tmp, "photos")
+stable = os.path.join(photos, "stable")
+churn = os.path.join(photos, "churn")
+os.makedirs(stable)
+os.makedirs(churn)
+serial = [0]
+
+
+def new_image(path):
+    serial[0] += 1
+    lib.write_file(path, lib.distinct_image("conc-%d" % serial[0]))
+
+
+def faiss_ids():
+    d = os.path.join(tmp, "data")
+    return {(f, os.stat(os.path.join(d, f)).st_ino) for f in os.listdir(d) if f.endswith(".faiss")}
+
+
+d = lib.Daemon(tmp, [photos])
+try:
+    for i in range(30):
+        new_image(os.path.join(stable, "s%02d.jpg" % i))
+    for i in range(20):
+        new_image(os.path.join(churn, "c%03d.jpg" % i))
+    ok(d.start(args=["--set", "store.save_every=5"]), "clipdexd starts")
+    ok(lib.wait_for(lambda: lib.store_matches_disk(d.data, photos) == ""), "50 files indexed")
+
+    faiss_before = faiss_ids()
+    readers = [subprocess.Popen([READER, d.data, stable, str(SECS)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE) for _ in range(2)]
+    t0 = time.monotonic()
+    ops = 0
+    check_rc = None
+    check_out = ""
+    while time.monotonic() - t0 < SECS:
+        files = sorted(os.path.join(churn, f) for f in os.listdir(churn))
+        op = rnd.randrange(5)
+        if op == 0 or len(files) < 5:
+            new_image(os.path.join(churn, "c%03d.jpg" % (1000 + serial[0])))
+        elif op == 1:
+            os.unlink(rnd.choice(files))
+        elif op == 2:
+            new_image(rnd.choice(files))                      # rewritten in place
+        elif op == 3:
+            p = rnd.choice(files)
+            os.rename(p, os.path.join(churn, "r%03d.jpg" % serial[0]))
+            serial[0] += 1
+        else:
+            with open(rnd.choice(files), "rb") as f:
+                lib.write_file(os.path.join(churn, "k%03d.jpg" % serial[0]), f.read())
+            serial[0] += 1
+        ops += 1
+        if check_rc is None and time.monotonic() - t0 > SECS / 3:
+            # check is a reader too: it runs while the daemon writes.
+            good, check_out = lib.check(d.data)
+            check_rc = 0 if good else 1
+        time.sleep(0.02)
+    for i, r in enumerate(readers):
+        _, err = r.communicate(timeout=lib.TIMEOUT)
+        lines = err.decode(errors="replace").strip().splitlines()
+        ok(r.returncode == 0, "reader %d: %s" % (i + 1, lines[-1] if lines else "no output"))
+        if r.returncode != 0:
+            tap.diag("\n".join(lines[-10:]))
+    ok(check_rc == 0, "clipdex check during the writes: consistent")
+    if check_rc:
+        tap.diag(check_out)
+    ok(lib.wait_for(lambda: lib.store_matches_disk(d.data, photos) == ""),
+       "after %d changes to the tree the store holds exactly the files on disk" % ops)
+    ok(faiss_ids() != faiss_before, "the daemon saved the FAISS file while the readers ran")
+
+    p = lib.run([lib.CLIPDEX, "check", "--repair", "--data", d.data])
+    out = (p.stdout + p.stderr).decode(errors="replace")
+    ok(p.returncode == 3 and "another writer" in out and "stop clipdexd" in out,
+       "check --repair refuses while clipdexd holds the store (exit %d)" % p.returncode)
+    tap.diag(out)
+    rc, _ = d.stop()
+    ok(rc == 0, "clipdexd stops")
+    good, out = lib.check(d.data)
+    ok(good, "consistent afterwards")
+    if not good:
+        tap.diag(out)
+finally:
+    if d.proc:
+        d.stop(signal.SIGKILL)
+    if tap.failed:
+        tap.diag("daemon log (tail):\n" + d.log_text()[-3000:])
+    lib.cleanup(tmp)
+
+sys.exit(tap.done())

@@ -107,6 +107,21 @@ def image_bytes(name="photo420.jpg", salt=None):
     return data
 
 
+def distinct_image(seed, fmt="JPEG"):
+    """Bytes of a small image no other seed gives: blocks of random colour
+    (copies of one test image with bytes appended decode alike, so their
+    embeddings tie; these do not)."""
+    import io
+    import random as _random
+    from PIL import Image
+    r = _random.Random(seed)
+    small = Image.new("RGB", (8, 8))
+    small.putdata([(r.randrange(256), r.randrange(256), r.randrange(256)) for _ in range(64)])
+    buf = io.BytesIO()
+    small.resize((64, 64), Image.NEAREST).save(buf, fmt)
+    return buf.getvalue()
+
+
 def run(args, **kw):
     return subprocess.run(args, capture_output=True, **kw)
 
@@ -253,6 +268,63 @@ class Daemon:
             return False
         time.sleep(seconds)
         return wait_for(idle)
+
+
+# ---- independent oracles: the photo tree and a store's rows, read without
+# clipdex (hashlib for content, Python's sqlite3 for the database) ----
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".heic", ".avif")
+
+
+def disk_images(root):
+    """{path: SHA-256 hex} of the image files under root (what an index of
+    root must hold, each exactly once)."""
+    import hashlib
+    out = {}
+    for d, dirs, files in os.walk(root):
+        dirs[:] = [x for x in dirs if not x.startswith(".")]
+        for f in files:
+            if f.startswith(".") or not f.lower().endswith(IMAGE_EXTS):
+                continue
+            p = os.path.join(d, f)
+            with open(p, "rb") as fh:
+                out[p] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def store_rows(data):
+    """[(path, state, SHA-256 hex or None)] of every files row of the store
+    in data, read with Python's sqlite3 (a list: duplicates must show)."""
+    con = sqlite3.connect("file:%s?mode=ro" % os.path.join(data, "clipdex.db"), uri=True, timeout=10)
+    try:
+        rows = con.execute("SELECT path, state, hex(hash) FROM files").fetchall()
+    finally:
+        con.close()
+    return [(os.fsdecode(p) if isinstance(p, bytes) else p, st, h.lower() if h else None)
+            for p, st, h in rows]
+
+
+def store_matches_disk(data, root):
+    """'' when the store's rows under root are exactly the images on disk
+    (each once, indexed, with the content hash hashlib computes), else what
+    differs."""
+    want = disk_images(root)
+    rows = [r for r in store_rows(data) if r[0].startswith(root.rstrip("/") + "/")]
+    have = {}
+    dup = [r[0] for r in rows if r[0] in have or have.setdefault(r[0], r) is None]
+    why = []
+    if dup:
+        why.append("%d paths twice: %s" % (len(dup), dup[:3]))
+    missing = sorted(set(want) - set(have))
+    extra = sorted(set(have) - set(want))
+    if missing:
+        why.append("%d files not in the store: %s" % (len(missing), missing[:3]))
+    if extra:
+        why.append("%d rows for files not on disk: %s" % (len(extra), extra[:3]))
+    bad = sorted(p for p in set(want) & set(have) if have[p][1] != 0 or have[p][2] != want[p])
+    if bad:
+        why.append("%d rows not indexed or with another hash: %s" % (len(bad), bad[:3]))
+    return "; ".join(why)
 
 
 def temp_dir(tag):
