@@ -3,12 +3,13 @@
 # clipdexd does: --data, else clipdex.conf's [store] data_dir, else
 # $CLIPDEX_DATA, else $XDG_DATA_HOME/clipdex (man/clipdex.conf.5).  The
 # oracle is the directory this script writes into the file and the store
-# it builds there with the store harness (not clipdex's own output):
+# it builds there with `clipdex index --data` (not clipdex's own output):
 # `clipdex check` once ignored the file and looked in ~/.local/share.
 BUILD=${CLIPDEX_BUILD:-build}
 C="$BUILD/bin/clipdex"
 D="$BUILD/bin/clipdexd"
-H="$BUILD/tests/tools/store_harness"
+TINY=build/testdata/models/tiny
+PY=${PYTHON:-/usr/bin/python3}
 n=0
 fail=0
 ok() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
@@ -16,7 +17,10 @@ ok() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok 
 T=$(mktemp -d /tmp/cdx-confdata-XXXXXX)
 trap 'rm -rf "$T"' EXIT
 mkdir -p "$T/home" "$T/xdg/clipdex" "$T/other"
-"$H" gen "$T/photos" 12 7 && "$H" index "$T/store" "$T/photos" 0 2>/dev/null; ok $? "a store of 12 files"
+PYTHONPATH=tests/cli "$PY" -c 'import os, sys, daemonlib as d
+os.makedirs(sys.argv[1])
+for i in range(12): d.write_file(sys.argv[1] + "/p%02d.jpg" % i, d.distinct_image("conf-%d" % i))' "$T/photos" &&
+    "$C" index --model "$TINY" --data "$T/store" "$T/photos" >/dev/null 2>&1; ok $? "a store of 12 files"
 printf '[store]\ndata_dir = %s\n' "$T/store" > "$T/xdg/clipdex/clipdex.conf"
 
 # Only the file names the store: no $CLIPDEX_DATA, $HOME elsewhere.
