@@ -644,7 +644,7 @@ typedef struct cdx_store_stats {
     int64_t faiss_ntotal;       /* live vectors in the loaded FAISS index */
     int64_t log_head;           /* change-log position of the current model */
     int64_t faiss_saved_pos;    /* position of the FAISS file on disk */
-    int64_t db_bytes, faiss_bytes;
+    int64_t db_bytes, faiss_bytes;   /* file sizes; faiss_bytes: every model's index file */
     int schema_version;
     char index_factory[128];    /* configured for the current model */
     char index_built[128];      /* what the loaded index is built as */

@@ -1823,9 +1823,19 @@ cdx_status cdx_store_stats_get(cdx_store *s, cdx_store_stats *out)
                 snprintf(r.index_factory, sizeof r.index_factory, "%s", sqlite3_column_text(q, 0));
         }
         sqlite3_finalize(q);
-        p = cdx_store_faiss_path(s, s->model_id);
-        r.faiss_bytes = file_bytes(p);
-        free(p);
+    }
+    /* Every model's FAISS file: a handle opened without a model (clipdex
+     * stats) has no current one, and the store's size is all of them. */
+    {
+        sqlite3_stmt *q = NULL;
+        if (sqlite3_prepare_v2(s->db, "SELECT id FROM models", -1, &q, NULL) == SQLITE_OK) {
+            while (sqlite3_step(q) == SQLITE_ROW) {
+                p = cdx_store_faiss_path(s, sqlite3_column_int64(q, 0));
+                r.faiss_bytes += file_bytes(p);
+                free(p);
+            }
+        }
+        sqlite3_finalize(q);
     }
     if (s->vx) {
         r.faiss_ntotal = cdx_vindex_ntotal(s->vx);
