@@ -454,9 +454,13 @@ static cdx_status check_schema(cdx_store *s)
         s->schema_version = v;
         return ensure_uuid(s);
     }
-    if (!s->writer) {
+    if (!s->writer && v > 0) {
         /* A reader may migrate only while no writer runs: a running older
-         * daemon would not understand the new schema. */
+         * daemon would not understand the new schema.  Version 0 is a
+         * store being created (a daemon just started): it has no tables a
+         * writer could be using, so the reader creates them, serialised
+         * with the writer's own migration by BEGIN IMMEDIATE (whichever
+         * comes second finds the version already set). */
         if ((st = cdx_store_lock(s)) != CDX_OK) {
             if (st == CDX_ERR_BUSY)
                 return cdx_fail(CDX_ERR_BUSY,
