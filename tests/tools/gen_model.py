@@ -157,7 +157,9 @@ def main():
     ap.add_argument("--dtype", default="F32", choices=["F32", "F16", "BF16"])
     ap.add_argument("--format", default="safetensors", choices=["safetensors", "sharded", "bin"])
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--vocab-dir", default=os.path.join(os.environ.get("CLIPDEX_SHARED", "../shared"), "clip"))
+    # the CLIP vocabulary the repository carries (data/clip)
+    ap.add_argument("--vocab-dir", default=os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), "data", "clip"))
     a = ap.parse_args()
 
     p = PRESETS[a.preset]
