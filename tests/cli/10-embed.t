@@ -2,7 +2,7 @@
 """10-embed.t - the C engine against the independent PyTorch reference.
 
 For every generated model variant (quick_gelu and gelu, F32/F16/BF16,
-safetensors, sharded, pytorch_model.bin, and the real ViT-B/32 sizes),
+safetensors, sharded, pytorch_model.bin (zip and legacy), and the real ViT-B/32 sizes),
 `clipdex embed` must agree with tests/ref/clip_ref.py: cosine >= 0.99999
 and max abs difference <= 2e-4 per L2-normalised embedding, for texts
 (short, long, over 77 tokens, unicode, literal <|endoftext|>) and images
@@ -103,7 +103,7 @@ def main():
 
     check_model("tiny", TEXTS, IMAGE_FILES)
     check_model("tiny-gelu", TEXTS[:3], IMAGE_FILES[:3])
-    for v in ("tiny-f16", "tiny-bf16", "tiny-sharded", "tiny-bin", "tiny-bin-f16"):
+    for v in ("tiny-f16", "tiny-bf16", "tiny-sharded", "tiny-bin", "tiny-bin-f16", "tiny-bin-legacy"):
         check_model(v, TEXTS[:2] + TEXTS[6:7], IMAGE_FILES[:2])
     check_model("vitb32", TEXTS[:2] + TEXTS[4:6], IMAGE_FILES[:3] + ["tiny3x3.png"])
 
