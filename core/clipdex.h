@@ -636,6 +636,15 @@ cdx_status cdx_store_moderation_foreach(cdx_store *s, const char *labelset,
 cdx_status cdx_store_meta_set(cdx_store *s, const char *key, const char *value);
 cdx_status cdx_store_meta_get(cdx_store *s, const char *key, char **value);
 
+/* A one-line note after the writer's pid in DIR/writer.lock, for
+ * `clipdex status` when the database itself cannot be written (a full
+ * disk): the lock file's first block is allocated already, so writing it
+ * needs no new space.  NULL or "" clears it; cut to 1000 bytes.  Writer
+ * handles only.  cdx_store_writer_note_read: the note of DIR's running
+ * writer as a heap string (caller frees), NULL when there is none. */
+cdx_status cdx_store_writer_note(cdx_store *s, const char *note);
+char *cdx_store_writer_note_read(const char *dir);
+
 typedef struct cdx_store_stats {
     int64_t n_files, n_ok, n_error;
     int64_t n_vectors;          /* all models */

@@ -33,6 +33,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon.h"
@@ -95,14 +96,69 @@ int daemon_begin(indexer *d)
     return 0;
 }
 
+/* A failed commit's backoff: 1 s, doubling to 30 s (sync.c's longest
+ * deferral).  The files are embedded again when they come up: their rows
+ * were rolled back, and a full disk is not worth holding vectors for. */
+#define RETRY_MIN_MS 1000
+#define RETRY_MAX_MS 30000
+
+static void commit_failed(indexer *d, const char *why)
+{
+    size_t n = d->txn_paths.n;
+    char note[1024];
+    /* what was counted in this transaction did not happen */
+    d->embedded -= d->txn_embedded;
+    d->reused -= d->txn_reused;
+    if (d->once) {
+        d->unstored += (int64_t)n;
+        if (n) daemon_error(d, "store commit: %s (%zu files not stored)", why, n);
+        if (n && !d->unstored_why) d->unstored_why = xstrdup(why);
+        return;
+    }
+    if (!d->failing_since) d->failing_since = wall_s();
+    if (n) {
+        /* one backoff step per retry round, not per failed batch */
+        int64_t now = now_ms();
+        if (!d->retry_ms) d->retry_ms = RETRY_MIN_MS;
+        else if (now - d->last_fail_ms >= d->retry_ms) d->retry_ms *= 2;
+        if (d->retry_ms > RETRY_MAX_MS) d->retry_ms = RETRY_MAX_MS;
+        d->last_fail_ms = now;
+        for (size_t i = 0; i < n; i++) sync_schedule(d, d->txn_paths.v[i], d->retry_ms, 0, NULL);
+    }
+    /* Status rows cannot be written either: the note goes to the lock
+     * file, where `clipdex status` finds it. */
+    {
+        time_t t = (time_t)d->failing_since;
+        struct tm tm;
+        char since[32] = "?";
+        if (localtime_r(&t, &tm)) strftime(since, sizeof since, "%Y-%m-%d %H:%M:%S", &tm);
+        snprintf(note, sizeof note, "store writes failing since %s: %s; %zu files to retry", since,
+                 why, d->files.n);
+    }
+    if (cdx_store_writer_note(d->store, note) != CDX_OK) LOG_DEBUG("%s", cdx_last_error());
+    if (n) daemon_error(d, "store commit: %s (%zu files retried in %lld s)", why, n,
+                        (long long)(d->retry_ms / 1000));
+}
+
 static void daemon_commit(indexer *d)
 {
     int64_t t0 = now_ms();
     if (!d->txn) return;
     d->txn = 0;
-    if (cdx_store_commit(d->store) != CDX_OK)
-        daemon_error(d, "store commit: %s (the files of this batch are retried at the next start)",
-                     cdx_last_error());
+    if (d->txn_doomed) {
+        cdx_store_rollback(d->store);
+        commit_failed(d, d->txn_why ? d->txn_why : "a write failed");
+    } else if (cdx_store_commit(d->store) != CDX_OK) {
+        commit_failed(d, cdx_last_error());
+    } else if (d->failing_since) {
+        LOG_INFO("the store can be written again");
+        d->retry_ms = 0;
+        d->failing_since = 0;
+        if (cdx_store_writer_note(d->store, NULL) != CDX_OK) LOG_DEBUG("%s", cdx_last_error());
+    }
+    strv_clear(&d->txn_paths);
+    d->txn_embedded = d->txn_reused = 0;
+    d->txn_doomed = 0;
     if (now_ms() - t0 > 500) LOG_DEBUG("a store commit took %lld ms", (long long)(now_ms() - t0));
 }
 
@@ -655,6 +711,12 @@ int daemon_run(indexer *d)
         ret = r;
     }
     if (d->once) summary(d);
+    if (d->once && d->unstored) {
+        /* the rows were rolled back: saying "indexed" and exiting 0 lied */
+        LOG_ERROR("%lld files were not stored: %s; index again once the store can be written",
+                  (long long)d->unstored, d->unstored_why ? d->unstored_why : "a commit failed");
+        if (ret == 0) ret = 3;
+    }
 done:
     shutdown_all(d, r < 0);
     sync_release(d);

@@ -347,6 +347,38 @@ cdx_status cdx_store_lock(cdx_store *s)
     return cdx_fail(CDX_ERR_BUSY, "%s: lock file keeps changing", s->lock_path);
 }
 
+cdx_status cdx_store_writer_note(cdx_store *s, const char *note)
+{
+    char buf[1100];
+    int n;
+    if (!s || s->lock_fd < 0) return cdx_fail(CDX_ERR_ARG, "cdx_store_writer_note: not the writer");
+    /* pid line, then the note on one line (newlines would split it) */
+    n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+    if (note && *note) {
+        int m = snprintf(buf + n, sizeof buf - (size_t)n, "%.1000s\n", note);
+        for (int i = n; i < n + m - 1; i++)
+            if (buf[i] == '\n') buf[i] = ' ';
+        n += m;
+    }
+    if (pwrite(s->lock_fd, buf, (size_t)n, 0) != n || ftruncate(s->lock_fd, n) != 0)
+        return cdx_fail(CDX_ERR_IO, "%s: %s", s->lock_path, strerror(errno));
+    return CDX_OK;
+}
+
+char *cdx_store_writer_note_read(const char *dir)
+{
+    char *path = cdx_path_join(dir, LOCK_NAME), line[1200], *note = NULL;
+    FILE *f = path ? fopen(path, "r") : NULL;
+    free(path);
+    if (!f) return NULL;
+    if (fgets(line, sizeof line, f) && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (line[0]) note = strdup(line);
+    }
+    fclose(f);
+    return note;
+}
+
 void cdx_store_unlock(cdx_store *s)
 {
     if (s->lock_fd < 0) return;
