@@ -87,6 +87,7 @@ CORE_OBJS += core/image/image_tiff.o core/image/image_gif.o
 # core/store/: SQLite truth, FAISS vector index, search, check, join, scan
 CORE_OBJS += core/store/store.o core/store/store_vindex.o core/store/store_search.o core/store/store_check.o
 CORE_OBJS += core/store/store_scan.o core/store/store_join.o core/store/faiss_dist.o
+CORE_OBJS += core/store/store_backup.o
 
 # ---- query/: the clipdex command ----
 QUERY_OBJS  = query/main.o query/util.o

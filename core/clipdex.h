@@ -670,6 +670,29 @@ cdx_status cdx_store_stats_get(cdx_store *s, cdx_store_stats *out);
  * *problems.  With repair (writer only) orphans are removed and FAISS
  * indexes are rebuilt and saved, then everything is verified again;
  * *problems then counts what remains. */
+/* ---- backup (store_backup.c) ---- */
+
+/* Copy the database to DIR/clipdex.db.backup with SQLite's online backup
+ * API: a consistent snapshot of the last commit, readers go on.  The copy
+ * must pass PRAGMA quick_check before it replaces the previous backup (a
+ * damaged database never overwrites the last good copy: CDX_ERR_FORMAT);
+ * written under a temporary name, synced, renamed.  Writer handles,
+ * outside a transaction. */
+cdx_status cdx_store_backup(cdx_store *s);
+/* Whether DIR/clipdex.db fails PRAGMA quick_check (opened read-only on its
+ * own; a store that cannot be opened because it is damaged is reported
+ * here, not as an error).  why (cap bytes) receives SQLite's answer. */
+cdx_status cdx_store_damaged(const char *dir, int *damaged, char *why, size_t cap);
+/* Put DIR/clipdex.db.backup in place of the database, under the writer
+ * lock (CDX_ERR_BUSY while clipdexd runs): the damaged database and its
+ * WAL are kept as clipdex.db.damaged[-wal], the FAISS files (derived, and
+ * ahead of the backup) are removed and rebuilt at the next open.  The
+ * backup is checked first (CDX_ERR_FORMAT when it is damaged too;
+ * CDX_ERR_IO when there is none).  *backup_time (optional): when the
+ * backup was written (unix seconds).  The caller reconciles the rows with
+ * the disk: files changed or gone since the backup. */
+cdx_status cdx_store_restore_backup(const char *dir, int64_t *backup_time);
+
 typedef void (*cdx_store_report_fn)(const char *line, void *user);
 cdx_status cdx_store_check(cdx_store *s, int repair, cdx_store_report_fn fn, void *user,
                            int64_t *problems);

@@ -140,6 +140,42 @@ static void commit_failed(indexer *d, const char *why)
                         (long long)(d->retry_ms / 1000));
 }
 
+/* A commit went through: the store is writable (again), and what changed
+ * is due in the next backup. */
+static void committed(indexer *d)
+{
+    if (d->txn_paths.n || d->removed + d->moved != d->backup_mark) d->backup_dirty = 1;
+    d->backup_mark = d->removed + d->moved;
+    if (!d->failing_since) return;
+    LOG_INFO("the store can be written again");
+    d->retry_ms = 0;
+    d->failing_since = 0;
+    if (cdx_store_writer_note(d->store, NULL) != CDX_OK) LOG_DEBUG("%s", cdx_last_error());
+}
+
+/* The database backup (cdx_store_backup) when something changed: once the
+ * daemon is idle, at most every BACKUP_EVERY_MS, and when it stops (or a
+ * --once run ends).  `clipdex check --repair` restores it if the database
+ * is ever damaged, so damage costs the changes since, not a re-embedding
+ * of everything. */
+#define BACKUP_EVERY_MS (3600 * 1000)
+
+static void backup(indexer *d, int now_or_never)
+{
+    int64_t now = now_ms(), t0;
+    if (!d->backup_dirty || d->txn || d->failing_since) return;
+    if (!now_or_never && (!sync_idle(d) || (d->last_backup_ms && now - d->last_backup_ms < BACKUP_EVERY_MS)))
+        return;
+    t0 = now;
+    if (cdx_store_backup(d->store) != CDX_OK) {
+        LOG_WARN("database backup: %s", cdx_last_error());
+    } else {
+        d->backup_dirty = 0;
+        LOG_INFO("database backed up (%lld ms)", (long long)(now_ms() - t0));
+    }
+    d->last_backup_ms = now; /* a failure is tried again later, not at once */
+}
+
 static void daemon_commit(indexer *d)
 {
     int64_t t0 = now_ms();
@@ -150,11 +186,8 @@ static void daemon_commit(indexer *d)
         commit_failed(d, d->txn_why ? d->txn_why : "a write failed");
     } else if (cdx_store_commit(d->store) != CDX_OK) {
         commit_failed(d, cdx_last_error());
-    } else if (d->failing_since) {
-        LOG_INFO("the store can be written again");
-        d->retry_ms = 0;
-        d->failing_since = 0;
-        if (cdx_store_writer_note(d->store, NULL) != CDX_OK) LOG_DEBUG("%s", cdx_last_error());
+    } else {
+        committed(d);
     }
     strv_clear(&d->txn_paths);
     d->txn_embedded = d->txn_reused = 0;
@@ -596,6 +629,7 @@ static int loop(indexer *d)
         timers(d, now);
         tick(d, now);
         daemon_commit(d);
+        backup(d, 0);
         if (d->once && sync_idle(d)) return 0;
     }
     return -1; /* stopped by a signal */
@@ -616,6 +650,7 @@ static void shutdown_all(indexer *d, int interrupted)
         status_write(d);
         meta_int(d, "daemon.queued", 0);
         daemon_commit(d);
+        backup(d, 1);
     }
     if (d->store) {
         d->txn = 0;

@@ -106,6 +106,10 @@ typedef struct indexer {
     int64_t retry_ms;     /* the current backoff; 0: the store is fine */
     int64_t failing_since; /* wall clock of the first failed commit; 0: none */
     int64_t last_fail_ms;  /* now_ms of the last failed commit with files */
+    /* the database backup (daemon.c: backup) */
+    int backup_dirty;     /* committed changes since the last backup */
+    int64_t backup_mark;  /* removed + moved at the last commit */
+    int64_t last_backup_ms;
     progress prog;
     int show_progress;
 } indexer;

@@ -145,7 +145,12 @@ static cdx_status sql_status(int rc)
 cdx_status cdx_store_sqlfail(cdx_store *s, const char *what)
 {
     int rc = sqlite3_extended_errcode(s->db);
-    return cdx_fail(sql_status(rc), "%s: %s: %s", s->db_path, what, sqlite3_errmsg(s->db));
+    /* damage: say what gets out of it (not "index again", which costs a
+     * full re-embedding) */
+    const char *hint = (rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB
+                           ? " (the database is damaged: 'clipdex check --repair' restores its backup)"
+                           : "";
+    return cdx_fail(sql_status(rc), "%s: %s: %s%s", s->db_path, what, sqlite3_errmsg(s->db), hint);
 }
 
 sqlite3_stmt *cdx_store_stmt(cdx_store *s, int id, const char *sql)

@@ -44,8 +44,11 @@ while [ $mid -lt "$WANT" ] && [ $iter -lt $((WANT * 4)) ]; do
     wait $pid 2>/dev/null
     grep -q "store_harness: indexed" "$T/run.log" || mid=$((mid + 1))
     grep -q "store_harness: opened" "$T/run.log" && damaged=0
+    # a kill before the first run created the store leaves nothing to check
+    [ -e "$T/data/clipdex.db" ] || { echo "# kill $iter landed before the store existed"; continue; }
     if ! "$C" check --data "$T/data" >"$T/check.out" 2>&1; then
-        if [ "$damaged" = 1 ] && grep -q "truncated or padded" "$T/check.out" &&
+        # (a third of a small FAISS file may not even hold the header)
+        if [ "$damaged" = 1 ] && grep -q "truncated" "$T/check.out" &&
             grep -q "^1 problem found" "$T/check.out"; then
             unhealed=$((unhealed + 1))
             echo "# kill $iter landed before the harness opened the store: our truncated FAISS file is still there"
