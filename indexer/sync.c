@@ -221,6 +221,16 @@ static void txn_note(indexer *d, const char *path)
     strv_push(&d->txn_paths, path);
 }
 
+/* After a write failed with an I/O error SQLite may have rolled the
+ * transaction back on its own: later writes would then commit one by
+ * one.  They wait for the retry instead. */
+static int txn_doomed(indexer *d, const char *path)
+{
+    if (!d->txn_doomed) return 0;
+    txn_note(d, path);
+    return 1;
+}
+
 /* Writing path's row failed.  An I/O error (a full disk) dooms the whole
  * transaction: it is rolled back and every file in it handled as a failed
  * commit; any other error is the file's own (logged). */
@@ -250,6 +260,7 @@ static void record_error(indexer *d, const job *j)
     d->last_error = xasprintf("%s: %s", j->path, why);
     d->last_error_at = wall_s();
     if (daemon_begin(d) != 0) return;
+    if (txn_doomed(d, j->path)) return;
     cdx_status st = cdx_store_put_error(d->store, &m, why);
     if (st == CDX_ERR_IO) write_failed(d, j->path, st);
     else if (st != CDX_OK) daemon_error(d, "recording the error of %s: %s", j->path, cdx_last_error());
@@ -309,6 +320,7 @@ static int put_known(indexer *d, const job *j)
     m.phash = k.m.phash;
     m.has_phash = k.m.has_phash;
     if (daemon_begin(d) != 0) return 0;
+    if (txn_doomed(d, j->path)) return 0;
     cdx_status st = cdx_store_put_file(d->store, &m, NULL, NULL);
     if (st != CDX_OK) {
         write_failed(d, j->path, st);
@@ -327,6 +339,7 @@ static void put_embedded(indexer *d, const job *j)
     image_meta(j, &m);
     if (j->meta && j->meta->warning[0]) LOG_INFO("%s: %s", j->path, j->meta->warning);
     if (daemon_begin(d) != 0) return;
+    if (txn_doomed(d, j->path)) return;
     cdx_status st = cdx_store_put_file(d->store, &m, j->vec, NULL);
     if (st != CDX_OK) {
         write_failed(d, j->path, st);
