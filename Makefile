@@ -120,6 +120,7 @@ BENCHES += image_bench
 # (schema/sql2c.awk) ----
 CORE_OBJS += core/store/store.o core/store/store_vindex.o core/store/store_search.o core/store/store_check.o
 CORE_OBJS += core/store/store_scan.o core/store/store_join.o core/store/faiss_dist.o
+CORE_OBJS += core/store/store_backup.o
 CORE_OBJS += gen/schema.o
 UNIT_TESTS += test_store_f16 test_store_scan test_faiss_dist test_store test_store_schema
 TEST_TOOLS += tests/tools/store_reader tests/tools/powercut.so

@@ -673,6 +673,15 @@ cdx_status cdx_store_moderation_foreach(cdx_store *s, const char *labelset,
 cdx_status cdx_store_meta_set(cdx_store *s, const char *key, const char *value);
 cdx_status cdx_store_meta_get(cdx_store *s, const char *key, char **value);
 
+/* A one-line note after the writer's pid in DIR/writer.lock, for
+ * `clipdex status` when the database itself cannot be written (a full
+ * disk): the lock file's first block is allocated already, so writing it
+ * needs no new space.  NULL or "" clears it; cut to 1000 bytes.  Writer
+ * handles only.  cdx_store_writer_note_read: the note of DIR's running
+ * writer as a heap string (caller frees), NULL when there is none. */
+cdx_status cdx_store_writer_note(cdx_store *s, const char *note);
+char *cdx_store_writer_note_read(const char *dir);
+
 typedef struct cdx_store_stats {
     int64_t n_files, n_ok, n_error;
     int64_t n_vectors;          /* all models */
@@ -681,7 +690,7 @@ typedef struct cdx_store_stats {
     int64_t faiss_ntotal;       /* live vectors in the loaded FAISS index */
     int64_t log_head;           /* change-log position of the current model */
     int64_t faiss_saved_pos;    /* position of the FAISS file on disk */
-    int64_t db_bytes, faiss_bytes;
+    int64_t db_bytes, faiss_bytes;   /* file sizes; faiss_bytes: every model's index file */
     int schema_version;
     char index_factory[128];    /* configured for the current model */
     char index_built[128];      /* what the loaded index is built as */
@@ -698,6 +707,29 @@ cdx_status cdx_store_stats_get(cdx_store *s, cdx_store_stats *out);
  * *problems.  With repair (writer only) orphans are removed and FAISS
  * indexes are rebuilt and saved, then everything is verified again;
  * *problems then counts what remains. */
+/* ---- backup (store_backup.c) ---- */
+
+/* Copy the database to DIR/clipdex.db.backup with SQLite's online backup
+ * API: a consistent snapshot of the last commit, readers go on.  The copy
+ * must pass PRAGMA quick_check before it replaces the previous backup (a
+ * damaged database never overwrites the last good copy: CDX_ERR_FORMAT);
+ * written under a temporary name, synced, renamed.  Writer handles,
+ * outside a transaction. */
+cdx_status cdx_store_backup(cdx_store *s);
+/* Whether DIR/clipdex.db fails PRAGMA quick_check (opened read-only on its
+ * own; a store that cannot be opened because it is damaged is reported
+ * here, not as an error).  why (cap bytes) receives SQLite's answer. */
+cdx_status cdx_store_damaged(const char *dir, int *damaged, char *why, size_t cap);
+/* Put DIR/clipdex.db.backup in place of the database, under the writer
+ * lock (CDX_ERR_BUSY while clipdexd runs): the damaged database and its
+ * WAL are kept as clipdex.db.damaged[-wal], the FAISS files (derived, and
+ * ahead of the backup) are removed and rebuilt at the next open.  The
+ * backup is checked first (CDX_ERR_FORMAT when it is damaged too;
+ * CDX_ERR_IO when there is none).  *backup_time (optional): when the
+ * backup was written (unix seconds).  The caller reconciles the rows with
+ * the disk: files changed or gone since the backup. */
+cdx_status cdx_store_restore_backup(const char *dir, int64_t *backup_time);
+
 typedef void (*cdx_store_report_fn)(const char *line, void *user);
 cdx_status cdx_store_check(cdx_store *s, int repair, cdx_store_report_fn fn, void *user,
                            int64_t *problems);

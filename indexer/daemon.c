@@ -33,6 +33,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon.h"
@@ -95,16 +96,104 @@ int daemon_begin(indexer *d)
     return 0;
 }
 
+/* A failed commit's backoff: 1 s, doubling to 30 s (sync.c's longest
+ * deferral).  The files are embedded again when they come up: their rows
+ * were rolled back, and a full disk is not worth holding vectors for. */
+#define RETRY_MIN_MS 1000
+#define RETRY_MAX_MS 30000
+
+static void commit_failed(indexer *d, const char *why)
+{
+    size_t n = d->txn_paths.n;
+    char note[1024];
+    /* what was counted in this transaction did not happen */
+    d->embedded -= d->txn_embedded;
+    d->reused -= d->txn_reused;
+    if (d->once) {
+        d->unstored += (int64_t)n;
+        if (n) daemon_error(d, "store commit: %s (%zu files not stored)", why, n);
+        if (n && !d->unstored_why) d->unstored_why = xstrdup(why);
+        return;
+    }
+    if (!d->failing_since) d->failing_since = wall_s();
+    if (n) {
+        /* one backoff step per retry round, not per failed batch */
+        int64_t now = now_ms();
+        if (!d->retry_ms) d->retry_ms = RETRY_MIN_MS;
+        else if (now - d->last_fail_ms >= d->retry_ms) d->retry_ms *= 2;
+        if (d->retry_ms > RETRY_MAX_MS) d->retry_ms = RETRY_MAX_MS;
+        d->last_fail_ms = now;
+        for (size_t i = 0; i < n; i++) sync_schedule(d, d->txn_paths.v[i], d->retry_ms, 0, NULL);
+    }
+    /* Status rows cannot be written either: the note goes to the lock
+     * file, where `clipdex status` finds it. */
+    {
+        time_t t = (time_t)d->failing_since;
+        struct tm tm;
+        char since[32] = "?";
+        if (localtime_r(&t, &tm)) strftime(since, sizeof since, "%Y-%m-%d %H:%M:%S", &tm);
+        snprintf(note, sizeof note, "store writes failing since %s: %s; %zu files to retry", since,
+                 why, d->files.n);
+    }
+    if (cdx_store_writer_note(d->store, note) != CDX_OK) LOG_DEBUG("%s", cdx_last_error());
+    if (n) daemon_error(d, "store commit: %s (%zu files retried in %lld s)", why, n,
+                        (long long)(d->retry_ms / 1000));
+}
+
+/* A commit went through: the store is writable (again), and what changed
+ * is due in the next backup. */
+static void committed(indexer *d)
+{
+    if (d->txn_paths.n || d->removed + d->moved != d->backup_mark) d->backup_dirty = 1;
+    d->backup_mark = d->removed + d->moved;
+    if (!d->failing_since) return;
+    LOG_INFO("the store can be written again");
+    d->retry_ms = 0;
+    d->failing_since = 0;
+    if (cdx_store_writer_note(d->store, NULL) != CDX_OK) LOG_DEBUG("%s", cdx_last_error());
+}
+
+/* The database backup (cdx_store_backup) when something changed: once the
+ * daemon is idle, at most every BACKUP_EVERY_MS, and when it stops (or a
+ * --once run ends).  `clipdex check --repair` restores it if the database
+ * is ever damaged, so damage costs the changes since, not a re-embedding
+ * of everything. */
+#define BACKUP_EVERY_MS (3600 * 1000)
+
+static void backup(indexer *d, int now_or_never)
+{
+    int64_t now = now_ms(), t0;
+    if (!d->backup_dirty || d->txn || d->failing_since) return;
+    if (!now_or_never && (!sync_idle(d) || (d->last_backup_ms && now - d->last_backup_ms < BACKUP_EVERY_MS)))
+        return;
+    t0 = now;
+    if (cdx_store_backup(d->store) != CDX_OK) {
+        LOG_WARN("database backup: %s", cdx_last_error());
+    } else {
+        d->backup_dirty = 0;
+        LOG_INFO("database backed up (%lld ms)", (long long)(now_ms() - t0));
+    }
+    d->last_backup_ms = now; /* a failure is tried again later, not at once */
+}
+
 static void daemon_commit(indexer *d)
 {
     int64_t t0 = now_ms();
     if (!d->txn) return;
     d->txn = 0;
     log_phase("commit", 1);
-    if (cdx_store_commit(d->store) != CDX_OK)
-        daemon_error(d, "store commit: %s (the files of this batch are retried at the next start)",
-                     cdx_last_error());
+    if (d->txn_doomed) {
+        cdx_store_rollback(d->store);
+        commit_failed(d, d->txn_why ? d->txn_why : "a write failed");
+    } else if (cdx_store_commit(d->store) != CDX_OK) {
+        commit_failed(d, cdx_last_error());
+    } else {
+        committed(d);
+    }
     log_phase("commit", 0);
+    strv_clear(&d->txn_paths);
+    d->txn_embedded = d->txn_reused = 0;
+    d->txn_doomed = 0;
     if (now_ms() - t0 > 500) LOG_DEBUG("a store commit took %lld ms", (long long)(now_ms() - t0));
 }
 
@@ -537,6 +626,7 @@ static int loop(indexer *d)
         timers(d, now);
         tick(d, now);
         daemon_commit(d);
+        backup(d, 0);
         if (d->once && sync_idle(d)) return 0;
     }
     return -1; /* stopped by a signal */
@@ -558,6 +648,7 @@ static void shutdown_all(indexer *d, int interrupted)
         status_write(d);
         meta_int(d, "daemon.queued", 0);
         daemon_commit(d);
+        backup(d, 1);
     }
     if (d->store) {
         d->txn = 0;
@@ -656,6 +747,12 @@ int daemon_run(indexer *d)
         ret = r;
     }
     if (d->once) summary(d);
+    if (d->once && d->unstored) {
+        /* the rows were rolled back: saying "indexed" and exiting 0 lied */
+        LOG_ERROR("%lld files were not stored: %s; index again once the store can be written",
+                  (long long)d->unstored, d->unstored_why ? d->unstored_why : "a commit failed");
+        if (ret == 0) ret = 3;
+    }
 done:
     shutdown_all(d, r < 0);
     sync_release(d);

@@ -93,6 +93,23 @@ typedef struct indexer {
     int64_t last_error_at;
     int status_dirty;
     const char *state;
+
+    /* The open transaction's file rows, redone when its commit fails (a
+     * full disk): the daemon looks at them again after a backoff;
+     * --once counts them as not stored and exits non-zero. */
+    strv txn_paths;
+    int64_t txn_embedded, txn_reused;
+    int txn_doomed;       /* a write failed with an I/O error: roll back */
+    char *txn_why;        /* that error */
+    int64_t unstored;     /* --once: files whose rows were not committed */
+    char *unstored_why;   /* the first such commit's error */
+    int64_t retry_ms;     /* the current backoff; 0: the store is fine */
+    int64_t failing_since; /* wall clock of the first failed commit; 0: none */
+    int64_t last_fail_ms;  /* now_ms of the last failed commit with files */
+    /* the database backup (daemon.c: backup) */
+    int backup_dirty;     /* committed changes since the last backup */
+    int64_t backup_mark;  /* removed + moved at the last commit */
+    int64_t last_backup_ms;
     progress prog;
     int show_progress;
 } indexer;

@@ -216,6 +216,40 @@ static void image_meta(const job *j, cdx_file_meta *m)
     m->has_phash = j->has_phash;
 }
 
+/* path's row is in the open transaction: if the commit fails, the file is
+ * looked at again (daemon) or reported as not stored (--once). */
+static void txn_note(indexer *d, const char *path)
+{
+    strv_push(&d->txn_paths, path);
+}
+
+/* After a write failed with an I/O error SQLite may have rolled the
+ * transaction back on its own: later writes would then commit one by
+ * one.  They wait for the retry instead. */
+static int txn_doomed(indexer *d, const char *path)
+{
+    if (!d->txn_doomed) return 0;
+    txn_note(d, path);
+    return 1;
+}
+
+/* Writing path's row failed.  An I/O error (a full disk) dooms the whole
+ * transaction: it is rolled back and every file in it handled as a failed
+ * commit; any other error is the file's own (logged). */
+static void write_failed(indexer *d, const char *path, cdx_status st)
+{
+    if (st == CDX_ERR_IO) {
+        txn_note(d, path);
+        if (!d->txn_doomed) {
+            free(d->txn_why);
+            d->txn_why = xstrdup(cdx_last_error());
+        }
+        d->txn_doomed = 1;
+        return;
+    }
+    daemon_error(d, "%s: %s", path, cdx_last_error());
+}
+
 static void record_error(indexer *d, const job *j)
 {
     cdx_file_meta m;
@@ -228,8 +262,11 @@ static void record_error(indexer *d, const job *j)
     d->last_error = xasprintf("%s: %s", j->path, why);
     d->last_error_at = wall_s();
     if (daemon_begin(d) != 0) return;
-    if (cdx_store_put_error(d->store, &m, why) != CDX_OK)
-        daemon_error(d, "recording the error of %s: %s", j->path, cdx_last_error());
+    if (txn_doomed(d, j->path)) return;
+    cdx_status st = cdx_store_put_error(d->store, &m, why);
+    if (st == CDX_ERR_IO) write_failed(d, j->path, st);
+    else if (st != CDX_OK) daemon_error(d, "recording the error of %s: %s", j->path, cdx_last_error());
+    else txn_note(d, j->path);
 }
 
 /* Content-derived fields of a file already in the store with this hash
@@ -285,11 +322,15 @@ static int put_known(indexer *d, const job *j)
     m.phash = k.m.phash;
     m.has_phash = k.m.has_phash;
     if (daemon_begin(d) != 0) return 0;
-    if (cdx_store_put_file(d->store, &m, NULL, NULL) != CDX_OK) {
-        daemon_error(d, "%s: %s", j->path, cdx_last_error());
+    if (txn_doomed(d, j->path)) return 0;
+    cdx_status st = cdx_store_put_file(d->store, &m, NULL, NULL);
+    if (st != CDX_OK) {
+        write_failed(d, j->path, st);
         return 0;
     }
+    txn_note(d, j->path);
     d->reused++;
+    d->txn_reused++;
     return 0;
 }
 
@@ -300,11 +341,15 @@ static void put_embedded(indexer *d, const job *j)
     image_meta(j, &m);
     if (j->meta && j->meta->warning[0]) LOG_INFO("%s: %s", j->path, j->meta->warning);
     if (daemon_begin(d) != 0) return;
-    if (cdx_store_put_file(d->store, &m, j->vec, NULL) != CDX_OK) {
-        daemon_error(d, "%s: %s", j->path, cdx_last_error());
+    if (txn_doomed(d, j->path)) return;
+    cdx_status st = cdx_store_put_file(d->store, &m, j->vec, NULL);
+    if (st != CDX_OK) {
+        write_failed(d, j->path, st);
         return;
     }
+    txn_note(d, j->path);
     d->embedded++;
+    d->txn_embedded++;
 }
 
 /* ---- looking at a due path ---- */
@@ -813,6 +858,11 @@ static void free_parked(void *p)
 
 void sync_release(indexer *d)
 {
+    strv_clear(&d->txn_paths);
+    free(d->txn_why);
+    d->txn_why = NULL;
+    free(d->unstored_why);
+    d->unstored_why = NULL;
     pathmap_release(&d->files, free);
     pathmap_release(&d->parked, free_parked);
     pathmap_release(&d->embedding, NULL);

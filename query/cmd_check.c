@@ -8,11 +8,15 @@
  * Exit status: 0 consistent (after repair, if asked), 1 problems found,
  * 2 usage, 3 the store could not be opened or read.  Repairing needs the
  * writer lock, so it refuses while clipdexd runs; checking does not.
+ * A damaged database is repaired by restoring its backup
+ * (cdx_store_restore_backup); the next index run reconciles it with the
+ * disk as any run does, so only files changed since are embedded again.
  */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cmd.h"
 
@@ -32,7 +36,7 @@ int cmd_check(int argc, char **argv)
     };
     const char *data = NULL;
     char *def = NULL;
-    int repair = 0, ret = EXIT_ERROR, c;
+    int repair = 0, restored = 0, ret = EXIT_ERROR, c;
     cdx_store *s = NULL;
     cdx_store_opts o = {0};
     cdx_store_stats st;
@@ -48,6 +52,33 @@ int cmd_check(int argc, char **argv)
     if (optind < argc) return usage_error(self, "unexpected argument '%s'", argv[optind]);
     if (!(def = resolve_data_dir(self, NULL, data))) return EXIT_USAGE;
     data = def;
+    if (repair) {
+        /* A damaged database is replaced by its backup first (the
+         * daemon keeps one); the checks below then run on that. */
+        char why[256], when[32] = "?";
+        int damaged = 0;
+        int64_t t = 0;
+        if (cdx_store_damaged(data, &damaged, why, sizeof why) != CDX_OK) {
+            error("%s", cdx_last_error());
+            goto cleanup;
+        }
+        if (damaged) {
+            printf("the database is damaged (%s)\n", why);
+            if (cdx_store_restore_backup(data, &t) != CDX_OK) {
+                if (strstr(cdx_last_error(), "another writer"))
+                    error("%s (stop clipdexd to repair)", cdx_last_error());
+                else
+                    error("%s", cdx_last_error());
+                goto cleanup;
+            }
+            time_t tt = (time_t)t;
+            struct tm tm;
+            if (localtime_r(&tt, &tm)) strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+            printf("restored the database from its backup of %s (the damaged one is kept as "
+                   "clipdex.db.damaged)\n", when);
+            restored = 1;
+        }
+    }
     o.writer = repair;
     o.progress = tty_progress;
     if (cdx_store_open(data, &o, &s) != CDX_OK) {
@@ -65,6 +96,9 @@ int cmd_check(int argc, char **argv)
         error("check: %s", cdx_last_error());
         goto cleanup;
     }
+    if (restored)
+        printf("files indexed, changed or removed since the backup: 'clipdex index DIR' (or "
+               "clipdexd) brings the store up to date, embedding only those\n");
     if (problems == 0) {
         printf("consistent: %lld files (%lld failed), %lld vectors, %lld models\n",
                (long long)st.n_files, (long long)st.n_error, (long long)st.n_vectors,

@@ -33,6 +33,7 @@ typedef struct status {
     /* daemon.* values (NULL when never written) */
     char *state, *mode, *queued, *rate, *embedded, *updated_at, *started_at, *watches,
         *unwatched, *last_error, *last_error_at, *pid, *model_dir, *index_type;
+    char *problem;            /* the writer's note: store writes failing (disk full) */
 } status;
 
 /* The pid in DIR/writer.lock when that process is alive. */
@@ -107,6 +108,7 @@ static void print_text(const status *x)
     if (running && x->watches)
         printf("watching:    %s directories (%s unwatched: watch limit)\n", x->watches,
                x->unwatched ? x->unwatched : "0");
+    if (running && x->problem) printf("problem:     %s\n", x->problem);
     fmt_time(t1, sizeof t1, x->updated_at);
     printf("updated:     %s\n", t1);
     if (x->last_error) {
@@ -150,6 +152,7 @@ static void print_json(const status *x)
     printf("\"models\":%zu,\"vectors\":%lld,", x->n_models, (long long)x->st.n_vectors);
     printf("\"watches\":%lld,\"unwatched\":%lld,", (long long)num(x->watches), (long long)num(x->unwatched));
     printf("\"updated_at\":%lld,", (long long)num(x->updated_at));
+    json_str_or_null("problem", running ? x->problem : NULL, 1);
     json_str_or_null("last_error", x->last_error, 1);
     printf("\"last_error_at\":%lld,", (long long)num(x->last_error_at));
     printf("\"db_bytes\":%lld,\"faiss_bytes\":%lld}\n", (long long)x->st.db_bytes, (long long)x->st.faiss_bytes);
@@ -199,6 +202,8 @@ int cmd_status(int argc, char **argv)
     for (size_t i = 0; i < x.n_models; i++)
         if (x.models[i].current) x.cur = &x.models[i];
     x.writer_pid = writer_pid(data, x.writer_name, sizeof x.writer_name);
+    /* in the lock file: the database may be what cannot be written */
+    if (x.writer_pid) x.problem = cdx_store_writer_note_read(data);
     x.state = meta(s, "daemon.state");
     x.mode = meta(s, "daemon.mode");
     x.queued = meta(s, "daemon.queued");
@@ -234,6 +239,7 @@ cleanup:
     free(x.pid);
     free(x.model_dir);
     free(x.index_type);
+    free(x.problem);
     cdx_store_close(s);
     free(data_dir);
     return ret;

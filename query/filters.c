@@ -260,6 +260,7 @@ int qctx_open_model(qctx *c, unsigned towers)
     const cdx_model_info *info;
     cdx_store_model sm;
     const char *name;
+    cdx_status st;
 
     if (!(c->model_dir = choose_model_dir(c))) return EXIT_USAGE;
     if (cdx_model_open(c->model_dir, towers, &c->model) != CDX_OK) return error("%s", cdx_last_error());
@@ -277,9 +278,13 @@ int qctx_open_model(qctx *c, unsigned towers)
     sm.name = name;
     sm.dir = c->model_dir;
     sm.dim = c->dim;
-    if (cdx_store_use_model(c->store, &sm, &c->model_id) != CDX_OK)
+    if ((st = cdx_store_use_model(c->store, &sm, &c->model_id)) != CDX_OK) {
+        /* a damaged database is not cured by indexing (its message says
+         * what is); a missing model is */
+        if (st == CDX_ERR_FORMAT) return error("%s", cdx_last_error());
         return error("%s (index the photos with this model first: clipdex index --model %s DIR)",
                      cdx_last_error(), c->model_dir);
+    }
     return 0;
 }
 

@@ -108,6 +108,27 @@ void print_float(FILE *f, float v)
     fprintf(f, "%.9g", (double)v);
 }
 
+/* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF), 0 if there is none. */
+static int utf8_seq_len(const unsigned char *p)
+{
+    unsigned char c = p[0];
+    int n;
+    unsigned char lo = 0x80, hi = 0xbf;   /* bounds of the second byte */
+    if (c >= 0xc2 && c <= 0xdf) n = 2;
+    else if (c >= 0xe0 && c <= 0xef) n = 3;
+    else if (c >= 0xf0 && c <= 0xf4) n = 4;
+    else return 0;
+    if (c == 0xe0) lo = 0xa0;          /* overlong */
+    else if (c == 0xed) hi = 0x9f;     /* U+D800..U+DFFF */
+    else if (c == 0xf0) lo = 0x90;     /* overlong */
+    else if (c == 0xf4) hi = 0x8f;     /* above U+10FFFF */
+    if (p[1] < lo || p[1] > hi) return 0;
+    for (int i = 2; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80) return 0;
+    return n;
+}
+
 void print_json_string(FILE *f, const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
@@ -128,16 +149,17 @@ void print_json_string(FILE *f, const char *s)
         } else if (c < 0x80) {
             fputc(c, f);
         } else {
-            /* Copy a valid UTF-8 sequence through; escape stray bytes. */
-            int n = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
-            int okseq = n > 0;
-            for (int i = 1; okseq && i < n; i++)
-                if ((p[i] & 0xc0) != 0x80) okseq = 0;
-            if (okseq) {
+            /* Copy a valid UTF-8 sequence through.  Any other byte is
+             * written as the lone surrogate U+DC00+byte (Python's
+             * surrogateescape), so the JSON names the exact bytes of the
+             * path: json.loads(...).encode("utf-8", "surrogateescape").
+             * Mapping bytes to Latin-1 code points named another file. */
+            int n = utf8_seq_len(p);
+            if (n > 0) {
                 fwrite(p, 1, (size_t)n, f);
                 p += n - 1;
             } else {
-                fprintf(f, "\\u%04x", c);
+                fprintf(f, "\\udc%02x", c);
             }
         }
     }

@@ -30,13 +30,7 @@ echo "$n files in $PHOTOS"
 
 step "indexing it once (clipdex index)"
 rm -rf "$DATA"
-if "$CLIPDEX" help index >/dev/null 2>&1; then
-    "$CLIPDEX" index --model "$MODEL" --data "$DATA" "$PHOTOS" 2>&1 | tail -n 2
-else
-    # Before the indexer existed: the same steps through the store API.
-    make -s "$BUILD/tests/tools/mkstore" BUILD="$BUILD"
-    find "$PHOTOS" -type f -print0 | xargs -0 "$BUILD/tests/tools/mkstore" --data "$DATA" --model "$MODEL"
-fi
+"$CLIPDEX" index --model "$MODEL" --data "$DATA" "$PHOTOS" 2>&1 | tail -n 2
 export CLIPDEX_DATA="$DATA"
 "$CLIPDEX" stats | sed -n '1,4p'
 

@@ -25,13 +25,26 @@
  * requires_grad, backward_hooks[, metadata]), where storage is the
  * persistent id ('storage', type, key, location, numel) whose bytes are
  * PREFIX/data/KEY.  Offsets and numel count elements, not bytes.
+ *
+ * PyTorch before 1.6 (and torch.save(..., _use_new_zipfile_serialization=
+ * False) since) wrote the legacy format instead, which older Hub uploads
+ * use: five pickles back to back -- a magic number, the protocol version
+ * (1001), system info (byte order, type sizes), the state dict (the same
+ * opcodes, its persistent ids carrying a sixth item, view metadata, None)
+ * and the list of storage keys -- then, for each key in that order, the
+ * storage's element count (8 bytes, little-endian) and its raw bytes.  The
+ * same interpreter reads those pickles; the file is mapped, and tensors
+ * point into the mapping as safetensors ones do.
  */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <zip.h>
 
@@ -109,6 +122,7 @@ typedef struct pk {
     pk_obj **all;
     size_t n_all, all_cap;
     cdx_status new_st;      /* why the last pk_new returned NULL */
+    bool legacy;            /* legacy format: 6-item persistent ids */
 } pk;
 
 /* Refuse: one line naming the file, what was wrong and where. */
@@ -354,11 +368,15 @@ static cdx_status pk_persid(pk *u)
 {
     pk_obj *pid = pk_pop(u), *o;
     if (!pid) return pk_err(u, "stack underflow in BINPERSID");
-    if (pid->kind != PK_TUPLE || pid->n != 5 || !is_str(pid->items[0], "storage") ||
+    if (pid->kind != PK_TUPLE || pid->n != (u->legacy ? 6u : 5u) || !is_str(pid->items[0], "storage") ||
         pid->items[1]->kind != PK_GLOBAL || pid->items[1]->global != G_STORAGE ||
         !is_str(pid->items[2], NULL) || !is_str(pid->items[3], NULL) ||
         !is_int(pid->items[4]) || pid->items[4]->i < 0)
         return pk_err(u, "refused persistent id (not a torch storage reference)");
+    /* legacy: view metadata, set only for a storage saved as a view of
+     * another (torch stopped writing those); refuse rather than guess */
+    if (u->legacy && pid->items[5]->kind != PK_NONE)
+        return pk_err(u, "refused persistent id with storage view metadata");
     if (!(o = pk_new(u, PK_STORAGE))) return u->new_st;
     o->args = pid;
     return pk_push(u, o);
@@ -638,40 +656,90 @@ static bool plain_key(const char *s)
     return s[0] != '\0' && !strchr(s, '/') && !strstr(s, "..");
 }
 
-/* Turn one state-dict entry into a registry tensor, validating it
- * against its storage entry in the archive. */
-static cdx_status add_tensor(cdx_weights *w, int src, zip_t *z, const char *path,
-                             const char *prefix, const pk_obj *key, const pk_obj *val)
+/* Register one state-dict entry as a tensor (name, dtype, shape); its
+ * data is placed by the caller.  *out is valid until the next add. */
+static cdx_status new_tensor(cdx_weights *w, int src, const char *path, const pk_obj *key,
+                             const pk_obj *val, cdx_wtensor **out)
 {
-    const pk_obj *args, *storage, *pid, *size, *stride;
-    const char *dtype, *skey;
+    const pk_obj *args, *size;
     int64_t shape[TB_DIMS_MAX];
-    size_t esize, storage_numel, storage_bytes, offset, extent = 0, want = 1, tmp;
-    char *entry = NULL;
-    zip_int64_t idx;
-    zip_stat_t zs;
     cdx_wtensor *t;
-    cdx_status st = CDX_OK;
-    size_t ndim;
 
     if (key->kind != PK_STR || memchr(key->s, '\0', key->slen))
         return cdx_fail(CDX_ERR_FORMAT, "%s: data.pkl: state dict key is not a name", path);
     if (!val || val->kind != PK_TENSOR)
         return cdx_fail(CDX_ERR_FORMAT, "%s: tensor %s: value is not a tensor", path, key->s);
     args = val->args;
-    storage = args->items[0];
-    pid = storage->args;
-    dtype = pid->items[1]->dtype;
-    skey = pid->items[2]->s;
     size = args->items[2];
-    stride = args->items[3];
-    ndim = size->n;
-
     if (!(t = cdx_weights_add_tensor(w, src, key->s))) return CDX_ERR_NOMEM;
-    for (size_t d = 0; d < ndim; d++) shape[d] = size->items[d]->i;
-    st = cdx_wtensor_set_layout(t, path, dtype, (int)ndim, shape);
-    if (st != CDX_OK) return st;
+    for (size_t d = 0; d < size->n; d++) shape[d] = size->items[d]->i;
+    *out = t;
+    /* args[0] is a PK_STORAGE whose persistent id names the dtype */
+    return cdx_wtensor_set_layout(t, path, args->items[0]->args->items[1]->dtype, (int)size->n,
+                                  shape);
+}
+
+/* The view (offset, sizes, strides) of tensor t must stay inside its
+ * storage of storage_numel elements; sets t->offset to the view's first
+ * byte within the storage and marks non-contiguous views unsupported. */
+static cdx_status place_view(cdx_wtensor *t, const char *path, const pk_obj *val,
+                             size_t storage_numel)
+{
+    const pk_obj *args = val->args, *stride = args->items[3];
+    const pk_obj *size = args->items[2];
+    size_t ndim = size->n, offset, extent, want = 1, tmp;
+
+    if (args->items[1]->i < 0)
+        return cdx_fail(CDX_ERR_FORMAT, "%s: tensor %s: negative storage offset", path, t->name);
+    offset = (size_t)args->items[1]->i;
+    if (t->info.numel > 0) {
+        /* Last element touched: offset + sum((size-1) * stride). */
+        extent = offset;
+        for (size_t d = 0; d < ndim; d++) {
+            int64_t sd = stride->items[d]->i;
+            if (sd < 0 ||
+                !cdx_mul_ok((size_t)(size->items[d]->i - 1), (size_t)sd, &tmp) ||
+                !cdx_add_ok(extent, tmp, &extent))
+                return cdx_fail(CDX_ERR_FORMAT, "%s: tensor %s: bad strides", path, t->name);
+        }
+        if (extent >= storage_numel)
+            return cdx_fail(CDX_ERR_FORMAT,
+                            "%s: tensor %s: view ends at element %zu of a %zu-element storage",
+                            path, t->name, extent + 1, storage_numel);
+        /* Row-major contiguous: stride[d] = prod(size[d+1:]); dims of
+         * size 1 may carry any stride (torch does not normalise them). */
+        for (size_t d = ndim; d-- > 0;) {
+            int64_t sz = size->items[d]->i;
+            if (sz != 1 && (size_t)stride->items[d]->i != want) {
+                if (!t->unsupported) t->unsupported = "non-contiguous strides";
+                break;
+            }
+            want *= (size_t)sz; /* cannot overflow: numel was checked */
+        }
+    }
+    if (!cdx_mul_ok(offset, t->elem_size, &t->offset))
+        return cdx_fail(CDX_ERR_FORMAT, "%s: tensor %s: storage offset overflows", path, t->name);
+    return CDX_OK;
+}
+
+/* Turn one state-dict entry into a registry tensor, validating it
+ * against its storage entry in the archive. */
+static cdx_status add_tensor(cdx_weights *w, int src, zip_t *z, const char *path,
+                             const char *prefix, const pk_obj *key, const pk_obj *val)
+{
+    const pk_obj *pid;
+    const char *skey;
+    size_t esize, storage_numel, storage_bytes;
+    char *entry = NULL;
+    zip_int64_t idx;
+    zip_stat_t zs;
+    cdx_wtensor *t = NULL;
+    cdx_status st;
+
+    if ((st = new_tensor(w, src, path, key, val, &t)) != CDX_OK) return st;
     esize = t->elem_size;
+    pid = val->args->items[0]->args;
+    skey = pid->items[2]->s;
 
     if (!plain_key(skey))
         return cdx_fail(CDX_ERR_FORMAT, "%s: tensor %s: bad storage key '%s'", path, key->s,
@@ -698,46 +766,214 @@ static cdx_status add_tensor(cdx_weights *w, int src, zip_t *z, const char *path
                       (unsigned long long)storage_numel * esize);
         goto cleanup;
     }
-    if (args->items[1]->i < 0) {
-        st = cdx_fail(CDX_ERR_FORMAT, "%s: tensor %s: negative storage offset", path, key->s);
-        goto cleanup;
-    }
-    offset = (size_t)args->items[1]->i;
-    if (t->info.numel > 0) {
-        /* Last element touched: offset + sum((size-1) * stride). */
-        extent = offset;
-        for (size_t d = 0; d < ndim; d++) {
-            int64_t sd = stride->items[d]->i;
-            if (sd < 0 ||
-                !cdx_mul_ok((size_t)(shape[d] - 1), (size_t)sd, &tmp) ||
-                !cdx_add_ok(extent, tmp, &extent)) {
-                st = cdx_fail(CDX_ERR_FORMAT, "%s: tensor %s: bad strides", path, key->s);
-                goto cleanup;
-            }
-        }
-        if (extent >= storage_numel) {
-            st = cdx_fail(CDX_ERR_FORMAT,
-                          "%s: tensor %s: view ends at element %zu of a %zu-element storage",
-                          path, key->s, extent + 1, storage_numel);
-            goto cleanup;
-        }
-        /* Row-major contiguous: stride[d] = prod(size[d+1:]); dims of
-         * size 1 may carry any stride (torch does not normalise them). */
-        for (size_t d = ndim; d-- > 0;) {
-            if (shape[d] != 1 && (size_t)stride->items[d]->i != want) {
-                if (!t->unsupported) t->unsupported = "non-contiguous strides";
-                break;
-            }
-            want *= (size_t)shape[d]; /* cannot overflow: numel was checked */
-        }
-    }
-    if (!cdx_mul_ok(offset, esize, &t->offset)) {
-        st = cdx_fail(CDX_ERR_FORMAT, "%s: tensor %s: storage offset overflows", path, key->s);
-        goto cleanup;
-    }
+    if ((st = place_view(t, path, val, storage_numel)) != CDX_OK) goto cleanup;
     t->zip_index = (uint64_t)idx;
 cleanup:
     free(entry);
+    return st;
+}
+
+/* ------------------------------------------------------------------ */
+/* the legacy format (torch < 1.6)                                     */
+/* ------------------------------------------------------------------ */
+
+/* The first pickle: protocol 2, LONG1 of 10 bytes 0x1950a86a20f9469cfc6c
+ * (torch's MAGIC_NUMBER), STOP.  Compared as bytes: LONG1 of 10 bytes is
+ * nothing the interpreter needs otherwise. */
+static const uint8_t legacy_magic[15] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46,
+                                         0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e};
+#define LEGACY_PROTOCOL 1001
+
+/* One storage of the legacy file: its key, dtype and element count from
+ * the persistent ids, and where its bytes start in the file. */
+typedef struct lstore {
+    const char *key, *dtype;
+    size_t numel, esize, data;
+    bool placed;
+} lstore;
+
+static int lstore_cmp(const void *a, const void *b)
+{
+    return strcmp(((const lstore *)a)->key, ((const lstore *)b)->key);
+}
+
+/* Run the next pickle of the file from *pos; each has its own memo. */
+static cdx_status legacy_pickle(pk *u, const uint8_t *map, size_t len, size_t *pos,
+                                pk_obj **out)
+{
+    cdx_status st;
+    u->p = map;
+    u->pos = *pos;
+    /* bound one pickle like data.pkl (also bounds the memo) */
+    u->len = len - *pos > TB_PKL_MAX ? *pos + TB_PKL_MAX : len;
+    u->sp = 0;
+    u->n_marks = 0;
+    u->memo_count = 0;
+    if (u->memo) memset(u->memo, 0, u->memo_cap * sizeof *u->memo);
+    if ((st = pk_run(u, out)) != CDX_OK) return st;
+    *pos = u->pos;
+    return CDX_OK;
+}
+
+static const pk_obj *dict_get(const pk_obj *d, const char *key)
+{
+    for (size_t i = 0; i + 1 < d->n; i += 2)
+        if (is_str(d->items[i], key)) return d->items[i + 1];
+    return NULL;
+}
+
+static cdx_status load_legacy(cdx_weights *w, const char *path, size_t len)
+{
+    cdx_status st = CDX_OK;
+    int fd, src = -1;
+    void *map;
+    char *src_path;
+    size_t pos = sizeof legacy_magic, n_st = 0;
+    pk u;
+    pk_obj *ver = NULL, *info = NULL, *root = NULL, *keys = NULL;
+    const pk_obj *le;
+    lstore *sto = NULL;
+
+    memset(&u, 0, sizeof u);
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        return cdx_fail(CDX_ERR_IO, "%s: %s", path, strerror(errno));
+    map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return cdx_fail(CDX_ERR_IO, "%s: mmap: %s", path, strerror(errno));
+    if (!(src_path = strdup(path))) {
+        munmap(map, len);
+        return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", path);
+    }
+    if ((st = cdx_weights_add_source(w, src_path, CDX_WSRC_TORCHLEGACY, &src)) != CDX_OK) {
+        munmap(map, len);
+        return st;
+    }
+    /* The source owns the mapping from here: cdx_weights_close unmaps it. */
+    w->src[src].map = map;
+    w->src[src].map_len = len;
+
+    u.file = path;
+    u.legacy = true;
+    if ((st = legacy_pickle(&u, map, len, &pos, &ver)) != CDX_OK) goto cleanup;
+    if (!is_int(ver) || ver->i != LEGACY_PROTOCOL) {
+        st = cdx_fail(CDX_ERR_FORMAT, "%s: legacy torch file with protocol version %lld, not %d",
+                      path, is_int(ver) ? (long long)ver->i : -1LL, LEGACY_PROTOCOL);
+        goto cleanup;
+    }
+    if ((st = legacy_pickle(&u, map, len, &pos, &info)) != CDX_OK) goto cleanup;
+    if (info->kind != PK_DICT || !(le = dict_get(info, "little_endian")) || le->kind != PK_BOOL) {
+        st = cdx_fail(CDX_ERR_FORMAT, "%s: legacy torch file without its system info", path);
+        goto cleanup;
+    }
+    if (!le->i) {
+        st = cdx_fail(CDX_ERR_UNSUPPORTED, "%s: written on a big-endian machine", path);
+        goto cleanup;
+    }
+    if ((st = legacy_pickle(&u, map, len, &pos, &root)) != CDX_OK) goto cleanup;
+    if (root->kind != PK_DICT) {
+        st = cdx_fail(CDX_ERR_FORMAT, "%s: data.pkl: the pickle is not a state dict", path);
+        goto cleanup;
+    }
+    if ((st = legacy_pickle(&u, map, len, &pos, &keys)) != CDX_OK) goto cleanup;
+    if (keys->kind != PK_LIST) {
+        st = cdx_fail(CDX_ERR_FORMAT, "%s: the storage key list is not a list", path);
+        goto cleanup;
+    }
+
+    /* The storages the state dict refers to, by key (one storage may
+     * back several tensors). */
+    if (!(sto = calloc(root->n / 2 + 1, sizeof *sto))) {
+        st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", path);
+        goto cleanup;
+    }
+    for (size_t i = 0; i + 1 < root->n; i += 2) {
+        const pk_obj *val = root->items[i + 1], *pid;
+        bool isf;
+        cdx_dtype dt;
+        if (!val || val->kind != PK_TENSOR) continue; /* new_tensor reports it below */
+        pid = val->args->items[0]->args;
+        sto[n_st].key = pid->items[2]->s;
+        sto[n_st].dtype = pid->items[1]->dtype;
+        sto[n_st].numel = (size_t)pid->items[4]->i;
+        if (!cdx_wdtype_lookup(sto[n_st].dtype, &sto[n_st].esize, &isf, &dt)) {
+            st = cdx_fail(CDX_ERR_FORMAT, "%s: storage %s: unknown dtype", path, sto[n_st].key);
+            goto cleanup;
+        }
+        n_st++;
+    }
+    qsort(sto, n_st, sizeof *sto, lstore_cmp);
+    {
+        size_t m = 0;
+        for (size_t i = 0; i < n_st; i++) {
+            if (m && strcmp(sto[m - 1].key, sto[i].key) == 0) {
+                if (sto[m - 1].dtype != sto[i].dtype || sto[m - 1].numel != sto[i].numel) {
+                    st = cdx_fail(CDX_ERR_FORMAT, "%s: storage %s is described two ways", path,
+                                  sto[i].key);
+                    goto cleanup;
+                }
+                continue;
+            }
+            sto[m++] = sto[i];
+        }
+        n_st = m;
+    }
+
+    /* The storages' bytes, in the key list's order. */
+    for (size_t i = 0; i < keys->n; i++) {
+        lstore probe = {0}, *s;
+        uint64_t numel = 0;
+        size_t bytes, end;
+        if (!is_str(keys->items[i], NULL)) {
+            st = cdx_fail(CDX_ERR_FORMAT, "%s: the storage key list holds a non-string", path);
+            goto cleanup;
+        }
+        probe.key = keys->items[i]->s;
+        s = bsearch(&probe, sto, n_st, sizeof *sto, lstore_cmp);
+        if (!s || s->placed) {
+            st = cdx_fail(CDX_ERR_FORMAT, "%s: storage %s: %s", path, probe.key,
+                          s ? "listed twice" : "listed but used by no tensor");
+            goto cleanup;
+        }
+        if (len - pos < 8) goto truncated;
+        for (int b = 7; b >= 0; b--) numel = (numel << 8) | ((const uint8_t *)map)[pos + (size_t)b];
+        if (numel != s->numel) {
+            st = cdx_fail(CDX_ERR_FORMAT, "%s: storage %s holds %llu elements, the pickle says %zu",
+                          path, s->key, (unsigned long long)numel, s->numel);
+            goto cleanup;
+        }
+        pos += 8;
+        if (!cdx_mul_ok(s->numel, s->esize, &bytes) || !cdx_add_ok(pos, bytes, &end) || end > len)
+            goto truncated;
+        s->data = pos;
+        s->placed = true;
+        pos = end;
+    }
+    if (pos != len) {
+        st = cdx_fail(CDX_ERR_FORMAT, "%s: %zu bytes after the last storage", path, len - pos);
+        goto cleanup;
+    }
+
+    for (size_t i = 0; i + 1 < root->n; i += 2) {
+        const pk_obj *val = root->items[i + 1];
+        lstore probe = {0}, *s;
+        cdx_wtensor *t = NULL;
+        if ((st = new_tensor(w, src, path, root->items[i], val, &t)) != CDX_OK) goto cleanup;
+        probe.key = val->args->items[0]->args->items[2]->s;
+        s = bsearch(&probe, sto, n_st, sizeof *sto, lstore_cmp);
+        if (!s->placed) {
+            st = cdx_fail(CDX_ERR_FORMAT, "%s: tensor %s: storage %s is missing from the file",
+                          path, t->name, s->key);
+            goto cleanup;
+        }
+        if ((st = place_view(t, path, val, s->numel)) != CDX_OK) goto cleanup;
+        t->offset += s->data; /* cannot overflow: the view lies inside the file */
+    }
+    goto cleanup;
+truncated:
+    st = cdx_fail(CDX_ERR_FORMAT, "%s: truncated (the storages end past the file)", path);
+cleanup:
+    free(sto);
+    pk_release(&u);
     return st;
 }
 
@@ -758,6 +994,15 @@ cdx_status cdx_tb_load(cdx_weights *w, const char *path)
     if (stat(path, &sb) != 0) return cdx_fail(CDX_ERR_IO, "%s: %s", path, strerror(errno));
     if (!S_ISREG(sb.st_mode)) return cdx_fail(CDX_ERR_IO, "%s: not a regular file", path);
     if (sb.st_size == 0) return cdx_fail(CDX_ERR_FORMAT, "%s: empty file", path);
+    {
+        /* the legacy format starts with its magic-number pickle */
+        uint8_t head[sizeof legacy_magic];
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd >= 0 ? read(fd, head, sizeof head) : -1;
+        if (fd >= 0) close(fd);
+        if (n == (ssize_t)sizeof head && memcmp(head, legacy_magic, sizeof head) == 0)
+            return load_legacy(w, path, (size_t)sb.st_size);
+    }
 
     z = zip_open(path, ZIP_RDONLY | ZIP_CHECKCONS, &zerr);
     if (!z) {
@@ -768,8 +1013,8 @@ cdx_status cdx_tb_load(cdx_weights *w, const char *path)
                           zip_error_strerror(&ze));
         else
             st = cdx_fail(CDX_ERR_FORMAT,
-                          "%s: not a readable zip archive (%s); only torch.save's zip "
-                          "format is supported", path, zip_error_strerror(&ze));
+                          "%s: not a readable zip archive (%s) nor torch's legacy format",
+                          path, zip_error_strerror(&ze));
         zip_error_fini(&ze);
         return st;
     }

@@ -591,7 +591,7 @@ cdx_status cdx_weights_f32(cdx_weights *w, const char *name, int ndim, const int
     /* numel * 4 cannot overflow for a tensor whose bytes are in a file,
      * but the check costs nothing. */
     if (!cdx_mul_ok((size_t)t->info.numel, sizeof(float), &fbytes)) goto nomem;
-    if (w->src[t->src].kind == CDX_WSRC_SAFETENSORS) {
+    if (w->src[t->src].map) { /* safetensors, legacy torch: mapped */
         const uint8_t *p = w->src[t->src].map + t->offset;
         if (t->info.dtype == CDX_DT_F32 && ((uintptr_t)p % _Alignof(float)) == 0) {
             t->f32 = (const float *)(const void *)p; /* zero-copy */

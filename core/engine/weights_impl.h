@@ -32,13 +32,13 @@
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
                "clipdex weight loading assumes a little-endian host");
 
-typedef enum cdx_wsrc_kind { CDX_WSRC_SAFETENSORS, CDX_WSRC_TORCHZIP } cdx_wsrc_kind;
+typedef enum cdx_wsrc_kind { CDX_WSRC_SAFETENSORS, CDX_WSRC_TORCHZIP, CDX_WSRC_TORCHLEGACY } cdx_wsrc_kind;
 
 /* One file the tensors come from. */
 typedef struct cdx_wsource {
     char *path;            /* "DIR/NAME": every message names it */
     cdx_wsrc_kind kind;
-    const uint8_t *map;    /* safetensors: the whole file, read-only */
+    const uint8_t *map;    /* safetensors, torch legacy: the whole file, read-only */
     size_t map_len;
     void *zip;             /* torch zip: a zip_t*, opened read-only */
 } cdx_wsource;
@@ -54,7 +54,7 @@ typedef struct cdx_wtensor {
     bool float_dtype;       /* dtype is F32, F16 or BF16 (info.dtype valid) */
     const char *unsupported; /* static reason f32 must refuse, or NULL */
     int src;                /* index into cdx_weights.src */
-    size_t offset;          /* safetensors: from file start; torch: inside the entry */
+    size_t offset;          /* mapped sources: from file start; torch zip: inside the entry */
     size_t nbytes;          /* numel * elem_size */
     uint64_t zip_index;     /* torch: the storage entry */
     const float *f32;       /* filled by the first cdx_weights_f32 */
@@ -102,8 +102,8 @@ const char *cdx_wfmt_shape(char *buf, size_t cap, int ndim, const int64_t *shape
  * source and its tensors to w.  Errors name path. */
 cdx_status cdx_st_load(cdx_weights *w, const char *path);
 
-/* torchbin.c: open and validate a torch.save zip (restricted unpickler),
- * adding it as a source and its tensors to w. */
+/* torchbin.c: open and validate a torch.save file, zip or legacy format
+ * (restricted unpickler), adding it as a source and its tensors to w. */
 cdx_status cdx_tb_load(cdx_weights *w, const char *path);
 /* Copy t's nbytes bytes of storage data into dst. */
 cdx_status cdx_tb_read(cdx_weights *w, const cdx_wtensor *t, void *dst);

@@ -147,10 +147,15 @@ static ExifEntry *entry(ExifData *ed, ExifIfd ifd, unsigned tag)
     return ed->ifd[ifd] ? exif_content_get_entry(ed->ifd[ifd], (ExifTag)tag) : NULL;
 }
 
-/* The first value of a SHORT/LONG/BYTE entry; -1 when malformed. */
+/* The first value of an integer entry, whatever its integer type: the
+ * specification says SHORT for Orientation, but cameras write LONG,
+ * SLONG (a Panasonic DMC-GF1), BYTE..., and Pillow reads them all; a
+ * photo whose Orientation we skipped was indexed lying on its side.
+ * -1 when malformed, not an integer, or negative. */
 static long entry_uint(ExifData *ed, ExifEntry *e)
 {
     ExifByteOrder bo = exif_data_get_byte_order(ed);
+    long v;
     if (!e || !e->data || e->components < 1) return -1;
     switch (e->format) {
     case EXIF_FORMAT_SHORT:
@@ -159,9 +164,22 @@ static long entry_uint(ExifData *ed, ExifEntry *e)
         return e->size >= 4 ? (long)exif_get_long(e->data, bo) : -1;
     case EXIF_FORMAT_BYTE:
         return e->size >= 1 ? (long)e->data[0] : -1;
+    case EXIF_FORMAT_SBYTE:
+        if (e->size < 1) return -1;
+        v = (signed char)e->data[0];
+        break;
+    case EXIF_FORMAT_SSHORT:
+        if (e->size < 2) return -1;
+        v = exif_get_sshort(e->data, bo);
+        break;
+    case EXIF_FORMAT_SLONG:
+        if (e->size < 4) return -1;
+        v = exif_get_slong(e->data, bo);
+        break;
     default:
         return -1;
     }
+    return v < 0 ? -1 : v;
 }
 
 /* An ASCII (or UNDEFINED, as some writers store text) entry as a C

@@ -145,7 +145,12 @@ static cdx_status sql_status(int rc)
 cdx_status cdx_store_sqlfail(cdx_store *s, const char *what)
 {
     int rc = sqlite3_extended_errcode(s->db);
-    return cdx_fail(sql_status(rc), "%s: %s: %s", s->db_path, what, sqlite3_errmsg(s->db));
+    /* damage: say what gets out of it (not "index again", which costs a
+     * full re-embedding) */
+    const char *hint = (rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB
+                           ? " (the database is damaged: 'clipdex check --repair' restores its backup)"
+                           : "";
+    return cdx_fail(sql_status(rc), "%s: %s: %s%s", s->db_path, what, sqlite3_errmsg(s->db), hint);
 }
 
 sqlite3_stmt *cdx_store_stmt(cdx_store *s, int id, const char *sql)
@@ -347,6 +352,38 @@ cdx_status cdx_store_lock(cdx_store *s)
     return cdx_fail(CDX_ERR_BUSY, "%s: lock file keeps changing", s->lock_path);
 }
 
+cdx_status cdx_store_writer_note(cdx_store *s, const char *note)
+{
+    char buf[1100];
+    int n;
+    if (!s || s->lock_fd < 0) return cdx_fail(CDX_ERR_ARG, "cdx_store_writer_note: not the writer");
+    /* pid line, then the note on one line (newlines would split it) */
+    n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+    if (note && *note) {
+        int m = snprintf(buf + n, sizeof buf - (size_t)n, "%.1000s\n", note);
+        for (int i = n; i < n + m - 1; i++)
+            if (buf[i] == '\n') buf[i] = ' ';
+        n += m;
+    }
+    if (pwrite(s->lock_fd, buf, (size_t)n, 0) != n || ftruncate(s->lock_fd, n) != 0)
+        return cdx_fail(CDX_ERR_IO, "%s: %s", s->lock_path, strerror(errno));
+    return CDX_OK;
+}
+
+char *cdx_store_writer_note_read(const char *dir)
+{
+    char *path = cdx_path_join(dir, LOCK_NAME), line[1200], *note = NULL;
+    FILE *f = path ? fopen(path, "r") : NULL;
+    free(path);
+    if (!f) return NULL;
+    if (fgets(line, sizeof line, f) && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (line[0]) note = strdup(line);
+    }
+    fclose(f);
+    return note;
+}
+
 void cdx_store_unlock(cdx_store *s)
 {
     if (s->lock_fd < 0) return;
@@ -454,9 +491,13 @@ static cdx_status check_schema(cdx_store *s)
         s->schema_version = v;
         return ensure_uuid(s);
     }
-    if (!s->writer) {
+    if (!s->writer && v > 0) {
         /* A reader may migrate only while no writer runs: a running older
-         * daemon would not understand the new schema. */
+         * daemon would not understand the new schema.  Version 0 is a
+         * store being created (a daemon just started): it has no tables a
+         * writer could be using, so the reader creates them, serialised
+         * with the writer's own migration by BEGIN IMMEDIATE (whichever
+         * comes second finds the version already set). */
         if ((st = cdx_store_lock(s)) != CDX_OK) {
             if (st == CDX_ERR_BUSY)
                 return cdx_fail(CDX_ERR_BUSY,
@@ -1813,9 +1854,19 @@ cdx_status cdx_store_stats_get(cdx_store *s, cdx_store_stats *out)
                 snprintf(r.index_factory, sizeof r.index_factory, "%s", sqlite3_column_text(q, 0));
         }
         sqlite3_finalize(q);
-        p = cdx_store_faiss_path(s, s->model_id);
-        r.faiss_bytes = file_bytes(p);
-        free(p);
+    }
+    /* Every model's FAISS file: a handle opened without a model (clipdex
+     * stats) has no current one, and the store's size is all of them. */
+    {
+        sqlite3_stmt *q = NULL;
+        if (sqlite3_prepare_v2(s->db, "SELECT id FROM models", -1, &q, NULL) == SQLITE_OK) {
+            while (sqlite3_step(q) == SQLITE_ROW) {
+                p = cdx_store_faiss_path(s, sqlite3_column_int64(q, 0));
+                r.faiss_bytes += file_bytes(p);
+                free(p);
+            }
+        }
+        sqlite3_finalize(q);
     }
     if (s->vx) {
         r.faiss_ntotal = cdx_vindex_ntotal(s->vx);

@@ -2,7 +2,7 @@
 """10-embed.t - the C engine against the independent PyTorch reference.
 
 For every generated model variant (quick_gelu and gelu, F32/F16/BF16,
-safetensors, sharded, pytorch_model.bin, the real ViT-B/32 sizes, and
+safetensors, sharded, pytorch_model.bin (zip and legacy), the real ViT-B/32 sizes, and
 config variations the loader must honour: layer-norm epsilon 1e-6, 1e-12
 and 1e-2, other hidden sizes, heads, layers, patch and image sizes,
 projection width and context length, a different activation per tower),
@@ -112,7 +112,7 @@ def main():
 
     check_model("tiny", TEXTS, IMAGE_FILES)
     check_model("tiny-gelu", TEXTS[:3], IMAGE_FILES[:3])
-    for v in ("tiny-f16", "tiny-bf16", "tiny-sharded", "tiny-bin", "tiny-bin-f16"):
+    for v in ("tiny-f16", "tiny-bf16", "tiny-sharded", "tiny-bin", "tiny-bin-f16", "tiny-bin-legacy"):
         check_model(v, TEXTS[:2] + TEXTS[6:7], IMAGE_FILES[:2])
     for v in ("tiny-eps6", "tiny-eps12", "tiny-eps2"):
         check_model(v, TEXTS[:2], IMAGE_FILES[:2])

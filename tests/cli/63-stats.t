@@ -37,6 +37,11 @@ m = s["models"]
 T.ok(len(m) == 1 and m[0]["dim"] == 32 and m[0]["current"] and m[0]["vectors"] == F["n_files"] - 2,
      "the model and its vector count (copies share one)")
 T.ok(s["db_bytes"] > 0 and s["schema_version"] >= 1, "store size and schema version")
+# The FAISS size is the index files' on disk (stats opens no model: it
+# once printed 0 B beside a 6 kB Flat index).
+faiss = sum(os.path.getsize(os.path.join(DM, f)) for f in os.listdir(DM) if f.endswith(".faiss"))
+T.ok(faiss > 0 and s["faiss_bytes"] == faiss, "faiss_bytes is the index files' size (%d, on disk %d)"
+     % (s["faiss_bytes"], faiss))
 
 p = qf.run("stats", data=DM, model=None)
 out = p.stdout.decode()

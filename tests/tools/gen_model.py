@@ -10,7 +10,7 @@ through torch.save.  Tensor names are transformers' CLIPModel state_dict
 keys.  Nothing here is imported from the C code under test.
 
 usage: gen_model.py OUTDIR [--preset tiny|vitb32] [--act quick_gelu|gelu]
-                    [--dtype F32|F16|BF16] [--format safetensors|sharded|bin]
+                    [--dtype F32|F16|BF16] [--format safetensors|sharded|bin|bin-legacy]
                     [--seed N] [--vocab-dir DIR] [--ln-eps X] [--vision-act ACT]
                     [--set text.KEY=N|vision.KEY=N|projection_dim=N ...]
 
@@ -144,14 +144,15 @@ def write_sharded(outdir, tensors, dtype, n_shards=2):
         json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
 
 
-def write_bin(path, tensors, dtype):
+def write_bin(path, tensors, dtype, legacy=False):
     import torch
     tdt = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[dtype]
     sd = OrderedDict()
     for n, a in tensors.items():
         x = torch.from_numpy(a.copy())  # keeps 0-d tensors 0-d (ascontiguousarray would not)
         sd[n] = x if a.dtype == np.int64 else x.to(tdt)
-    torch.save(sd, path)
+    # legacy: the format of PyTorch before 1.6, still on older Hub uploads
+    torch.save(sd, path, _use_new_zipfile_serialization=not legacy)
 
 
 def main():
@@ -160,9 +161,12 @@ def main():
     ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     ap.add_argument("--act", default="quick_gelu", choices=["quick_gelu", "gelu"])
     ap.add_argument("--dtype", default="F32", choices=["F32", "F16", "BF16"])
-    ap.add_argument("--format", default="safetensors", choices=["safetensors", "sharded", "bin"])
+    ap.add_argument("--format", default="safetensors",
+                    choices=["safetensors", "sharded", "bin", "bin-legacy"])
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--vocab-dir", default=os.path.join(os.environ.get("CLIPDEX_SHARED", "../shared"), "clip"))
+    # the CLIP vocabulary the repository carries (data/clip)
+    ap.add_argument("--vocab-dir", default=os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), "data", "clip"))
     ap.add_argument("--vision-act", choices=["quick_gelu", "gelu"], help="the vision tower's (default: --act)")
     ap.add_argument("--ln-eps", type=float, default=1e-5)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=N")
@@ -209,7 +213,8 @@ def main():
     elif a.format == "sharded":
         write_sharded(a.outdir, tensors, a.dtype)
     else:
-        write_bin(os.path.join(a.outdir, "pytorch_model.bin"), tensors, a.dtype)
+        write_bin(os.path.join(a.outdir, "pytorch_model.bin"), tensors, a.dtype,
+                  legacy=a.format == "bin-legacy")
 
 
 if __name__ == "__main__":

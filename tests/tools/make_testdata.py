@@ -26,6 +26,7 @@ MODELS = {
     "tiny-sharded": ["--format", "sharded", "--seed", "5"],
     "tiny-bin": ["--format", "bin", "--seed", "6"],
     "tiny-bin-f16": ["--format", "bin", "--dtype", "F16", "--seed", "7"],
+    "tiny-bin-legacy": ["--format", "bin-legacy", "--seed", "9"],
     "vitb32": ["--preset", "vitb32", "--seed", "8"],
     # config variations the loader must honour (10-embed.t checks each
     # against the reference): layer-norm epsilon, and every size.

@@ -123,18 +123,37 @@ def global_(module, name):
 
 
 def tensor_pickle(name, storage_cls="FloatStorage", key="0", numel=6, offset=0,
-                  size=(2, 3), stride=(3, 1)):
-    """The opcodes torch.save writes for {name: tensor}, protocol 2."""
+                  size=(2, 3), stride=(3, 1), legacy=False, view=b"N"):
+    """The opcodes torch.save writes for {name: tensor}, protocol 2.  The
+    legacy format's persistent id has a sixth item, view metadata (None)."""
     def ints(xs):
         return b"(" + b"".join(b"J" + struct.pack("<i", x) for x in xs) + b"t"
     return (b"\x80\x02" + global_("collections", "OrderedDict") + b")R"
             + b"(" + binunicode(name)
             + global_("torch._utils", "_rebuild_tensor_v2")
             + b"((" + binunicode("storage") + global_("torch", storage_cls)
-            + binunicode(key) + binunicode("cpu") + b"J" + struct.pack("<i", numel) + b"tQ"
+            + binunicode(key) + binunicode("cpu") + b"J" + struct.pack("<i", numel)
+            + (view if legacy else b"") + b"tQ"
             + b"J" + struct.pack("<i", offset) + ints(size) + ints(stride) + b"\x89"
             + global_("collections", "OrderedDict") + b")R" + b"tR"
             + b"u.")
+
+
+# torch's legacy format (before 1.6): five pickles, then the storages
+LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950a86a20f9469cfc6c).to_bytes(10, "little") + b"."
+
+
+def legacy_bin(state_pkl, keys, storages, little_endian=True, protocol=1001, magic=LEGACY_MAGIC):
+    """A legacy torch.save file, assembled by hand: storages is a list of
+    (numel written in the header, raw bytes), in the keys' order."""
+    info = (b"\x80\x02}(" + binunicode("protocol_version") + b"M" + struct.pack("<H", 1001)
+            + binunicode("little_endian") + (b"\x88" if little_endian else b"\x89")
+            + binunicode("type_sizes") + b"}(" + binunicode("short") + b"K\x02"
+            + binunicode("int") + b"K\x04" + binunicode("long") + b"K\x04" + b"uu.")
+    key_list = b"\x80\x02](" + b"".join(binunicode(k) for k in keys) + b"e."
+    data = b"".join(struct.pack("<q", n) + raw for n, raw in storages)
+    return (magic + b"\x80\x02M" + struct.pack("<H", protocol) + b"." + info + state_pkl
+            + key_list + data)
 
 
 # ---------------------------------------------------------------- good
@@ -226,6 +245,24 @@ def good_fixtures(root):
     write_expected(d, OrderedDict((k, v) for k, v in sd.items()
                                   if k not in ("column_view", "position_ids")))
     out["bin"] = {"dtype": "F32", "count": 10, "unsupported": ["column_view", "position_ids"]}
+
+    # 5b. The same state dict in torch's legacy format (PyTorch < 1.6;
+    #     older Hub uploads), written by torch itself.
+    d = os.path.join(root, "bin_legacy")
+    os.makedirs(d, exist_ok=True)
+    torch.save(sd, os.path.join(d, "pytorch_model.bin"), _use_new_zipfile_serialization=False)
+    write_expected(d, OrderedDict((k, v) for k, v in sd.items()
+                                  if k not in ("column_view", "position_ids")))
+    out["bin_legacy"] = {"dtype": "F32", "count": 10, "unsupported": ["column_view", "position_ids"]}
+
+    # 5c. A legacy file assembled by hand (the exact layout; the unit test
+    #     sweeps its truncations and byte flips).
+    d = os.path.join(root, "bin_legacy_handmade")
+    lv = np.arange(6, dtype=np.float32) * 0.25 + 1.0
+    write(os.path.join(d, "pytorch_model.bin"),
+          legacy_bin(tensor_pickle("w", key="94", legacy=True), ["94"], [(6, lv.tobytes())]))
+    write_expected(d, {"w": lv.reshape(2, 3)})
+    out["bin_legacy_handmade"] = {"dtype": "F32", "count": 1, "unsupported": []}
 
     # 6. The same pytorch_model.bin layout, hand-assembled (torch-style
     #    prefix other than "archive"), to pin down the exact opcodes.
@@ -428,6 +465,56 @@ def hostile_fixtures(root):
         "FORMAT", BIN)
     add("bin_corrupt_storage",
         {BIN: _corrupt_crc(tz(good_pkl))}, "FORMAT", BIN, tensor="w", request="w")
+
+    # the legacy format: the same restricted unpickler, and its own layout
+    lpkl = tensor_pickle("w", key="5", legacy=True)
+    lgood = [(6, vals)]
+    add("legacy_os_system",
+        {BIN: legacy_bin(b"\x80\x02" + global_("os", "system") + binunicode("true") + b"\x85R.",
+                         ["5"], lgood)}, "FORMAT", BIN, says="os.system")
+    add("legacy_nested_system",
+        {BIN: legacy_bin(lpkl[:-2] + binunicode("x") + global_("posix", "system")
+                         + binunicode("true") + b"\x85Ru.", ["5"], lgood)},
+        "FORMAT", BIN, says="posix.system")
+    add("legacy_evil_sysinfo",
+        {BIN: LEGACY_MAGIC + b"\x80\x02M\xe9\x03." + b"\x80\x02" + global_("os", "system")
+         + binunicode("true") + b"\x85R."}, "FORMAT", BIN, says="os.system")
+    lkeys = b"\x80\x02](" + binunicode("5") + b"e."
+    add("legacy_evil_keys",
+        {BIN: legacy_bin(lpkl, ["5"], lgood).replace(
+            lkeys, b"\x80\x02" + global_("builtins", "eval") + binunicode("1") + b"\x85R.")},
+        "FORMAT", BIN, says="builtins.eval")
+    add("legacy_protocol", {BIN: legacy_bin(lpkl, ["5"], lgood, protocol=1000)}, "FORMAT", BIN,
+        says="protocol version")
+    add("legacy_big_endian", {BIN: legacy_bin(lpkl, ["5"], lgood, little_endian=False)},
+        "UNSUPPORTED", BIN, says="big-endian")
+    add("legacy_five_item_pid", {BIN: legacy_bin(tensor_pickle("w", key="5"), ["5"], lgood)},
+        "FORMAT", BIN, says="persistent id")
+    add("legacy_view_metadata",
+        {BIN: legacy_bin(tensor_pickle("w", key="5", legacy=True,
+                                       view=b"(" + binunicode("5") + b"K\x00K\x06t"), ["5"], lgood)},
+        "FORMAT", BIN, says="view")
+    add("legacy_truncated_data", {BIN: legacy_bin(lpkl, ["5"], lgood)[:-5]}, "FORMAT", BIN,
+        says="truncated")
+    add("legacy_no_storages", {BIN: legacy_bin(lpkl, ["5"], lgood)[:-(8 + 24)]}, "FORMAT", BIN)
+    add("legacy_trailing", {BIN: legacy_bin(lpkl, ["5"], lgood) + b"\0" * 4}, "FORMAT", BIN,
+        says="after the last storage")
+    add("legacy_numel_mismatch", {BIN: legacy_bin(lpkl, ["5"], [(7, vals + b"\0" * 4)])},
+        "FORMAT", BIN, says="elements")
+    add("legacy_numel_huge", {BIN: legacy_bin(tensor_pickle("w", key="5", legacy=True, numel=(1 << 31) - 1),
+                                              ["5"], [((1 << 31) - 1, vals)])},
+        "FORMAT", BIN, says="truncated")
+    add("legacy_unknown_key", {BIN: legacy_bin(lpkl, ["6"], lgood)}, "FORMAT", BIN, says="6")
+    add("legacy_key_twice", {BIN: legacy_bin(lpkl, ["5", "5"], lgood * 2)}, "FORMAT", BIN,
+        says="twice")
+    add("legacy_key_missing", {BIN: legacy_bin(lpkl, [], [])}, "FORMAT", BIN, tensor="w")
+    add("legacy_view_past_storage",
+        {BIN: legacy_bin(tensor_pickle("w", key="5", legacy=True, offset=3), ["5"], lgood)},
+        "FORMAT", BIN, tensor="w")
+    add("legacy_keys_not_list",
+        {BIN: legacy_bin(lpkl, ["5"], lgood).replace(lkeys, b"\x80\x02}.")},
+        "FORMAT", BIN, says="key list")
+    add("legacy_magic_only", {BIN: LEGACY_MAGIC}, "FORMAT", BIN, says="truncated")
 
     # directory level
     add("no_weights", {"config.json": b"{}"}, "MODEL", "", says="no model.safetensors")

@@ -16,7 +16,7 @@
  * Layout: "Exif\0\0", TIFF header, IFD0 at 8, the EXIF IFD at 400, the
  * GPS IFD at 800 (offsets from the TIFF header); each IFD's out-of-line
  * values follow it. */
-enum { T_BYTE = 1, T_ASCII = 2, T_SHORT = 3, T_LONG = 4, T_RATIONAL = 5 };
+enum { T_BYTE = 1, T_ASCII = 2, T_SHORT = 3, T_LONG = 4, T_RATIONAL = 5, T_SBYTE = 6, T_SSHORT = 8, T_SLONG = 9 };
 #define EXIF_IFD_AT 400
 #define GPS_IFD_AT 800
 #define BLOCK 1200
@@ -46,7 +46,10 @@ static void w32(blk *k, size_t off, uint32_t v)
     else { w16(k, off, v & 0xffff); w16(k, off + 2, v >> 16); }
 }
 
-static size_t type_size(unsigned t) { return t == T_SHORT ? 2 : t == T_LONG ? 4 : t == T_RATIONAL ? 8 : 1; }
+static size_t type_size(unsigned t)
+{
+    return t == T_SHORT || t == T_SSHORT ? 2 : t == T_LONG || t == T_SLONG ? 4 : t == T_RATIONAL ? 8 : 1;
+}
 
 /* Write an IFD at off with n entries; returns the end of its data. */
 static size_t ifd(blk *k, size_t off, const ent *e, unsigned n, uint32_t next)
@@ -67,8 +70,8 @@ static size_t ifd(blk *k, size_t off, const ent *e, unsigned n, uint32_t next)
         }
         for (unsigned c = 0; c < e[i].count; c++) {
             switch (e[i].type) {
-            case T_SHORT: w16(k, vp + 2 * c, ((const uint16_t *)e[i].val)[c]); break;
-            case T_LONG: w32(k, vp + 4 * c, ((const uint32_t *)e[i].val)[c]); break;
+            case T_SHORT: case T_SSHORT: w16(k, vp + 2 * c, ((const uint16_t *)e[i].val)[c]); break;
+            case T_LONG: case T_SLONG: w32(k, vp + 4 * c, ((const uint32_t *)e[i].val)[c]); break;
             case T_RATIONAL:
                 w32(k, vp + 8 * c, ((const uint32_t *)e[i].val)[2 * c]);
                 w32(k, vp + 8 * c + 4, ((const uint32_t *)e[i].val)[2 * c + 1]);
@@ -83,6 +86,7 @@ static size_t ifd(blk *k, size_t off, const ent *e, unsigned n, uint32_t next)
 
 typedef struct spec {
     uint16_t orientation;      /* 0: no tag */
+    unsigned orientation_type; /* 0: SHORT */
     const char *make, *model;
     const char *date, *offset; /* EXIF IFD */
     int gps;                   /* 1: lat/lon, 2: zero denominators */
@@ -103,7 +107,14 @@ static void build(blk *k, int be, const spec *s)
     memcpy(k->b, "Exif\0\0", 6);
     memcpy(T(k), be ? "MM\0*" : "II*\0", 4);
     w32(k, 4, 8);
-    if (s->orientation) e0[n0++] = (ent){0x0112, T_SHORT, 1, &s->orientation};
+    /* the value in the type's own width (host order; ifd() swaps) */
+    static uint8_t o8;
+    static uint16_t o16;
+    static uint32_t o32;
+    unsigned ot = s->orientation_type ? s->orientation_type : T_SHORT;
+    const void *ov = type_size(ot) == 1 ? (const void *)&o8 : type_size(ot) == 2 ? (const void *)&o16 : &o32;
+    o8 = (uint8_t)s->orientation, o16 = s->orientation, o32 = s->orientation;
+    if (s->orientation) e0[n0++] = (ent){0x0112, ot, 1, ov};
     if (s->make) e0[n0++] = (ent){0x010f, T_ASCII, (unsigned)strlen(s->make) + 1, s->make};
     if (s->model) e0[n0++] = (ent){0x0110, T_ASCII, (unsigned)strlen(s->model) + 1, s->model};
     e0[n0++] = (ent){0x8769, T_LONG, 1, &exif_ptr};
@@ -136,7 +147,7 @@ int main(void)
 
     /* ---- a complete block, both byte orders, with and without header ---- */
     for (int be = 0; be <= 1; be++) {
-        spec s = {6, "Canon", "Canon EOS 5D  ", "2019:05:01 12:34:56", "+02:00", 1, 0};
+        spec s = {6, 0, "Canon", "Canon EOS 5D  ", "2019:05:01 12:34:56", "+02:00", 1, 0};
         build(&k, be, &s);
         for (int hdr = 1; hdr >= 0; hdr--) {
             const char *what = be ? (hdr ? "MM with Exif header" : "bare MM TIFF")
@@ -155,9 +166,27 @@ int main(void)
         }
     }
 
+    /* ---- Orientation in any integer type, as Pillow reads it (cameras
+     * write LONG, SLONG, BYTE... instead of SHORT) ---- */
+    {
+        static const struct { unsigned type; const char *name; } types[] = {
+            {T_BYTE, "BYTE"}, {T_SHORT, "SHORT"}, {T_LONG, "LONG"},
+            {T_SBYTE, "SBYTE"}, {T_SSHORT, "SSHORT"}, {T_SLONG, "SLONG"}};
+        for (int be = 0; be <= 1; be++)
+            for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+                spec s = {6, types[i].type, NULL, NULL, NULL, NULL, 0, 0};
+                build(&k, be, &s);
+                parse(k.b, sizeof k.b, &m, &o);
+                ok(o == 6, "Orientation 6 as %s (%s): %d", types[i].name, be ? "MM" : "II", o);
+            }
+        spec s = {0xffff, T_SSHORT, NULL, NULL, NULL, NULL, 0, 0};   /* -1 */
+        build(&k, 0, &s);
+        parse(k.b, sizeof k.b, &m, &o);
+        ok(o == 0, "a negative SSHORT Orientation is no orientation (%d)", o);
+    }
     /* ---- no offset: local time read as UTC ---- */
     {
-        spec s = {1, NULL, NULL, "2000:02:29 23:59:59", NULL, 0, 0};
+        spec s = {1, 0, NULL, NULL, "2000:02:29 23:59:59", NULL, 0, 0};
         build(&k, 0, &s);
         parse(k.b, sizeof k.b, &m, &o);
         ok(m.taken_at == 951868799 && !m.has_tz_offset && !m.has_gps && m.make[0] == 0,
@@ -165,12 +194,12 @@ int main(void)
     }
     /* ---- absent and unknown dates ---- */
     {
-        spec s = {0, NULL, NULL, "0000:00:00 00:00:00", NULL, 0, 0};
+        spec s = {0, 0, NULL, NULL, "0000:00:00 00:00:00", NULL, 0, 0};
         build(&k, 1, &s);
         parse(k.b, sizeof k.b, &m, &o);
         ok(o == 0 && m.taken_at == INT64_MIN && m.warning[0] == 0,
            "no Orientation tag -> 0; all-zero date = unknown, silently");
-        spec s2 = {3, NULL, NULL, "2019/05/01 12:00:00", NULL, 0, 0};
+        spec s2 = {3, 0, NULL, NULL, "2019/05/01 12:00:00", NULL, 0, 0};
         build(&k, 1, &s2);
         parse(k.b, sizeof k.b, &m, &o);
         ok(o == 3 && m.taken_at == INT64_MIN && strstr(m.warning, "malformed EXIF date"),
@@ -178,14 +207,14 @@ int main(void)
     }
     /* ---- out-of-range orientation is returned raw (the caller ignores it) ---- */
     {
-        spec s = {9, NULL, NULL, NULL, NULL, 0, 0};
+        spec s = {9, 0, NULL, NULL, NULL, NULL, 0, 0};
         build(&k, 0, &s);
         parse(k.b, sizeof k.b, &m, &o);
         ok(o == 9, "Orientation 9 returned raw (%d) for the caller to reject", o);
     }
     /* ---- GPS with zero denominators ---- */
     {
-        spec s = {1, NULL, NULL, NULL, NULL, 2, 0};
+        spec s = {1, 0, NULL, NULL, NULL, NULL, 2, 0};
         build(&k, 0, &s);
         parse(k.b, sizeof k.b, &m, &o);
         ok(!m.has_gps && strstr(m.warning, "GPS"), "zero GPS denominators: no position, "
@@ -193,14 +222,14 @@ int main(void)
     }
     /* ---- IFD0 whose next pointer loops to itself ---- */
     {
-        spec s = {8, "Loop", NULL, "2020:01:01 00:00:00", NULL, 0, 8};
+        spec s = {8, 0, "Loop", NULL, "2020:01:01 00:00:00", NULL, 0, 8};
         build(&k, 0, &s);
         parse(k.b, sizeof k.b, &m, &o);
         ok(o == 8 && !strcmp(m.make, "Loop"), "IFD0 -> IFD0 loop: terminates, fields read");
     }
     /* ---- damage: every truncation and byte flips must be survivable ---- */
     {
-        spec s = {6, "Canon", "X", "2019:05:01 12:34:56", "+02:00", 1, 0};
+        spec s = {6, 0, "Canon", "X", "2019:05:01 12:34:56", "+02:00", 1, 0};
         int crashed = 0, warned = 0;
         build(&k, 1, &s);
         for (size_t n = 0; n <= sizeof k.b; n += 7) {

@@ -7,8 +7,9 @@
  * the ones it is meant to handle are listed in ftfy_covered[] and must
  * match; the others are only counted and reported.
  *
- * Data is found through $CLIPDEX_SHARED (default "../shared", the layout
- * both for a developer's tree and for CI's clone).
+ * The vocabulary is the repository's (data/clip, run from the top of the
+ * tree); the golden file is found through $CLIPDEX_SHARED (default
+ * "../shared"), and its tests are skipped, saying so, without it.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -457,17 +458,24 @@ int main(void)
     cdx_status st;
 
     snprintf(shared_dir, sizeof shared_dir, "%s", env && *env ? env : "../shared");
-    vocab = shared_path("clip/vocab.json");
-    merges = shared_path("clip/merges.txt");
+    vocab = strdup("data/clip/vocab.json");
+    merges = strdup("data/clip/merges.txt");
 
     st = cdx_tokenizer_open(vocab, merges, &tok);
-    if (!ok(st == CDX_OK, "open the CLIP vocabulary from %s", shared_dir)) {
+    if (!ok(st == CDX_OK, "open the CLIP vocabulary from data/clip")) {
         diag("%s", cdx_last_error());
         return done_testing();
     }
-    if (ok(load_golden() == 0 && n_records > 100, "golden records loaded (%d)", n_records)) {
-        test_golden(tok);
-        test_truncation(tok);
+    {
+        char *golden = shared_path("golden/tokenizer_public.jsonl");
+        int have = golden && access(golden, R_OK) == 0;
+        free(golden);
+        if (!have) {
+            printf("ok %d - # SKIP no golden file under %s (set CLIPDEX_SHARED)\n", ++tap_n, shared_dir);
+        } else if (ok(load_golden() == 0 && n_records > 100, "golden records loaded (%d)", n_records)) {
+            test_golden(tok);
+            test_truncation(tok);
+        }
     }
     test_edges(tok);
     test_bad_files(vocab, merges);

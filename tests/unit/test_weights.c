@@ -4,11 +4,12 @@
  *   - half/bfloat16 conversion of all 65536 bit patterns vs numpy/torch,
  *     and the F16C path vs its scalar twin;
  *   - every good fixture (safetensors F32/F16/BF16, sharded, torch.save
- *     zip) gives exactly the expected float32 values and shapes;
+ *     zip and legacy) gives exactly the expected float32 values and shapes;
  *   - every hostile fixture gives the expected status and a one-line
  *     message naming the file (and tensor);
- *   - truncations and byte flips of small good files (and of a pickle,
- *     re-zipped) never crash (run under ASan via `make SAN=1`).
+ *   - truncations and byte flips of small good files (a legacy torch
+ *     file, whose pickles are not under a CRC; and of a pickle, re-zipped)
+ *     never crash (run under ASan via `make SAN=1`).
  *
  * Fixtures: $CLIPDEX_WEIGHT_FIXTURES if set, else BUILD/testdata/weights
  * (BUILD from $CLIPDEX_BUILD or the test binary's location), generated
@@ -608,6 +609,8 @@ static void test_mutations(void)
     snprintf(src, sizeof src, "%s/good/st_f16/model.safetensors", fx);
     sweep_file(tmp, src, "model.safetensors");
     snprintf(src, sizeof src, "%s/good/bin_handmade/pytorch_model.bin", fx);
+    sweep_file(tmp, src, "pytorch_model.bin");
+    snprintf(src, sizeof src, "%s/good/bin_legacy_handmade/pytorch_model.bin", fx);
     sweep_file(tmp, src, "pytorch_model.bin");
     sweep_pickle(tmp);
     nftw(tmp, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
