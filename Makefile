@@ -39,6 +39,8 @@ BIN = $(BUILD)/bin
 PKGS = openblas libcjson libutf8proc libpng libjpeg libzip sqlite3 libcrypto inih
 # image formats (core/image/); giflib has no pkg-config file everywhere
 PKGS += libwebp libwebpdemux libheif libtiff-4 libexif
+# clipdex serve
+PKGS += libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -87,6 +89,7 @@ CORE_OBJS += core/image/image_tiff.o core/image/image_gif.o
 # core/store/: SQLite truth, FAISS vector index, search, check, join, scan
 CORE_OBJS += core/store/store.o core/store/store_vindex.o core/store/store_search.o core/store/store_check.o
 CORE_OBJS += core/store/store_scan.o core/store/store_join.o core/store/faiss_dist.o
+CORE_OBJS += core/store/store_review.o
 
 # ---- query/: the clipdex command ----
 QUERY_OBJS  = query/main.o query/util.o
@@ -94,7 +97,11 @@ QUERY_OBJS += query/cmd_embed.o query/cmd_tokenize.o query/cmd_model.o
 QUERY_OBJS += query/cmd_check.o
 QUERY_OBJS += query/filters.o query/output.o query/gallery.o query/labels.o
 QUERY_OBJS += query/cmd_search.o query/cmd_dupes.o query/cmd_moderate.o query/cmd_stats.o
-QUERY_OBJS += query/cmd_info.o
+QUERY_OBJS += query/cmd_info.o query/search_query.o
+
+# ---- clipdex serve: HTTP (libmicrohttpd), the API, the page built in ----
+QUERY_OBJS += query/cmd_serve.o query/serve_api.o query/serve_files.o gen/web.o
+WEB_FILES = query/web/index.html query/web/app.css query/web/app.js
 
 # ---- indexer/: the clipdexd daemon ----
 INDEXER_OBJS  = indexer/main.o indexer/daemon.o indexer/sync.o indexer/pipeline.o
@@ -217,6 +224,12 @@ $(BUILD)/gen/schema.c: schema/sql2c.awk $(SCHEMA_SQL)
 	awk -f schema/sql2c.awk $(SCHEMA_SQL) > $@.tmp && mv $@.tmp $@
 $(BUILD)/gen/schema.o: $(BUILD)/gen/schema.c $(BUILD)/.flags
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
+# query/web/ (the page of clipdex serve) becomes a C table (web2c.awk).
+$(BUILD)/gen/web.c: query/web/web2c.awk $(WEB_FILES)
+	@mkdir -p $(dir $@)
+	LC_ALL=C awk -f query/web/web2c.awk $(WEB_FILES) > $@.tmp && mv $@.tmp $@
+$(BUILD)/gen/web.o: $(BUILD)/gen/web.c query/serve.h $(BUILD)/.flags
+	$(CC) $(ALL_CFLAGS) -Iquery -c $< -o $@
 STORE_TOOLS = $(BUILD)/tests/tools/store_harness
 STORE_BENCH = $(BUILD)/bench/store_bench
 $(FAISS_C):
