@@ -289,6 +289,19 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, en
     *con_cls = NULL;
 }
 
+/* MHD's unescaping, except that an escaped NUL (%00) becomes \x01: a C
+ * string would end there, so "/api/image/1%00/etc/passwd" would read as
+ * "/api/image/1".  With \x01 it is a malformed id. */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    size_t n = MHD_http_unescape(s);
+    (void)cls;
+    (void)conn;
+    for (size_t i = 0; i < n; i++)
+        if (!s[i]) s[i] = '\x01';
+    return n;
+}
+
 /* ---- options and startup ---- */
 
 /* ADDR:PORT, [V6]:PORT, or :PORT (every address) into a socket address. */
@@ -427,6 +440,7 @@ int cmd_serve(int argc, char **argv)
                          MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(2 * SERVE_MAX_URL + 4096),
                          MHD_OPTION_CONNECTION_TIMEOUT, 30u,
                          MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+                         MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
                          MHD_OPTION_END);
     if (!d) {
         ret = error("cannot listen on %s: %s", listen, strerror(errno));
