@@ -202,6 +202,11 @@ static void route(serve *s, const request *r, reply *out)
             return;
         }
     }
+    if (strcmp(r->path, "/favicon.ico") == 0) { /* asked for by every browser */
+        out->status = MHD_HTTP_NO_CONTENT;
+        out->cache = "max-age=86400";
+        return;
+    }
     reply_json_error(out, MHD_HTTP_NOT_FOUND, "no such page");
 }
 

@@ -12,7 +12,7 @@
 (function () {
   var $ = function (id) { return document.getElementById(id); };
   var FILTERS = ['after', 'before', 'under', 'camera', 'ext', 'min_score'];
-  var PAGE = 60;
+  var PAGE = 60;             /* results per request; ?n= in the URL overrides */
   var state = { view: 'search', results: [], offset: 0, more: false, loading: false, seq: 0,
                 similar: null, example: null, viewerIndex: -1, selected: {} };
   var debounceTimer = null;
@@ -55,6 +55,8 @@
     FILTERS.forEach(function (k) { $(k).value = u.get(k) || ''; });
     if (FILTERS.some(function (k) { return u.get(k); })) $('filters').open = true;
     state.view = u.get('view') || 'search';
+    var n = parseInt(u.get('n'), 10);
+    if (n >= 1 && n <= 200) PAGE = n;
     state.similar = u.get('similar');
     return u;
   }
@@ -74,6 +76,7 @@
     if (state.view !== 'search') p.set('view', state.view);
     if (state.similar && state.view === 'search') p.set('similar', state.similar);
     if (state.view === 'moderation' && $('labelset').value) p.set('labelset', $('labelset').value);
+    if (PAGE !== 60) p.set('n', PAGE);
     var url = location.pathname + (p.toString() ? '?' + p.toString() : '');
     if (push) history.pushState(null, '', url); else history.replaceState(null, '', url);
   }
@@ -141,7 +144,13 @@
                                : 'No ' + what + '.');
     }).catch(function (e) {
       if (seq === state.seq) say('Search failed: ' + e.message);
-    }).then(function () { if (seq === state.seq) state.loading = false; });
+    }).then(function () {
+      if (seq !== state.seq) return;
+      state.loading = false;
+      /* the observer fires on changes only: when the end of the grid is
+       * still in view after a page arrived, ask for the next one now */
+      if (state.more && $('sentinel').getBoundingClientRect().top < window.innerHeight + 600) runSearch(true);
+    });
   }
 
   function scheduleSearch() {

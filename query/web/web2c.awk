@@ -23,9 +23,17 @@ FNR == 1 {
     body = ""; len = 0
 }
 {
-    line = $0
-    len += length(line) + 1
-    gsub(/\\/, "\\\\", line); gsub(/"/, "\\\"", line); gsub(/\?\?/, "?\\?", line)
+    # escaped by hand: a backslash in a gsub replacement means different
+    # things to different awks
+    n = length($0); line = ""
+    for (i = 1; i <= n; i++) {
+        c = substr($0, i, 1)
+        if (c == "\\") line = line "\\\\"
+        else if (c == "\"") line = line "\\\""
+        else if (c == "?") line = line "\\?"     # no trigraphs
+        else line = line c
+    }
+    len += n + 1
     body = body "     \"" line "\\n\"\n"
 }
 END {

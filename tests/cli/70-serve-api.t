@@ -374,6 +374,11 @@ sp.feed(b.decode())
 T.ok(st == 200 and h["content-type"].startswith("text/html") and sp.inline == 0 and sp.handlers == 0 and
      sp.srcs == ["/app.js"] and b"http://" not in b and b"https://" not in b,
      "the page: one script, by src; no inline script or handlers; nothing from the network")
+same = True
+for url, name in (("/", "index.html"), ("/app.js", "app.js"), ("/app.css", "app.css")):
+    with open(os.path.join(qf.ROOT, "query", "web", name), "rb") as f:
+        same &= get(url)[2] == f.read()
+T.ok(same, "the page, app.js and app.css are served byte for byte as in query/web/")
 st, h, b = get("/app.js")
 import re  # noqa: E402
 T.ok(st == 200 and not re.search(rb"\.(innerHTML|outerHTML|insertAdjacentHTML)\b|document\.write|\beval\(|new Function", b),
