@@ -193,7 +193,7 @@ demo: all
 bench: all
 	PYTHON=$(PYTHON) bench/run.sh $(BUILD)
 
-# The systemd user unit gets ExecStart pointing at the installed daemon.
+# The systemd user units get ExecStart pointing at the installed programs.
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
 		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8 \
@@ -204,6 +204,8 @@ install: all
 	install -m 644 man/*.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	sed 's|^ExecStart=/usr/local/bin/|ExecStart=$(PREFIX)/bin/|' indexer/clipdexd.service \
 		> $(DESTDIR)$(PREFIX)/lib/systemd/user/clipdexd.service
+	sed 's|^ExecStart=/usr/local/bin/|ExecStart=$(PREFIX)/bin/|' query/clipdex-serve.service \
+		> $(DESTDIR)$(PREFIX)/lib/systemd/user/clipdex-serve.service
 
 clean:
 	rm -rf build build-asan bin
