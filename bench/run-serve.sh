@@ -17,7 +17,7 @@ set -eu
 BUILD=${1:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
 N=${QUERY_BENCH_N:-100000}
-REQ=${SERVE_BENCH_REQUESTS:-200}
+REQ=${SERVE_BENCH_REQUESTS:-100}
 make -s "$BUILD/bench/query_fill" "$BUILD/bin/clipdex" BUILD="$BUILD" >/dev/null
 $PYTHON tests/tools/make_testdata.py --out build/testdata --only vitb32
 M=build/testdata/models/vitb32
@@ -32,7 +32,7 @@ if [ "$(cat "$W/stamp" 2>/dev/null)" != "$STAMP" ]; then
 fi
 C="$BUILD/bin/clipdex"
 echo "serve bench: $(uptime)"
-echo "search through HTTP, $N vectors, ViT-B/32 text tower, $REQ requests per client:"
+echo "search through HTTP, $N vectors, ViT-B/32 text tower, $REQ requests with 1 client, 640 with 32:"
 $PYTHON bench/serve_bench.py "$C" "$W/store" "$M" --clients 1,32 --requests "$REQ"
 
 # the page: a library of real photos, indexed with the same model

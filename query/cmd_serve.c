@@ -465,6 +465,7 @@ int cmd_serve(int argc, char **argv)
     ret = EXIT_FOUND;
 cleanup:
     if (d) MHD_stop_daemon(d);
+    api_release();
     qctx_release(&s.c);
     free(s.cache_dir);
     free(made);

@@ -65,6 +65,8 @@ void reply_json(reply *out, char *body, size_t len);
 
 /* serve_api.c: route /api/... ; fills *out. */
 void api_handle(serve *s, const request *r, reply *out);
+/* Free what the API keeps between requests (the text embedding cache). */
+void api_release(void);
 
 /* serve_files.c */
 /* The thumbnail (JPEG) of file id, from the cache or made now. */

@@ -177,6 +177,56 @@ oom:
     return -1;
 }
 
+/* ---- text embeddings, remembered ----
+ *
+ * Endless scrolling asks for the same query page after page, and typing
+ * comes back to earlier texts: the last TEXT_CACHE texts' embeddings are
+ * kept (with the lock held, like the model). */
+#define TEXT_CACHE 256
+static struct {
+    char *text;
+    float *vec;
+    uint64_t used;
+} text_cache[TEXT_CACHE];
+static uint64_t text_clock;
+
+/* The embedding of text (c->dim floats, normalised): the cached one or
+ * encoded now.  NULL on failure (cdx_last_error says why). */
+static const float *text_vector(serve *s, const char *text)
+{
+    size_t victim = 0;
+    for (size_t i = 0; i < TEXT_CACHE; i++) {
+        if (text_cache[i].text && strcmp(text_cache[i].text, text) == 0) {
+            text_cache[i].used = ++text_clock;
+            return text_cache[i].vec;
+        }
+        if (text_cache[i].used < text_cache[victim].used) victim = i;
+    }
+    float *v = malloc((size_t)s->c.dim * sizeof *v);
+    char *t = strdup(text);
+    if (!v || !t || cdx_model_encode_text(s->c.model, text, v, 1) != CDX_OK) {
+        free(v);
+        free(t);
+        return NULL;
+    }
+    free(text_cache[victim].text);
+    free(text_cache[victim].vec);
+    text_cache[victim].text = t;
+    text_cache[victim].vec = v;
+    text_cache[victim].used = ++text_clock;
+    return v;
+}
+
+void api_release(void)
+{
+    for (size_t i = 0; i < TEXT_CACHE; i++) {
+        free(text_cache[i].text);
+        free(text_cache[i].vec);
+        text_cache[i].text = NULL;
+        text_cache[i].vec = NULL;
+    }
+}
+
 /* Run the search of p with the extra terms t[0..nt) (a stored or dropped
  * image) and write the answer; skip_id: a file left out (the photo whose
  * look-alikes these are).  Called with the lock held. */
@@ -201,6 +251,11 @@ static void do_search(serve *s, struct search_req *p, qterm *extra, size_t n_ext
         reply_json_error(out, 500, "out of memory");
         return;
     }
+    for (size_t i = 0; i < nt; i++)
+        if (!t[i].vec && !t[i].image && !(t[i].vec = text_vector(s, t[i].value))) {
+            reply_json_error(out, 400, "the query cannot be encoded: %s", cdx_last_error());
+            goto cleanup;
+        }
     if (query_vector(&s->c, t, nt, q, NULL) != 0) {
         reply_json_error(out, 400, "the query cannot be searched: %s", cdx_last_error());
         goto cleanup;
