@@ -5,6 +5,7 @@ names, indexed; a running server on 127.0.0.1 (an ephemeral port); HTTP on
 loopback only; and an independent search oracle that reads the stored
 float16 vectors straight from SQLite and ranks them with numpy.
 """
+import atexit
 import http.client
 import io
 import json
@@ -72,6 +73,8 @@ class Server:
             raise SystemExit("serve fixture: the server did not start: %r %s" % (line, self.errf.read().decode()))
         self.port = int(line.rsplit(":", 1)[1].strip().strip("/"))
         self.url = "http://127.0.0.1:%d" % self.port
+        # a test that dies half-way must not leave its server running
+        atexit.register(lambda p=self.p: p.poll() is None and p.kill())
 
     def alive(self):
         return self.p.poll() is None
