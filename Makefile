@@ -42,6 +42,8 @@ endif
 PKGS = openblas libcjson libutf8proc libpng libjpeg libzip sqlite3 libcrypto inih
 # image formats (core/image/); giflib has no pkg-config file everywhere
 PKGS += libwebp libwebpdemux libheif libtiff-4 libexif
+# clipdex serve
+PKGS += libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -120,7 +122,7 @@ BENCHES += image_bench
 # (schema/sql2c.awk) ----
 CORE_OBJS += core/store/store.o core/store/store_vindex.o core/store/store_search.o core/store/store_check.o
 CORE_OBJS += core/store/store_scan.o core/store/store_join.o core/store/faiss_dist.o
-CORE_OBJS += core/store/store_backup.o
+CORE_OBJS += core/store/store_backup.o core/store/store_review.o
 CORE_OBJS += gen/schema.o
 UNIT_TESTS += test_store_f16 test_store_scan test_faiss_dist test_store test_store_schema
 TEST_TOOLS += tests/tools/store_reader tests/tools/powercut.so
@@ -142,7 +144,16 @@ QUERY_OBJS += query/cmd_embed.o query/cmd_tokenize.o query/cmd_model.o
 QUERY_OBJS += query/cmd_check.o query/cmd_status.o query/cmd_index.o
 QUERY_OBJS += query/filters.o query/output.o query/gallery.o query/labels.o
 QUERY_OBJS += query/cmd_search.o query/cmd_dupes.o query/cmd_moderate.o query/cmd_stats.o
-QUERY_OBJS += query/cmd_info.o
+QUERY_OBJS += query/cmd_info.o query/search_query.o
+# clipdex serve: HTTP (libmicrohttpd), the API, the page (query/web/)
+# built in as a C table (web2c.awk)
+QUERY_OBJS += query/cmd_serve.o query/serve_api.o query/serve_files.o gen/web.o
+WEB_FILES = query/web/index.html query/web/app.css query/web/app.js
+$(BUILD)/gen/web.c: query/web/web2c.awk $(WEB_FILES)
+	@mkdir -p $(dir $@)
+	$(call say,GEN,$@)LC_ALL=C awk -f query/web/web2c.awk $(WEB_FILES) > $@.tmp && mv $@.tmp $@
+$(BUILD)/gen/web.o: $(BUILD)/gen/web.c query/serve.h $(BUILD)/.flags
+	$(call say,CC,$<)$(CC) $(ALL_CFLAGS) -Iquery -c $< -o $@
 TEST_TOOLS += tests/tools/mkstore tests/tools/phash_files
 BENCHES += query_fill
 
@@ -306,7 +317,7 @@ demo: all
 bench: all $(B_BINS)
 	PYTHON=$(PYTHON) bench/run.sh $(BUILD)
 
-# The systemd user unit gets ExecStart pointing at the installed daemon.
+# The systemd user units get ExecStart pointing at the installed programs.
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
 		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8 \
@@ -317,6 +328,8 @@ install: all
 	install -m 644 man/*.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	sed 's|^ExecStart=/usr/local/bin/|ExecStart=$(PREFIX)/bin/|' indexer/clipdexd.service \
 		> $(DESTDIR)$(PREFIX)/lib/systemd/user/clipdexd.service
+	sed 's|^ExecStart=/usr/local/bin/|ExecStart=$(PREFIX)/bin/|' query/clipdex-serve.service \
+		> $(DESTDIR)$(PREFIX)/lib/systemd/user/clipdex-serve.service
 
 clean:
 	rm -rf build build-asan build-tsan bin

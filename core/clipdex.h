@@ -697,6 +697,26 @@ typedef struct cdx_store_stats {
 } cdx_store_stats;
 cdx_status cdx_store_stats_get(cdx_store *s, cdx_store_stats *out);
 
+/* ---- for the web app (clipdex serve): rows by id, label sets, review marks ---- */
+
+/* Look a file up by its id (cdx_file_info.id): *found = 0 when absent. */
+cdx_status cdx_store_get_file_by_id(cdx_store *s, int64_t id, cdx_file_info *out, int *found);
+
+/* The label sets that have stored moderation results, sorted.  *out is
+ * freed with cdx_store_labelsets_free. */
+cdx_status cdx_store_moderation_labelsets(cdx_store *s, char ***out, size_t *n);
+void cdx_store_labelsets_free(char **v, size_t n);
+
+/* A person's verdict on a moderation result for a vector and a label:
+ * mark "reviewed" or "false_positive", or NULL to clear it.  Allowed on
+ * reader handles (one row, like cdx_store_moderation_put).  CDX_ERR_ARG
+ * when the vector does not exist. */
+cdx_status cdx_store_mark_set(cdx_store *s, int64_t vector_id, const char *label, const char *mark);
+
+/* Every mark, in vector order.  fn returns non-zero to stop. */
+typedef int (*cdx_store_mark_fn)(int64_t vector_id, const char *label, const char *mark, void *user);
+cdx_status cdx_store_mark_foreach(cdx_store *s, cdx_store_mark_fn fn, void *user);
+
 /* ---- consistency ---- */
 
 /* Verify the store: SQLite integrity and foreign keys, every OK file

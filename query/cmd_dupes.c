@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "filters.h"
+#include "dupes.h"
 #include "output.h"
 #include "banned.h"
 
@@ -632,5 +632,50 @@ cleanup:
     free(d.e);
     qctx_release(&d.c);
     qfilter_release(&d.flt);
+    return ret;
+}
+
+/* For clipdex serve (dupes.h): the groups of exact and visual duplicates,
+ * found by the same steps as the command, handed to a callback. */
+int dupes_groups(qctx *c, const cdx_store_filter *f, int bits, dupes_group_fn fn, void *user)
+{
+    struct dupes d;
+    struct group *groups = NULL;
+    const cdx_file_info **members = NULL;
+    size_t ng = 0;
+    cdx_store_filter ff = {0};
+    int ret;
+
+    memset(&d, 0, sizeof d);
+    d.methods = M_EXACT | M_VISUAL;
+    d.bits = bits < 0 ? DEFAULT_BITS : bits;
+    d.c = *c; /* borrowed: only its store is used, never released here */
+    if (f) ff = *f;
+    ff.state = CDX_FILE_OK;
+    if (cdx_store_foreach_file(c->store, &ff, CDX_FOREACH_BY_HASH, collect_cb, &d) != CDX_OK) {
+        ret = error("%s", cdx_last_error());
+        goto cleanup;
+    }
+    if (d.oom) {
+        ret = error("out of memory");
+        goto cleanup;
+    }
+    pair_exact(&d);
+    if ((ret = pair_visual(&d)) != 0) goto cleanup;
+    if ((ret = make_groups(&d, &groups, &ng)) != 0) goto cleanup;
+    if (!(members = malloc((d.n + 1) * sizeof *members))) {
+        ret = error("out of memory");
+        goto cleanup;
+    }
+    for (size_t k = 0; k < ng; k++) {
+        for (size_t i = 0; i < groups[k].n; i++) members[i] = &d.e[groups[k].m[i]].fi;
+        if (fn(members, groups[k].n, user)) break;
+    }
+cleanup:
+    free(members);
+    for (size_t k = 0; k < ng; k++) free(groups[k].m);
+    free(groups);
+    for (size_t i = 0; i < d.n; i++) cdx_file_info_release(&d.e[i].fi);
+    free(d.e);
     return ret;
 }

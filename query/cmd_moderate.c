@@ -46,6 +46,14 @@ struct result {
     float p;
 };
 
+/* A person's verdict from clipdex serve's moderation view ("reviewed",
+ * "false_positive"): a marked (vector, label) is scored and stored as
+ * usual but no longer reported. */
+struct mark {
+    int64_t vector_id;
+    char *label;
+};
+
 struct moderate {
     qctx c;
     qfilter flt;
@@ -63,6 +71,8 @@ struct moderate {
     int oom;
     int64_t *done;           /* vectors already scored (sorted), for --new */
     size_t n_done, cap_done;
+    struct mark *marks;      /* review marks (clipdex serve), vector order */
+    size_t n_marks, cap_marks;
 };
 
 static int collect_cb(const cdx_file_info *fi, void *user)
@@ -84,6 +94,29 @@ static int done_cb(int64_t vector_id, const char *label, float score, int flagge
     if (m->n_done && m->done[m->n_done - 1] == vector_id) return 0; /* rows come in vector order */
     m->done = xgrow(m->done, &m->cap_done, m->n_done + 1, sizeof *m->done, 1024);
     m->done[m->n_done++] = vector_id;
+    return 0;
+}
+
+static int mark_cb(int64_t vector_id, const char *label, const char *mark, void *user)
+{
+    struct moderate *m = user;
+    (void)mark;
+    if (m->n_marks == m->cap_marks) {
+        size_t nc = m->cap_marks ? m->cap_marks * 2 : 64;
+        struct mark *p = realloc(m->marks, nc * sizeof *p);
+        if (!p) return m->oom = 1;
+        m->marks = p;
+        m->cap_marks = nc;
+    }
+    if (!(m->marks[m->n_marks].label = strdup(label ? label : ""))) return m->oom = 1;
+    m->marks[m->n_marks++].vector_id = vector_id;
+    return 0;
+}
+
+static int is_marked(const struct moderate *m, int64_t v, const char *label)
+{
+    for (size_t i = 0; i < m->n_marks; i++) /* few: marks are set by hand */
+        if (m->marks[i].vector_id == v && strcmp(m->marks[i].label, label) == 0) return 1;
     return 0;
 }
 
@@ -309,6 +342,10 @@ static int sweep(struct moderate *m)
         ret = error("%s", cdx_last_error());
         goto cleanup;
     }
+    if (cdx_store_mark_foreach(m->c.store, mark_cb, m) != CDX_OK) {
+        ret = error("%s", cdx_last_error());
+        goto cleanup;
+    }
     if (m->oom) {
         ret = error("out of memory");
         goto cleanup;
@@ -359,7 +396,7 @@ static int sweep(struct moderate *m)
                 ret = error("%s", cdx_last_error());
                 goto cleanup;
             }
-            if (!hit) continue;
+            if (!hit || is_marked(m, vid, l->name)) continue;
             for (size_t k = i; k < end; k++) {
                 res = xgrow(res, &cap, nres + 1, sizeof *res, 64);
                 res[nres++] = (struct result){k, j, p[j]};
@@ -381,6 +418,10 @@ cleanup:
     free(lab);
     free(v);
     free(p);
+    for (size_t i = 0; i < m->n_marks; i++) free(m->marks[i].label);
+    free(m->marks);
+    m->marks = NULL;
+    m->n_marks = m->cap_marks = 0;
     return ret;
 }
 

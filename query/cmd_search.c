@@ -23,21 +23,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "filters.h"
 #include "output.h"
+#include "search.h"
 #include "banned.h"
 
 #define DEFAULT_LIMIT 20
 
-struct term {
-    int image;          /* value is a path */
-    int sign;           /* +1 positive, -1 negative */
-    double weight;
-    const char *value;
-};
-
 struct search_opts {
-    struct term *terms;
+    qterm *terms;
     size_t n_terms;
     char *joined;       /* the QUERY words joined by spaces */
     size_t limit;
@@ -70,7 +63,7 @@ static void describe(const struct search_opts *o, char *buf, size_t n)
     size_t len = 0;
     buf[0] = 0;
     for (size_t i = 0; i < o->n_terms && len < n; i++) {
-        const struct term *t = &o->terms[i];
+        const qterm *t = &o->terms[i];
         int w;
         if (i || t->sign < 0) {
             w = snprintf(buf + len, n - len, "%s", t->sign < 0 ? (i ? " - " : "- ") : " + ");
@@ -164,7 +157,7 @@ static int needs_vision(qctx *c, const struct search_opts *o)
 
 static int search_and_print(const cdx_cmd *self, struct search_opts *o, qfilter *flt, qctx *c, int similar)
 {
-    float *q = NULL, *e = NULL;
+    float *q = NULL;
     cdx_store_hit *hits = NULL;
     size_t n_hits = 0, printed = 0;
     unsigned towers = 0;
@@ -182,30 +175,11 @@ static int search_and_print(const cdx_cmd *self, struct search_opts *o, qfilter 
     if (!towers) towers = CDX_TOWER_TEXT; /* only for the model's identity */
     if ((ret = qctx_open_model(c, towers)) != 0) return ret;
 
-    q = calloc((size_t)c->dim, sizeof *q);
-    e = calloc((size_t)c->dim, sizeof *e);
-    if (!q || !e) {
+    if (!(q = calloc((size_t)c->dim, sizeof *q))) {
         ret = error("out of memory");
         goto cleanup;
     }
-    for (size_t i = 0; i < o->n_terms; i++) {
-        const struct term *t = &o->terms[i];
-        if (t->image) {
-            int64_t fid = 0;
-            if ((ret = image_vector(c, t->value, e, &fid)) != 0) goto cleanup;
-            if (similar) skip_id = fid;
-        } else if (cdx_model_encode_text(c->model, t->value, e, 1) != CDX_OK) {
-            ret = error("%s", cdx_last_error());
-            goto cleanup;
-        }
-        for (int d = 0; d < c->dim; d++) q[d] += (float)(t->sign * t->weight) * e[d];
-    }
-    double ss = 0;
-    for (int d = 0; d < c->dim; d++) ss += (double)q[d] * q[d];
-    if (!(ss > 1e-12)) {
-        ret = error("the terms cancel out: the query vector is zero");
-        goto cleanup;
-    }
+    if ((ret = query_vector(c, o->terms, o->n_terms, q, similar ? &skip_id : NULL)) != 0) goto cleanup;
     if (cdx_store_search(c->store, q, o->limit + (skip_id ? 1 : 0), flt ? &flt->f : NULL,
                          o->min_score, &hits, &n_hits) != CDX_OK) {
         ret = error("%s", cdx_last_error());
@@ -216,13 +190,12 @@ static int search_and_print(const cdx_cmd *self, struct search_opts *o, qfilter 
 cleanup:
     cdx_store_hits_free(hits, n_hits);
     free(q);
-    free(e);
     return ret;
 }
 
 static int add_term(struct search_opts *o, int image, int sign, double *weight, const char *value)
 {
-    o->terms[o->n_terms++] = (struct term){image, sign, *weight, value};
+    o->terms[o->n_terms++] = (qterm){image, sign, *weight, value, NULL};
     *weight = 1.0;
     return 0;
 }
@@ -306,7 +279,7 @@ static int search_main(int argc, char **argv, int similar)
             ret = usage_error(self, argc - optind ? "similar takes exactly one PATH" : "which image? give a PATH");
             goto cleanup;
         }
-        o.terms[o.n_terms++] = (struct term){1, 1, 1.0, argv[optind]};
+        o.terms[o.n_terms++] = (qterm){1, 1, 1.0, argv[optind], NULL};
     } else if (optind < argc) {
         /* The QUERY words are one text, as typed without quotes. */
         for (int i = optind; i < argc; i++) len += strlen(argv[i]) + 1;
@@ -319,7 +292,7 @@ static int search_main(int argc, char **argv, int similar)
             at += snprintf(o.joined + at, len - (size_t)at, "%s%s", i > optind ? " " : "", argv[i]);
         /* first, so the title reads naturally */
         memmove(o.terms + 1, o.terms, o.n_terms * sizeof *o.terms);
-        o.terms[0] = (struct term){0, 1, 1.0, o.joined};
+        o.terms[0] = (qterm){0, 1, 1.0, o.joined, NULL};
         o.n_terms++;
     }
     ret = search_and_print(self, &o, &flt, &c, similar);

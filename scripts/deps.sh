@@ -19,7 +19,12 @@ PKGS="build-essential pkg-config perl ca-certificates curl dpkg-dev
   libsqlite3-dev sqlite3 libfaiss-dev libinih-dev libssl-dev
   inotify-tools
   python3 python3-torch python3-numpy python3-pil
-  valgrind"
+  valgrind
+  libmicrohttpd-dev chromium nodejs"
+# clipdex serve: libmicrohttpd; its browser test drives Debian's chromium
+# through puppeteer-core (npm, pinned in tests/browser/package-lock.json).
+# npm comes with a NodeSource nodejs, from Debian's npm package otherwise.
+command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
 
 missing=""
 for p in $PKGS; do
@@ -31,6 +36,15 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
 else
     echo "deps: all Debian packages present"
+fi
+
+# ---- the browser test's driver (npm) ---------------------------------------
+# puppeteer-core, exactly as pinned in the lock file; it never downloads a
+# browser (the test runs /usr/bin/chromium), and no install scripts run.
+if ! (cd tests/browser && node -e "process.exit(require('./node_modules/puppeteer-core/package.json').version ===
+      require('./package.json').dependencies['puppeteer-core'] ? 0 : 1)" 2>/dev/null); then
+    echo "deps: npm ci in tests/browser"
+    (cd tests/browser && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --ignore-scripts --no-audit --no-fund)
 fi
 
 

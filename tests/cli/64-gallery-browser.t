@@ -4,9 +4,9 @@ headless Chromium (Debian's chromium package) loads a search gallery and a
 dupes gallery, and every embedded thumbnail must have decoded (complete,
 with the natural size of the JPEG inside it), with no network request.
 
-Skipped when chromium is not installed: scripts/deps.sh does not install
-it (a large package only this test uses); 60-search.t and 61-dupes.t
-already check the page with an HTML parser and decode each thumbnail."""
+scripts/deps.sh installs chromium (71-serve-browser.t drives it too), so
+a missing browser is a failure, not a skip.  60-search.t and 61-dupes.t
+check the same pages with an HTML parser and decode each thumbnail."""
 import os
 import re
 import shutil
@@ -18,11 +18,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import query_fixture as qf  # noqa: E402
 
 BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
-if not BROWSER:
-    print("1..0 # SKIP chromium is not installed (apt-get install chromium)")
-    sys.exit(0)
-
 T = qf.Tap()
+if not BROWSER:
+    T.ok(False, "chromium is installed (make deps installs it)")
+    sys.exit(T.done())
+
 tmp = tempfile.mkdtemp(prefix="cdx-64-")
 F = qf.build(tmp)
 D = F["data"]
