@@ -153,7 +153,7 @@ $(BUILD)/gen/web.c: query/web/web2c.awk $(WEB_FILES)
 	@mkdir -p $(dir $@)
 	$(call say,GEN,$@)LC_ALL=C awk -f query/web/web2c.awk $(WEB_FILES) > $@.tmp && mv $@.tmp $@
 $(BUILD)/gen/web.o: $(BUILD)/gen/web.c query/serve.h $(BUILD)/.flags
-	$(call say,CC,$<)$(CC) $(ALL_CFLAGS) -Iquery -c $< -o $@
+	$(call say,CC,$<)$(CC) $(ALL_CFLAGS) -Iquery -Icommon -c $< -o $@
 TEST_TOOLS += tests/tools/mkstore tests/tools/phash_files
 BENCHES += query_fill
 

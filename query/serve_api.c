@@ -544,7 +544,7 @@ static int vfile_cb(const cdx_file_info *fi, void *user)
         w->v = p;
         w->cap = nc;
     }
-    if (file_info_dup(fi, &w->v[w->n]) != 0) return w->oom = 1;
+    if (cdx_file_info_copy(fi, &w->v[w->n]) != CDX_OK) return w->oom = 1;
     w->n++;
     return 0;
 }
