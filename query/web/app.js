@@ -4,7 +4,8 @@
  *
  * Every name, caption and label goes into the page as text (textContent,
  * never innerHTML): file names may hold markup, quotes, newlines or bytes
- * that are not UTF-8 (the API sends those as U+0000..U+00FF escapes).
+ * that are not UTF-8 (the API sends each such byte as a lone surrogate,
+ * U+DC80..U+DCFF: Python's surrogateescape, see clipdex(1)).
  * No inline script anywhere: the server's Content-Security-Policy forbids
  * it. */
 'use strict';

@@ -49,21 +49,9 @@ S = sf.Server(D, cache=os.path.join(tmp, "cache"))
 
 def as_api(path):
     """The path as the API writes it: bytes that are not UTF-8 become
-    U+0000..U+00FF, one character per byte."""
-    b = os.fsencode(path)
-    out, i = "", 0
-    while i < len(b):
-        for n in (4, 3, 2, 1):
-            try:
-                out += b[i:i + n].decode("utf-8")
-                i += n
-                break
-            except UnicodeDecodeError:
-                continue
-        else:
-            out += chr(b[i])
-            i += 1
-    return out
+    U+DC80..U+DCFF, one lone surrogate per byte (Python's surrogateescape,
+    man/clipdex.1), which is what os.fsdecode gives."""
+    return os.fsdecode(os.fsencode(path))
 
 
 facts = {

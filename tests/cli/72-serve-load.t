@@ -30,7 +30,7 @@ WORDS = ["a red car", "a dog on a beach", "mountains at sunset", "a bicycle", "t
 
 T = qf.Tap()
 tmp = tempfile.mkdtemp(prefix="cdx-72-")
-F = qf.build(tmp, meta_store=False)
+F = qf.build(tmp)
 D = F["data"]
 S = sf.Server(D, cache=os.path.join(tmp, "cache"))
 stop = threading.Event()

@@ -35,7 +35,7 @@ EVIL_NAMES = [
 def build(root):
     """The library and store of query_fixture, plus lib/evil/ (hostile
     names, distinct pictures) indexed the same way."""
-    F = qf.build(root, meta_store=False)
+    F = qf.build(root)
     evil = os.path.join(F["lib"], "evil")
     os.makedirs(evil, exist_ok=True)
     F["evil"] = []
