@@ -12,6 +12,13 @@
 #   make tsan-check  the threaded engine tests (pool, kernels, tokenizer)
 #                    under ThreadSanitizer
 #
+#   make mutation-check  apply each mistake listed in tests/mutations/ to a
+#                    scratch copy (build-mut/), rebuild, run the tests that
+#                    should catch it; fails if one survives.  Not part of
+#                    check (minutes); run it for every issue.
+#                    MUTATIONS="01 07a" runs a subset, MUTATION_FLAGS=-k
+#                    goes on after a survivor.
+#
 # Variables: WERROR=0 drops -Werror; SAN=1 builds with ASan+UBSan into
 # build-asan/ (used by asan-check), SAN=thread with TSan into build-tsan/;
 # O=... overrides the optimisation level.
@@ -194,10 +201,14 @@ install: all
 	sed 's|^ExecStart=/usr/local/bin/|ExecStart=$(PREFIX)/bin/|' indexer/clipdexd.service \
 		> $(DESTDIR)$(PREFIX)/lib/systemd/user/clipdexd.service
 
+mutation-check:
+	$(PYTHON) tests/mutations/run.py $(MUTATION_FLAGS) $(MUTATIONS)
+
 clean:
-	rm -rf build build-asan bin
+	rm -rf build build-asan bin build-mut
 
 .PHONY: all check asan-check tsan-check deps demo bench install clean tests-build testdata FORCE
+.PHONY: tests-cli-build mutation-check
 -include $(O_CORE:.o=.d) $(O_QUERY:.o=.d) $(O_INDEXER:.o=.d)
 
 # ---- bench/: benchmark programs (not tests) ----
@@ -299,3 +310,10 @@ $(IMAGE_BENCH): $(FAISS_LIBS)
 bench: $(IMAGE_BENCH)
 
 .PHONY: fuzz fuzz-build valgrind-check
+
+# ---- make mutation-check (tests/mutations/run.py) ----
+# Everything the CLI tests (tests/cli/*.t) run, without the unit tests:
+# what a mutation naming only CLI tests rebuilds.  (Last in the file: a
+# prerequisite list expands the variables defined above it.)
+tests-cli-build: all $(T_HELPERS) $(STORE_TOOLS) $(QUERY_TOOLS) $(BUILD)/tests/imgcheck $(IMGSAN_BINS)
+
