@@ -13,11 +13,14 @@ The copy is kept between runs and refreshed file by file (a file is
 rewritten only when its content differs), so a second run rebuilds only
 what changed.  Before any mutation the unmutated copy is built and every
 test the selected entries name must pass there; an entry whose test fails
-unmutated, whose original text does not occur exactly once, whose test
-does not exist or which does not compile is reported BROKEN.
+unmutated, whose original text does not occur exactly once, none of
+whose tests exists or which does not compile is reported BROKEN.  A
+listed test that does not exist is reported (and fails the run) while the
+entry's other tests still run.
 
-Exit status: 0 when every selected mutation was caught, 1 when one
-survived or an entry is broken, 2 on a usage or setup error.
+Exit status: 0 when every selected mutation was caught and every listed
+test exists, 1 when one survived, an entry is broken or a test is
+missing, 2 on a usage or setup error.
 
     tests/mutations/run.py [-k|--keep-going] [-j N] [--list] [ID ...]
 
