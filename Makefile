@@ -116,6 +116,7 @@ UNIT_TESTS += test_resample
 UNIT_TESTS += test_phash
 UNIT_TESTS += test_image test_exif test_image_fast
 UNIT_TESTS += test_store_f16 test_store_scan test_faiss_dist test_store test_store_schema
+UNIT_TESTS += test_store_overfetch
 
 LIB = $(BUILD)/libclipdex.a
 O_CORE = $(addprefix $(BUILD)/,$(CORE_OBJS))

@@ -324,7 +324,7 @@ def main():
     env = test_env()
     base_secs, base_bad = {}, set()
     for name in sorted({t for e in live for t in e.tests}):
-        rc, secs = sh(["prove", "-f", test_path(name)[0]], SRC, log, env=env,
+        rc, secs = sh(["prove", "-v", "-f", test_path(name)[0]], SRC, log, env=env,
                       timeout=TEST_TIMEOUT_MIN * 4)
         base_secs[name] = secs
         if rc != 0:
@@ -359,7 +359,7 @@ def main():
                 e.result = "SURVIVED"
                 for name in e.tests:
                     limit = max(TEST_TIMEOUT_MIN, TEST_TIMEOUT_FACTOR * base_secs[name])
-                    rc, _ = sh(["prove", "-f", test_path(name)[0]], SRC, elog, env=env, timeout=limit)
+                    rc, _ = sh(["prove", "-v", "-f", test_path(name)[0]], SRC, elog, env=env, timeout=limit)
                     if rc != 0:
                         e.result = "caught"
                         e.by = name + (" (timeout)" if rc == "timeout" else "")
