@@ -32,6 +32,7 @@ import argparse
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -61,6 +62,7 @@ class Entry:
         self.seconds = 0.0
         self.backup = {}     # file -> original content while applied
         self.missing = []    # listed tests that do not exist
+        self.env = {}        # extra environment for its tests
 
 
 def parse(path):
@@ -109,6 +111,13 @@ def parse(path):
             e.desc = val
         elif key == "tests":
             e.tests = val.split()
+        elif key == "env":
+            for kv in val.split():
+                k, eq, v = kv.partition("=")
+                if not eq:
+                    e.problem = "line %d: env: wants NAME=VALUE words" % i
+                    return e
+                e.env[k] = v
         elif key == "file":
             e.hunks.append([val, None, None])
         else:
@@ -134,6 +143,12 @@ def sh(cmd, cwd, log=None, timeout=None, env=None):
             os.killpg(p.pid, 9)
             p.wait()
             rc = "timeout"
+        except BaseException:
+            # Interrupted: the child runs in its own session, so stop it
+            # here (the caller's finally restores the mutated file).
+            os.killpg(p.pid, 9)
+            p.wait()
+            raise
     finally:
         if log:
             out.close()
@@ -230,7 +245,12 @@ def test_env():
     return env
 
 
+def on_term(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main():
+    signal.signal(signal.SIGTERM, on_term)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-k", "--keep-going", action="store_true", help="go on after a survivor")
     ap.add_argument("-j", type=int, default=2, help="make -j (default 2)")
@@ -323,15 +343,18 @@ def main():
     print("mutation-check: built in %.0f s; running the baseline tests ..." % secs, flush=True)
     env = test_env()
     base_secs, base_bad = {}, set()
-    for name in sorted({t for e in live for t in e.tests}):
-        rc, secs = sh(["prove", "-v", "-f", test_path(name)[0]], SRC, log, env=env,
+    runs = sorted({(t, tuple(sorted(e.env.items()))) for e in live for t in e.tests})
+    for run in runs:
+        name, extra = run
+        rc, secs = sh(["prove", "-v", "-f", test_path(name)[0]], SRC, log, env=dict(env, **dict(extra)),
                       timeout=TEST_TIMEOUT_MIN * 4)
-        base_secs[name] = secs
+        base_secs[run] = secs
         if rc != 0:
-            base_bad.add(name)
-        print("  %-32s %s  %5.1f s" % (name, "ok" if rc == 0 else "FAILS", secs), flush=True)
+            base_bad.add(run)
+        label = name + "".join(" %s=%s" % kv for kv in extra)
+        print("  %-32s %s  %5.1f s" % (label, "ok" if rc == 0 else "FAILS", secs), flush=True)
     for e in live:
-        bad = [t for t in e.tests if t in base_bad]
+        bad = [t for t in e.tests if (t, tuple(sorted(e.env.items()))) in base_bad]
         if bad:
             e.result, e.problem = "BROKEN", "fails unmutated: %s" % " ".join(bad)
 
@@ -358,8 +381,10 @@ def main():
             else:
                 e.result = "SURVIVED"
                 for name in e.tests:
-                    limit = max(TEST_TIMEOUT_MIN, TEST_TIMEOUT_FACTOR * base_secs[name])
-                    rc, _ = sh(["prove", "-v", "-f", test_path(name)[0]], SRC, elog, env=env, timeout=limit)
+                    run = (name, tuple(sorted(e.env.items())))
+                    limit = max(TEST_TIMEOUT_MIN, TEST_TIMEOUT_FACTOR * base_secs[run])
+                    rc, _ = sh(["prove", "-v", "-f", test_path(name)[0]], SRC, elog,
+                               env=dict(env, **e.env), timeout=limit)
                     if rc != 0:
                         e.result = "caught"
                         e.by = name + (" (timeout)" if rc == "timeout" else "")
