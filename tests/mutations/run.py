@@ -198,11 +198,19 @@ def sync_copy(files):
 
 def resolve(rel, files):
     """The file a hunk names; when the path is gone (files move), the one
-    tracked file with that basename."""
+    tracked file with that basename (under the same top directory when
+    there are several)."""
     if rel in files:
         return rel, None
     base = os.path.basename(rel)
     cands = [p for p in files if os.path.basename(p) == base]
+    if len(cands) > 1:
+        # core/config.c moved to core/engine/config.c: prefer the one
+        # under the same top directory over indexer/config.c.
+        top = rel.split("/")[0] + "/"
+        same = [p for p in cands if p.startswith(top)]
+        if len(same) == 1:
+            cands = same
     if len(cands) == 1:
         return cands[0], None
     if not cands:
