@@ -125,6 +125,7 @@ CORE_OBJS += core/store/store_scan.o core/store/store_join.o core/store/faiss_di
 CORE_OBJS += core/store/store_backup.o core/store/store_review.o
 CORE_OBJS += gen/schema.o
 UNIT_TESTS += test_store_f16 test_store_scan test_faiss_dist test_store test_store_schema
+UNIT_TESTS += test_store_overfetch
 TEST_TOOLS += tests/tools/store_reader tests/tools/powercut.so
 BENCHES += store_bench hnsw_recall
 SCHEMA_SQL = $(sort $(wildcard schema/[0-9]*.sql))
@@ -331,8 +332,19 @@ install: all
 	sed 's|^ExecStart=/usr/local/bin/|ExecStart=$(PREFIX)/bin/|' query/clipdex-serve.service \
 		> $(DESTDIR)$(PREFIX)/lib/systemd/user/clipdex-serve.service
 
+# Each mistake listed in tests/mutations/ applied to a scratch copy of the
+# tree (build-mut/), rebuilt, and the tests that should catch it run; fails
+# if one survives.  Not part of check (minutes).  MUTATIONS="01 07a" runs a
+# subset, MUTATION_FLAGS=-k goes on after a survivor.
+mutation-check:
+	$(PYTHON) tests/mutations/run.py $(MUTATION_FLAGS) $(MUTATIONS)
+
+# What the CLI tests (tests/cli/*.t) run, without the unit tests: what a
+# mutation naming only CLI tests rebuilds.
+tests-cli-build: all $(T_TOOLS) $(IMGSAN_BINS)
+
 clean:
-	rm -rf build build-asan build-tsan bin
+	rm -rf build build-asan build-tsan build-mut bin
 
 help:
 	@echo 'make deps            install the Debian packages (scripts/deps.sh) and build the FAISS C API'
@@ -346,11 +358,13 @@ help:
 	@echo 'make fuzz-build      build the fuzzers and the sanitizer image checker only'
 	@echo 'make tests-build     build the programs, unit tests and test tools without running them'
 	@echo 'make testdata        generate the test models and reference outputs (build/testdata)'
+	@echo 'make mutation-check  apply each mistake in tests/mutations/ to a scratch copy, run the tests that must catch it'
+	@echo '                     (MUTATIONS="01 07a" a subset, MUTATION_FLAGS=-k go on after a survivor)'
 	@echo 'make bench           benchmarks (numbers, never pass/fail)'
 	@echo 'make install         install programs, man pages, systemd unit (PREFIX=$(PREFIX), DESTDIR)'
-	@echo 'make clean           remove build/ (the FAISS C API too: make deps rebuilds it), build-asan/, build-tsan/'
+	@echo 'make clean           remove build/ (the FAISS C API too: make deps rebuilds it), build-asan/, build-tsan/, build-mut/'
 	@echo 'make help            this list'
 	@echo 'variables: V=1 (whole commands), WERROR=0, SAN=1|thread, O=-O0, PROVE_FLAGS=..., CLIPDEX_SHARED=DIR'
 
 .PHONY: all check asan-check tsan-check valgrind-check fuzz fuzz-build deps demo bench install clean help \
-	tests-build testdata FORCE
+	tests-build tests-cli-build testdata mutation-check FORCE
