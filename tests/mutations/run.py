@@ -326,6 +326,7 @@ def main():
     for name, target in (("faiss", os.path.join(ROOT, "build", "faiss")),
                          ("testdata", os.path.join(WORK, "testdata"))):
         link = os.path.join(b, name)
+        os.makedirs(target, exist_ok=True)   # a fresh run: no dangling link
         if not os.path.islink(link):
             if os.path.exists(link):
                 shutil.rmtree(link)
