@@ -72,7 +72,7 @@ else
 FAISS_W = $(FAISS_A)
 endif
 FAISS_LIBS = $(FAISS_C) $(FAISS_W)
-LDLIBS = $(FAISS_C) $(FAISS_W) $(PKG_LIBS) -lgif -lgomp -lstdc++ -lm -pthread
+LDLIBS = $(FAISS_C) $(FAISS_W) $(PKG_LIBS) -ldnnl -lgif -lgomp -lstdc++ -lm -pthread
 
 # ---- core/: the library, one line per module ----
 CORE_OBJS  = core/status.o core/pool.o core/hash.o
@@ -80,6 +80,8 @@ CORE_OBJS  = core/status.o core/pool.o core/hash.o
 CORE_OBJS += core/engine/tokenizer.o core/engine/ftfy.o
 CORE_OBJS += core/engine/safetensors.o core/engine/torchbin.o core/engine/weights.o
 CORE_OBJS += core/engine/model_config.o core/engine/model.o core/engine/kernels.o core/engine/linear.o
+# reduced precision (bf16, int8) through oneDNN: CPU level, prepared layers
+CORE_OBJS += core/engine/cpu.o core/engine/precision.o core/engine/qlinear.o
 # core/image/: decoders, EXIF, orientation, resampling, preprocessing, perceptual hash
 CORE_OBJS += core/image/image.o core/image/resample.o core/image/preprocess.o core/image/phash.o core/image/ingest.o
 CORE_OBJS += core/image/image_exif.o core/image/image_orient.o core/image/image_webp.o core/image/image_heif.o
@@ -133,8 +135,8 @@ $(BUILD)/%.o: %.c $(BUILD)/.flags
 # The compute kernels are written to be vectorised: -O3 and OpenMP's simd
 # pragmas; they never call the OpenMP runtime (libgomp is linked only for
 # FAISS's own code; core/pool.h says why our threads are our own).
-$(BUILD)/core/engine/kernels.o $(BUILD)/core/engine/linear.o: KFLAGS = -O3 -fopenmp-simd
-$(BUILD)/core/engine/kernels.o $(BUILD)/core/engine/linear.o: $(BUILD)/%.o: %.c $(BUILD)/.flags
+$(BUILD)/core/engine/kernels.o $(BUILD)/core/engine/linear.o $(BUILD)/core/engine/qlinear.o: KFLAGS = -O3 -fopenmp-simd
+$(BUILD)/core/engine/kernels.o $(BUILD)/core/engine/linear.o $(BUILD)/core/engine/qlinear.o: $(BUILD)/%.o: %.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(KFLAGS) -c $< -o $@
 

@@ -333,6 +333,42 @@ cdx_status cdx_model_encode_tokens(cdx_model *m, const int32_t *ids, int n,
 cdx_status cdx_model_encode_images(cdx_model *m, const float *pixels, int batch,
                                    float *out, int normalize);
 
+/* Arithmetic precision of the transformer blocks' matrix products (layer
+ * norms, softmax, GELU and the residual stream are always float32).  A
+ * model opens at F32, the exact path the parity tests check.  The
+ * vectors of one checkpoint at any precision are one vector space.
+ *   BF16  weights rounded to bfloat16 once, inputs per product, float32
+ *         accumulation (AVX512_BF16);
+ *   INT8  per-output-channel int8 weights, per-token int8 activations
+ *         smoothed against outlier channels, int32 accumulation (VNNI);
+ *   AUTO  what cdx_precision_auto says this CPU runs natively. */
+typedef enum cdx_precision {
+    CDX_PRECISION_AUTO = 0,
+    CDX_PRECISION_F32,
+    CDX_PRECISION_BF16,
+    CDX_PRECISION_INT8,
+} cdx_precision;
+
+/* "auto", "f32", "bf16", "int8" (static strings). */
+const char *cdx_precision_name(cdx_precision p);
+/* Parse one of those names; 0 on success, -1 if s is none of them. */
+int cdx_precision_parse(const char *s, cdx_precision *out);
+/* What AUTO resolves to on this CPU (never AUTO), with a static one-line
+ * reason in *why (may be NULL): bf16 where AVX512_BF16 exists, else int8
+ * where AVX-512 VNNI or AVX-VNNI exists, else f32.  The environment
+ * variable CLIPDEX_ISA caps the CPU level seen (tests use it). */
+cdx_precision cdx_precision_auto(const char **why);
+/* The CPU level the kernels use, e.g. "avx512_bf16" (static). */
+const char *cdx_cpu_level(void);
+
+/* Switch m to precision p (AUTO resolved as above), preparing converted
+ * weights for the loaded towers (once per precision; F32 frees them).
+ * Bad p is CDX_ERR_ARG; out of memory leaves m at its old precision. */
+cdx_status cdx_model_set_precision(cdx_model *m, cdx_precision p);
+/* The precision m runs (never AUTO), and a static reason string for it
+ * in *why (may be NULL). */
+cdx_precision cdx_model_get_precision(const cdx_model *m, const char **why);
+
 /* ------------------------------------------------------------------ */
 /* Content hashing                                                     */
 /* ------------------------------------------------------------------ */

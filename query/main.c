@@ -15,11 +15,12 @@
 const cdx_cmd cdx_commands[] = {
     {"embed", cmd_embed,
      "clipdex embed [--model DIR] [--preprocess exact|fast] [--format json|tsv] [--raw] "
+     "[--precision auto|f32|bf16|int8] "
      "[--text STR]... [--image PATH]...",
      "print CLIP embeddings of texts and images"},
     {"tokenize", cmd_tokenize, "clipdex tokenize [--model DIR] TEXT...",
      "print CLIP BPE token ids"},
-    {"model", cmd_model, "clipdex model [--model DIR]",
+    {"model", cmd_model, "clipdex model [--model DIR] [--precision auto|f32|bf16|int8]",
      "summarise a CLIP model directory"},
     {"search", cmd_search,
      "clipdex search [--data DIR] [--model DIR] [-n N] [--min-score S] [--after DATE] "

@@ -27,6 +27,8 @@ MODELS = {
     "tiny-bin": ["--format", "bin", "--seed", "6"],
     "tiny-bin-f16": ["--format", "bin", "--dtype", "F16", "--seed", "7"],
     "vitb32": ["--preset", "vitb32", "--seed", "8"],
+    # ViT-B/32 sizes with CLIP-like outlier channels (reduced precision tests)
+    "vitb32-outlier": ["--preset", "vitb32", "--seed", "9", "--outliers"],
 }
 
 
