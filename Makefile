@@ -111,6 +111,7 @@ UNIT_TESTS  = test_status
 UNIT_TESTS += test_tokenizer
 UNIT_TESTS += test_weights
 UNIT_TESTS += test_kernels
+UNIT_TESTS += test_qlinear
 UNIT_TESTS += test_resample
 UNIT_TESTS += test_phash
 UNIT_TESTS += test_image test_exif test_image_fast
@@ -169,7 +170,7 @@ testdata: all
 	@$(PYTHON) tests/tools/make_testdata.py --out build/testdata
 
 check: tests-build testdata
-	CLIPDEX_BUILD=$(BUILD) PYTHON=$(PYTHON) prove -f $(PROVE_FLAGS) \
+	CLIPDEX_PRECISION=f32 CLIPDEX_BUILD=$(BUILD) PYTHON=$(PYTHON) prove -f $(PROVE_FLAGS) \
 		$(T_BINS) $(sort $(wildcard tests/cli/*.t))
 
 asan-check:

@@ -376,7 +376,15 @@ cdx_status cdx_qlinear_new(const float *W, int K, int N, cdx_precision p, const 
         q->bytes = (size_t)N * sizeof(float) + (q->inv_smooth ? (size_t)K * sizeof(float) : 0);
     }
     const size_t esz = p == CDX_PRECISION_BF16 ? 2 : 1;
-    if (engine && cdx_cpu_isa() > CDX_ISA_SCALAR && to_onednn(q, plain, esz)) {
+    /* oneDNN's int8 kernels without VNNI multiply with vpmaddubsw, whose
+     * int16 pair sums saturate for full-range int8 (measured: 18% error
+     * in test_qlinear at CLIPDEX_ISA=avx2), so int8 runs there only with
+     * VNNI; bf16 runs on any AVX-512 (oneDNN emulates vdpbf16ps). */
+    const cdx_isa isa = cdx_cpu_isa();
+    const int native = p == CDX_PRECISION_BF16
+                           ? isa >= CDX_ISA_AVX512
+                           : isa == CDX_ISA_AVX2_VNNI || isa >= CDX_ISA_AVX512_VNNI;
+    if (engine && native && to_onednn(q, plain, esz)) {
         q->onednn = 1;
     } else {
         /* Emulated: the same values as floats, through the float32 path. */
