@@ -106,6 +106,11 @@ int cmd_embed(int argc, char **argv)
         ret = usage_error(self, "nothing to embed: give --text or --image");
         goto out;
     }
+    cdx_precision prec;
+    if (resolve_precision(prec_opt, &prec, NULL)) {
+        ret = EXIT_USAGE;
+        goto out;
+    }
     if (!(model_dir = resolve_model_dir(model_opt))) {
         ret = EXIT_USAGE;
         goto out;
@@ -115,8 +120,8 @@ int cmd_embed(int argc, char **argv)
         ret = error("%s", cdx_last_error());
         goto out;
     }
-    if (apply_precision(m, prec_opt)) {
-        ret = EXIT_ERROR;
+    if (cdx_model_set_precision(m, prec)) {
+        ret = error("%s", cdx_last_error());
         goto out;
     }
     const cdx_model_info *info = cdx_model_get_info(m);
