@@ -514,7 +514,7 @@ cdx_status cdx_model_encode_images(cdx_model *m, const float *pixels, int batch,
  * |gain| + |bias| as each input channel's typical magnitude: the
  * normalised input is O(1) per channel, so the gain and bias set the
  * channel's range, and this is where CLIP's outlier channels show. */
-static cdx_status prepare_tower(struct tower *t, cdx_precision p)
+static cdx_status prepare_tower(cdx_model *m, struct tower *t, cdx_precision p)
 {
     const int C = t->C, F = t->F;
     cdx_status st = CDX_OK;
@@ -536,6 +536,13 @@ static cdx_status prepare_tower(struct tower *t, cdx_precision p)
             (st = cdx_qlinear_new(l->fc1_w, C, F, p, a2, &l->fc1_q)) ||
             (st = cdx_qlinear_new(l->fc2_w, F, C, p, NULL, &l->fc2_q)))
             goto out;
+        /* The float32 originals are only read again if the precision
+         * goes back to f32: out of memory until then (a text query at
+         * bf16 or int8 then fits in ~100 MB). */
+        const float *f32w[6] = {l->q_w, l->k_w, l->v_w, l->o_w, l->fc1_w, l->fc2_w};
+        const size_t sz[6] = {(size_t)C * C, (size_t)C * C, (size_t)C * C, (size_t)C * C,
+                              (size_t)F * C, (size_t)F * C};
+        for (int j = 0; j < 6; j++) cdx_weights_drop_pages(m->w, f32w[j], sz[j]);
     }
 out:
     free(a1);
@@ -559,8 +566,8 @@ cdx_status cdx_model_set_precision(cdx_model *m, cdx_precision p)
     m->prec = CDX_PRECISION_F32;
     m->prec_why = "float32 (a reduced precision could not be prepared)";
     if (p != CDX_PRECISION_F32) {
-        if (((m->towers & CDX_TOWER_TEXT) && (st = prepare_tower(&m->text, p))) ||
-            ((m->towers & CDX_TOWER_VISION) && (st = prepare_tower(&m->vision, p)))) {
+        if (((m->towers & CDX_TOWER_TEXT) && (st = prepare_tower(m, &m->text, p))) ||
+            ((m->towers & CDX_TOWER_VISION) && (st = prepare_tower(m, &m->vision, p)))) {
             free_qlayers(&m->text);
             free_qlayers(&m->vision);
             return cdx_fail_prefix(st, m->dir);
