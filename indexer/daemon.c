@@ -343,6 +343,21 @@ static int open_model(indexer *d)
         LOG_ERROR("%s", cdx_last_error());
         return -1;
     }
+    {
+        /* [model] precision (validated when the configuration was read) */
+        cdx_precision p = CDX_PRECISION_AUTO;
+        const char *why = NULL;
+        if (d->cfg.precision) cdx_precision_parse(d->cfg.precision, &p);
+        if (cdx_model_set_precision(d->model, p) != CDX_OK) {
+            LOG_ERROR("%s", cdx_last_error());
+            goto cleanup;
+        }
+        p = cdx_model_get_precision(d->model, &why);
+        LOG_INFO("model precision %s (%s; CPU level %s)", cdx_precision_name(p),
+                 p == CDX_PRECISION_AUTO || !d->cfg.precision || strcmp(d->cfg.precision, "auto") == 0
+                     ? why : "set by [model] precision",
+                 cdx_cpu_level());
+    }
     info = cdx_model_get_info(d->model);
     cfg_json = path_join(d->cfg.model_dir, "config.json");
     if (cdx_store_model_key(cfg_json, info->weights_file, key) != CDX_OK) {

@@ -45,6 +45,7 @@ void cmd_usage(const cdx_cmd *cmd, FILE *f);
  * how to get one (caller returns EXIT_USAGE). */
 const char *resolve_model_dir(const char *opt);
 /* The precision to run at: opt (--precision), else CLIPDEX_PRECISION, else
+ * clipdex.conf [model] precision, else
  * auto (resolved for this CPU; never AUTO in *out).  Prints and returns -1
  * for a bad name.  apply_precision also switches m to it (-1 on failure,
  * message printed). */

@@ -52,7 +52,7 @@ static const char *find_daemon(char *buf, size_t cap)
 int cmd_index(int argc, char **argv)
 {
     const cdx_cmd *self = cmd_find("index");
-    const char *config = NULL, *model = NULL, *data = NULL;
+    const char *config = NULL, *model = NULL, *data = NULL, *precision = NULL;
     const char **args;
     char exe[PATH_MAX + 16];
     int n = 0, first_dir = argc, missing = 0;
@@ -66,6 +66,7 @@ int cmd_index(int argc, char **argv)
         if ((v = opt_value(argc, argv, &i, "--config", &missing)) != NULL) config = v;
         else if ((v = opt_value(argc, argv, &i, "--model", &missing)) != NULL) model = v;
         else if ((v = opt_value(argc, argv, &i, "--data", &missing)) != NULL) data = v;
+        else if ((v = opt_value(argc, argv, &i, "--precision", &missing)) != NULL) precision = v;
         else if (missing) return usage_error(self, "%s needs a value", argv[i]);
         else if (argv[i][0] == '-' && argv[i][1]) return usage_error(self, "unknown option '%s'", argv[i]);
         else {
@@ -90,6 +91,10 @@ int cmd_index(int argc, char **argv)
     if (data) {
         args[n++] = "--data";
         args[n++] = data;
+    }
+    if (precision) {
+        args[n++] = "--precision";
+        args[n++] = precision;
     }
     args[n++] = "--";
     for (int i = first_dir; i < argc; i++) args[n++] = argv[i];

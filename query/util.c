@@ -59,6 +59,8 @@ int is_help(const char *arg)
  * (clipdex.conf(5)), so that a user who set up clipdexd need not repeat
  * it.  A broken file is reported; it does not stop a command that has a
  * model some other way. */
+static char *conf_precision; /* [model] precision, read with the model dir */
+
 static char *configured_model_dir(void)
 {
     static char *cached;
@@ -71,6 +73,7 @@ static char *configured_model_dir(void)
     config_init(&c);
     if (config_load(&c, path, 0, &err) == 0) {
         if (c.model_dir && *c.model_dir) cached = strdup(c.model_dir);
+        if (c.precision && *c.precision) conf_precision = strdup(c.precision);
     } else {
         warning("%s", err ? err : path);
     }
@@ -93,13 +96,18 @@ const char *resolve_model_dir(const char *opt)
 }
 
 /* The precision a command runs at: --precision, else CLIPDEX_PRECISION,
- * else auto.  *why gets where the choice came from (static). */
+ * else clipdex.conf's [model] precision, else auto.  *why gets where the choice came from (static). */
 int resolve_precision(const char *opt, cdx_precision *out, const char **why)
 {
     const char *v = opt, *src = "--precision";
     if (!v || !*v) {
         v = getenv("CLIPDEX_PRECISION");
         src = "CLIPDEX_PRECISION";
+    }
+    if (!v || !*v) {
+        configured_model_dir();
+        v = conf_precision;
+        src = "[model] precision";
     }
     if (!v || !*v) {
         v = "auto";
@@ -112,7 +120,9 @@ int resolve_precision(const char *opt, cdx_precision *out, const char **why)
     if (*out == CDX_PRECISION_AUTO) {
         *out = cdx_precision_auto(why);
     } else if (why) {
-        *why = strcmp(src, "--precision") == 0 ? "set by --precision" : "set by CLIPDEX_PRECISION";
+        *why = strcmp(src, "--precision") == 0         ? "set by --precision"
+               : strcmp(src, "CLIPDEX_PRECISION") == 0 ? "set by CLIPDEX_PRECISION"
+                                                       : "set by [model] precision in clipdex.conf";
     }
     return 0;
 }
