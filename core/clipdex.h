@@ -485,6 +485,14 @@ cdx_status cdx_store_model_key(const char *config_path, const char *weights_path
  * none.  *model_id (may be NULL) receives the model's id. */
 cdx_status cdx_store_use_model(cdx_store *s, const cdx_store_model *m, int64_t *model_id);
 
+/* Writer: the precision (F32, BF16, INT8; not AUTO) recorded with the
+ * vectors written from now on.  Unset, new vectors record NULL. */
+cdx_status cdx_store_set_precision(cdx_store *s, cdx_precision p);
+/* Model model_id's vectors by the precision that computed them:
+ * counts[CDX_PRECISION_F32 / BF16 / INT8], and counts[0] (AUTO) for
+ * vectors that recorded none (written before precision was recorded). */
+cdx_status cdx_store_precision_counts(cdx_store *s, int64_t model_id, int64_t counts[4]);
+
 /* The models the store knows, for messages and status. */
 typedef struct cdx_store_model_info {
     int64_t id;
