@@ -229,6 +229,12 @@ $(BUILD)/tests/tools/%: tests/tools/%.c $(LIB) $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 tests-build: $(STORE_TOOLS)
+# Reduced precision vs float32 over a store-sized vector set (12-precision.t);
+# it scores moderation with the clipdex moderate label sets (query/labels.o).
+$(BUILD)/tests/tools/precision_agree: tests/tools/precision_agree.c $(BUILD)/query/labels.o $(LIB) $(FAISS_LIBS) $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/query/labels.o $(LIB) $(LDLIBS)
+tests-build: $(BUILD)/tests/tools/precision_agree
 bench: $(STORE_BENCH)
 
 # ---- query tool (search/dupes/moderate): a store builder for its tests

@@ -8,6 +8,15 @@ test images and texts, on the ViT-B/32-sized random model and its
 output channels 20-50x larger than the rest, as in real CLIP checkpoints):
   bf16: cosine >= 0.999 for every embedding;
   int8: median cosine >= 0.99 and minimum >= 0.98.
+Retrieval over a store-sized set (tests/tools/precision_agree: 10000
+synthetic images and 100 text queries on the tiny model, exact top-10 in
+double): the top-10 at reduced precision overlaps float32's by >= 0.9
+(bf16) and >= 0.8 (int8) on average, and moderation decisions with the
+presets' thresholds agree on >= 98% of images.  (A random-weight model
+flags nothing at those thresholds, so the tool also prints agreement at
+thresholds that flag 5% per label; shown, not asserted: near-uniform
+label probabilities make it a test of the random model, not of the
+arithmetic.)
 Every CPU dispatch level (CLIPDEX_ISA caps the level seen) runs the unit
 test of the kernels against their scalar twin, meets the same bars on the
 outlier model, and `clipdex model` says which precision auto picks there.
@@ -27,6 +36,7 @@ import clip_ref  # noqa: E402
 BUILD = os.environ.get("CLIPDEX_BUILD", "build")
 CLIPDEX = os.path.join(ROOT, BUILD, "bin", "clipdex")
 UNIT = os.path.join(ROOT, BUILD, "tests", "test_qlinear")
+AGREE = os.path.join(ROOT, BUILD, "tests", "tools", "precision_agree")
 TESTDATA = os.path.join(ROOT, "build", "testdata")
 IMAGES = os.path.join(TESTDATA, "images")
 
@@ -151,6 +161,19 @@ def main():
             got = embed(d, prec, sub_t, sub_i, isa=lvl)
             if ok(got is not None, "CLIPDEX_ISA=%s %s runs" % (lvl, prec)):
                 bars("outlier CLIPDEX_ISA=%s" % lvl, prec, cosines(got, sub_want))
+
+    tiny = os.path.join(TESTDATA, "models", "tiny")
+    for prec, bar in (("bf16", 0.9), ("int8", 0.8)):
+        p = run([AGREE, tiny, "10000", prec])
+        kv = dict(l.split(" ", 1) for l in p.stdout.decode().splitlines() if " " in l)
+        if not ok(p.returncode == 0 and "top10_overlap" in kv, "precision_agree %s runs" % prec):
+            print("# " + p.stderr.decode(errors="replace"))
+            continue
+        print("# %s: %s" % (prec, ", ".join("%s %s" % x for x in sorted(kv.items()))))
+        ok(float(kv["top10_overlap"]) >= bar, "%s: mean top-10 overlap with float32 %s >= %.1f over %s images"
+           % (prec, kv["top10_overlap"], bar, kv["images"]))
+        ok(float(kv["moderation_agree"]) >= 0.98, "%s: moderation decisions agree on %s >= 0.98 of images"
+           % (prec, kv["moderation_agree"]))
 
     bad = run([CLIPDEX, "embed", "--model", d, "--precision", "fp8", "--text", "x"])
     ok(bad.returncode == 2 and b"--precision must be auto, f32, bf16 or int8, not 'fp8'" in bad.stderr,
