@@ -159,6 +159,10 @@ static void print_json(const status *x)
         printf("\"model\":null,");
         json_str_or_null("index_type", x->index_type, 1);
     }
+    json_str_or_null("precision", x->precision, 1);
+    printf("\"vectors_by_precision\":{\"unrecorded\":%lld,\"f32\":%lld,\"bf16\":%lld,\"int8\":%lld},",
+           (long long)x->by_prec[0], (long long)x->by_prec[1], (long long)x->by_prec[2],
+           (long long)x->by_prec[3]);
     printf("\"models\":%zu,\"vectors\":%lld,", x->n_models, (long long)x->st.n_vectors);
     printf("\"watches\":%lld,\"unwatched\":%lld,", (long long)num(x->watches), (long long)num(x->unwatched));
     printf("\"updated_at\":%lld,", (long long)num(x->updated_at));

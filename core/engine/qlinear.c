@@ -68,6 +68,10 @@ struct prim {
     dnnl_primitive_t prim;
     dnnl_memory_t src, dst;
     dnnl_stream_t stream;
+    /* src/dst handles are set per call: two models running the same
+     * shape on two threads (a pool of one thread runs jobs inline,
+     * unserialised) must not interleave.  Uncontended in practice. */
+    pthread_mutex_t use;
 };
 static struct prim *cache;
 
@@ -111,6 +115,7 @@ static struct prim *get_prim(const cdx_qlinear *q, int s, int64_t M)
     if (!e) goto fail;
     *e = (struct prim){.p = q->p, .M = M, .K = q->K, .n = sl->n, .ldy = q->N, .slice = s,
                        .wmd = sl->wmd};
+    pthread_mutex_init(&e->use, NULL);
     const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
     const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
     if (dnnl_primitive_create(&e->prim, pd) ||
@@ -471,12 +476,14 @@ static void run_slices(void *vctx, int64_t s0, int64_t s1)
         const struct slice *sl = &q->sl[s];
         struct prim *e = c->prims[s];
         void *dst = q->p == CDX_PRECISION_BF16 ? (void *)(c->y + sl->n0) : (void *)(c->acc + sl->n0);
+        pthread_mutex_lock(&e->use);
         dnnl_memory_set_data_handle(e->src, c->src);
         dnnl_memory_set_data_handle(e->dst, dst);
         dnnl_exec_arg_t args[3] = {
             {DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, sl->wmem}, {DNNL_ARG_DST, e->dst}};
         dnnl_primitive_execute(e->prim, e->stream, 3, args);
         dnnl_stream_wait(e->stream);
+        pthread_mutex_unlock(&e->use);
         if (q->p == CDX_PRECISION_INT8)
             for (int64_t r = 0; r < c->R; r++) {
                 const int32_t *a = c->acc + r * q->N + sl->n0;

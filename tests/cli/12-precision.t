@@ -108,6 +108,37 @@ def reference(model, texts, images):
                     [ref.embed_image(p).double().numpy() for p in images])
 
 
+def store_precision():
+    """Switching precision re-embeds nothing; each vector records its
+    precision and `clipdex status` reports both."""
+    import shutil
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix="cdx-prec-")
+    try:
+        lib, data = os.path.join(tmp, "lib"), os.path.join(tmp, "data")
+        os.makedirs(lib)
+        for f in IMAGE_FILES[:3]:
+            shutil.copy(os.path.join(IMAGES, f), lib)
+        env = {"CLIPDEX_MODEL": os.path.join(TESTDATA, "models", "tiny"), "XDG_CONFIG_HOME": tmp}
+        p = run([CLIPDEX, "index", "--data", data, "--precision", "int8", lib], env)
+        ok(p.returncode == 0 and b"model precision int8" in p.stderr, "index --precision int8 runs int8")
+        shutil.copy(os.path.join(IMAGES, IMAGE_FILES[3]), lib)
+        p = run([CLIPDEX, "index", "--data", data, "--precision", "bf16", lib], env)
+        err = p.stderr.decode(errors="replace")
+        ok(p.returncode == 0 and "1 embedded" in err and "3 unchanged" in err,
+           "switching to bf16 embeds only the new file (%s)"
+           % next((l for l in err.splitlines() if "indexed in" in l), "no summary"))
+        st = run([CLIPDEX, "status", "--data", data], env).stdout.decode()
+        ok("vectors by:  bf16 1, int8 3" in st and "precision:   bf16" in st,
+           "status: the precision that runs and vectors by precision (%s)"
+           % "; ".join(l for l in st.splitlines() if "precision" in l or "vectors by" in l))
+        js = json.loads(run([CLIPDEX, "status", "--data", data, "--format", "json"], env).stdout.decode())
+        ok(js.get("vectors_by_precision") == {"unrecorded": 0, "f32": 0, "bf16": 1, "int8": 3},
+           "status --format json: vectors_by_precision")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def detected_level():
     p = run([UNIT])
     for line in p.stdout.decode().splitlines():
@@ -174,6 +205,8 @@ def main():
            % (prec, kv["top10_overlap"], bar, kv["images"]))
         ok(float(kv["moderation_agree"]) >= 0.98, "%s: moderation decisions agree on %s >= 0.98 of images"
            % (prec, kv["moderation_agree"]))
+
+    store_precision()
 
     bad = run([CLIPDEX, "embed", "--model", d, "--precision", "fp8", "--text", "x"])
     ok(bad.returncode == 2 and b"--precision must be auto, f32, bf16 or int8, not 'fp8'" in bad.stderr,
