@@ -63,7 +63,9 @@ int cmd_index(int argc, char **argv)
     first_dir = optind;
     if (first_dir >= argc) return usage_error(self, "no directory to index");
 
-    args = xcalloc((size_t)(argc - first_dir) + 10, sizeof *args);
+    /* clipdexd --once, four options with their values, --, the
+     * directories, NULL */
+    args = xcalloc((size_t)(argc - first_dir) + 12, sizeof *args);
     args[n++] = "clipdexd";
     args[n++] = "--once";
     if (config) {

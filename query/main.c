@@ -55,7 +55,7 @@ const cdx_cmd cdx_commands[] = {
     {"info", cmd_info, "clipdex info [--format table|json] [--probe] IMAGE...",
      "format, size, orientation, date, camera and GPS of image files"},
     {"serve", cmd_serve,
-     "clipdex serve [--data DIR] [--model DIR] [--listen ADDR:PORT] [--token TOKEN] "
+     "clipdex serve [--data DIR] [--model DIR] [--precision P] [--listen ADDR:PORT] [--token TOKEN] "
      "[--threads N] [--cache-mb MB]",
      "the library as a local web app (search, photos, dupes, moderation) and JSON API"},
     {"help", cmd_help, "clipdex help [COMMAND]", "show help for a command"},
