@@ -77,7 +77,7 @@ else
 FAISS_W = $(FAISS_A)
 endif
 FAISS_LIBS = $(FAISS_C) $(FAISS_W)
-LDLIBS = $(FAISS_C) $(FAISS_W) $(PKG_LIBS) -lgif -lgomp -lstdc++ -lm -pthread
+LDLIBS = $(FAISS_C) $(FAISS_W) $(PKG_LIBS) -ldnnl -lgif -lgomp -lstdc++ -lm -pthread
 
 # ======================================================================
 # Modules.  Each section adds to:
@@ -100,12 +100,14 @@ CORE_OBJS += core/engine/tokenizer.o core/engine/ftfy.o
 CORE_OBJS += core/engine/safetensors.o core/engine/torchbin.o core/engine/weights.o
 CORE_OBJS += core/engine/model_config.o core/engine/model.o core/engine/kernels.o core/engine/linear.o
 CORE_OBJS += core/engine/model_input.o
-UNIT_TESTS += test_tokenizer test_weights test_kernels
+# reduced precision (bf16, int8) through oneDNN: CPU level, prepared layers
+CORE_OBJS += core/engine/cpu.o core/engine/precision.o core/engine/qlinear.o
+UNIT_TESTS += test_tokenizer test_weights test_kernels test_qlinear
 BENCHES += engine_bench
 # The compute kernels are written to be vectorised: -O3 and OpenMP's simd
 # pragmas; they never call the OpenMP runtime (libgomp is linked only for
 # FAISS's own code; core/pool.h says why our threads are our own).
-$(BUILD)/core/engine/kernels.o $(BUILD)/core/engine/linear.o: KFLAGS = -O3 -fopenmp-simd
+$(BUILD)/core/engine/kernels.o $(BUILD)/core/engine/linear.o $(BUILD)/core/engine/qlinear.o: KFLAGS = -O3 -fopenmp-simd
 
 # ---- core/image/: decoders, EXIF, orientation, resampling,
 # preprocessing, perceptual hash ----
@@ -155,7 +157,7 @@ $(BUILD)/gen/web.c: query/web/web2c.awk $(WEB_FILES)
 	$(call say,GEN,$@)LC_ALL=C awk -f query/web/web2c.awk $(WEB_FILES) > $@.tmp && mv $@.tmp $@
 $(BUILD)/gen/web.o: $(BUILD)/gen/web.c query/serve.h $(BUILD)/.flags
 	$(call say,CC,$<)$(CC) $(ALL_CFLAGS) -Iquery -Icommon -c $< -o $@
-TEST_TOOLS += tests/tools/mkstore tests/tools/phash_files
+TEST_TOOLS += tests/tools/mkstore tests/tools/phash_files tests/tools/precision_agree
 BENCHES += query_fill
 
 # ---- indexer/: the clipdexd daemon ----
@@ -223,6 +225,11 @@ $(BUILD)/bench/%: bench/%.c $(LIB) $(BUILD)/.flags $(FAISS_LIBS)
 $(BUILD)/tests/tools/powercut.so: tests/tools/powercut.c
 	@mkdir -p $(dir $@)
 	$(call say,LINK,$@)$(CC) -std=c11 -D_GNU_SOURCE -O1 -g $(WARN) -shared -fPIC -o $@ $< -ldl -pthread
+# Reduced precision vs float32 over a store-sized vector set (12-precision.t);
+# it scores moderation with the clipdex moderate label sets (query/labels.o).
+$(BUILD)/tests/tools/precision_agree: tests/tools/precision_agree.c $(BUILD)/query/labels.o $(LIB) $(BUILD)/.flags $(FAISS_LIBS)
+	@mkdir -p $(dir $@)
+	$(call say,LINK,$@)$(CC) $(ALL_CFLAGS) -Icommon -o $@ $< $(BUILD)/query/labels.o $(LIB) $(LDLIBS)
 
 $(FAISS_C):
 	scripts/deps.sh
@@ -274,7 +281,7 @@ testdata: all
 	@$(PYTHON) tests/tools/make_testdata.py --out build/testdata
 
 check: tests-build testdata
-	CLIPDEX_BUILD=$(BUILD) PYTHON=$(PYTHON) prove -f $(PROVE_FLAGS) \
+	CLIPDEX_PRECISION=f32 CLIPDEX_BUILD=$(BUILD) PYTHON=$(PYTHON) prove -f $(PROVE_FLAGS) \
 		$(T_BINS) $(sort $(wildcard tests/cli/*.t))
 
 asan-check:

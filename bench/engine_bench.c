@@ -3,6 +3,7 @@
  *
  *   engine_bench MODEL_DIR images BATCH REPS   images/s per rep, median
  *   engine_bench MODEL_DIR text NTOKENS REPS    ms per text query, median
+ *   ... [PRECISION]                             auto|f32|bf16|int8 (default f32)
  *
  * Images are random pixels (throughput does not depend on content).  The
  * text query is NTOKENS ids (start, words, end) run as `clipdex search`
@@ -38,8 +39,8 @@ static double median(double *v, int n)
 
 int main(int argc, char **argv)
 {
-    if (argc != 5) {
-        fprintf(stderr, "usage: engine_bench MODEL_DIR images|text N REPS\n");
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: engine_bench MODEL_DIR images|text N REPS [PRECISION]\n");
         return 2;
     }
     const char *dir = argv[1], *mode = argv[2];
@@ -51,6 +52,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "engine_bench: %s\n", cdx_last_error());
         return 1;
     }
+    cdx_precision prec = CDX_PRECISION_F32;
+    if (argc == 6 && cdx_precision_parse(argv[5], &prec)) {
+        fprintf(stderr, "engine_bench: bad precision %s\n", argv[5]);
+        return 2;
+    }
+    if (cdx_model_set_precision(m, prec)) {
+        fprintf(stderr, "engine_bench: %s\n", cdx_last_error());
+        return 1;
+    }
+    printf("precision %s\n", cdx_precision_name(cdx_model_get_precision(m, NULL)));
     printf("open_ms %.1f\n", (now() - t0) * 1e3);
     const cdx_model_info *info = cdx_model_get_info(m);
     double *times = calloc((size_t)reps, sizeof(double));

@@ -22,13 +22,19 @@ def main():
     ap.add_argument("model")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"],
+                    help="bf16: every weight and the input pixels cast to torch.bfloat16 "
+                         "(oneDNN kernels), as a user of torch would run it")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     m = clip_ref.CLIPRef(a.model)
+    dt = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    if dt != torch.float32:
+        m.w = {k: (v.to(dt) if v.is_floating_point() else v) for k, v in m.w.items()}
     S = m.cfg["vision_config"].get("image_size", 224)
     with torch.inference_mode():
         for bs in (1, 8, 16):
-            x = torch.randn(bs, 3, S, S)
+            x = torch.randn(bs, 3, S, S).to(dt)
             m.encode_pixels(x)
             ts = []
             for _ in range(a.reps):

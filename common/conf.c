@@ -63,6 +63,9 @@ static const key_def keys[] = {
      "compute threads of the model (0: one per online CPU)"},
     {"model", "workers", K_INT, F(workers), "0", 0, 256,
      "decode worker threads (0: as many as compute threads)"},
+    {"model", "precision", K_STR, F(precision), NULL, 0, 0,
+     "arithmetic of the model: auto (bf16 with AVX512_BF16, int8 with VNNI, else f32), f32, bf16, "
+     "int8 (default: $CLIPDEX_PRECISION, else auto)"},
     {"store", "data_dir", K_PATH, F(data_dir), NULL, 0, 0,
      "the index store (default: $CLIPDEX_DATA, else $XDG_DATA_HOME/clipdex)"},
     {"store", "index_type", K_STR, F(index_type), "Flat", 0, 0,
@@ -167,10 +170,15 @@ static char *set_value(config *c, const key_def *k, const char *v, const char *b
         *AT(c, k, int64_t) = x;
         return NULL;
     }
-    case K_STR:
+    case K_STR: {
+        cdx_precision p;
+        /* [model] precision: one of the names the library knows */
+        if (k->off == F(precision) && cdx_precision_parse(v, &p) != 0)
+            return xasprintf("'%s' is not one of auto, f32, bf16, int8", v);
         free(*AT(c, k, char *));
         *AT(c, k, char *) = xstrdup(v);
         return NULL;
+    }
     case K_PATH:
         free(*AT(c, k, char *));
         *AT(c, k, char *) = *v ? path_absolute(v, base) : NULL;
@@ -268,6 +276,7 @@ void config_release(config *c)
     strv_clear(&c->excludes);
     strv_clear(&c->extensions);
     free(c->model_dir);
+    free(c->precision);
     free(c->data_dir);
     free(c->index_type);
     free(c->search_params);
@@ -405,6 +414,11 @@ int config_finish(config *c, char **err)
     if (!c->model_dir) {
         const char *m = getenv("CLIPDEX_MODEL");
         if (m && *m) c->model_dir = path_absolute(m, NULL);
+    }
+    if (!c->precision) {
+        const char *p = getenv("CLIPDEX_PRECISION");
+        cdx_precision pr;
+        if (p && *p && cdx_precision_parse(p, &pr) == 0) c->precision = xstrdup(p);
     }
     return 0;
 }

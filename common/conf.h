@@ -42,6 +42,7 @@ typedef struct config {
     int64_t batch;         /* images per embedding batch */
     int64_t threads;       /* compute threads (0: online CPUs) */
     int64_t workers;       /* decode workers (0: as many as threads) */
+    char *precision;       /* auto, f32, bf16, int8 (validated) */
     /* [store] */
     char *data_dir;
     char *index_type;      /* FAISS index_factory string */

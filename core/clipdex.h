@@ -365,6 +365,42 @@ typedef struct cdx_input_opts {
 cdx_status cdx_model_image_input(const cdx_model *m, const char *path, const cdx_input_opts *opts,
                                  float *out);
 
+/* Arithmetic precision of the transformer blocks' matrix products (layer
+ * norms, softmax, GELU and the residual stream are always float32).  A
+ * model opens at F32, the exact path the parity tests check.  The
+ * vectors of one checkpoint at any precision are one vector space.
+ *   BF16  weights rounded to bfloat16 once, inputs per product, float32
+ *         accumulation (AVX512_BF16);
+ *   INT8  per-output-channel int8 weights, per-token int8 activations
+ *         smoothed against outlier channels, int32 accumulation (VNNI);
+ *   AUTO  what cdx_precision_auto says this CPU runs natively. */
+typedef enum cdx_precision {
+    CDX_PRECISION_AUTO = 0,
+    CDX_PRECISION_F32,
+    CDX_PRECISION_BF16,
+    CDX_PRECISION_INT8,
+} cdx_precision;
+
+/* "auto", "f32", "bf16", "int8" (static strings). */
+const char *cdx_precision_name(cdx_precision p);
+/* Parse one of those names; 0 on success, -1 if s is none of them. */
+int cdx_precision_parse(const char *s, cdx_precision *out);
+/* What AUTO resolves to on this CPU (never AUTO), with a static one-line
+ * reason in *why (may be NULL): bf16 where AVX512_BF16 exists, else int8
+ * where AVX-512 VNNI or AVX-VNNI exists, else f32.  The environment
+ * variable CLIPDEX_ISA caps the CPU level seen (tests use it). */
+cdx_precision cdx_precision_auto(const char **why);
+/* The CPU level the kernels use, e.g. "avx512_bf16" (static). */
+const char *cdx_cpu_level(void);
+
+/* Switch m to precision p (AUTO resolved as above), preparing converted
+ * weights for the loaded towers (once per precision; F32 frees them).
+ * Bad p is CDX_ERR_ARG; out of memory leaves m at its old precision. */
+cdx_status cdx_model_set_precision(cdx_model *m, cdx_precision p);
+/* The precision m runs (never AUTO), and a static reason string for it
+ * in *why (may be NULL). */
+cdx_precision cdx_model_get_precision(const cdx_model *m, const char **why);
+
 /* ------------------------------------------------------------------ */
 /* Content hashing                                                     */
 /* ------------------------------------------------------------------ */
@@ -480,6 +516,14 @@ cdx_status cdx_store_model_key(const char *config_path, const char *weights_path
  * with CDX_ERR_STORE (naming the models the store has) when there is
  * none.  *model_id (may be NULL) receives the model's id. */
 cdx_status cdx_store_use_model(cdx_store *s, const cdx_store_model *m, int64_t *model_id);
+
+/* Writer: the precision (F32, BF16, INT8; not AUTO) recorded with the
+ * vectors written from now on.  Unset, new vectors record NULL. */
+cdx_status cdx_store_set_precision(cdx_store *s, cdx_precision p);
+/* Model model_id's vectors by the precision that computed them:
+ * counts[CDX_PRECISION_F32 / BF16 / INT8], and counts[0] (AUTO) for
+ * vectors that recorded none (written before precision was recorded). */
+cdx_status cdx_store_precision_counts(cdx_store *s, int64_t model_id, int64_t counts[4]);
 
 /* The models the store knows, for messages and status. */
 typedef struct cdx_store_model_info {

@@ -244,6 +244,17 @@ static void status_write(indexer *d)
     meta_str(d, "daemon.model", d->model_name ? d->model_name : "");
     meta_str(d, "daemon.model_dir", d->cfg.model_dir ? d->cfg.model_dir : "");
     meta_str(d, "daemon.index_type", d->cfg.index_type);
+    if (d->model) {
+        /* which precision runs and why, for clipdex status */
+        char pbuf[256];
+        const char *why = NULL;
+        cdx_precision p = cdx_model_get_precision(d->model, &why);
+        snprintf(pbuf, sizeof pbuf, "%s (%s; CPU level %s)", cdx_precision_name(p),
+                 d->cfg.precision && strcmp(d->cfg.precision, "auto") != 0 ? "set by [model] precision"
+                                                                          : why,
+                 cdx_cpu_level());
+        meta_str(d, "daemon.precision", pbuf);
+    }
     if (d->last_error) {
         meta_str(d, "daemon.last_error", d->last_error);
         meta_int(d, "daemon.last_error_at", d->last_error_at);
@@ -431,6 +442,21 @@ static int open_model(indexer *d)
         LOG_ERROR("%s", cdx_last_error());
         return -1;
     }
+    {
+        /* [model] precision (validated when the configuration was read) */
+        cdx_precision p = CDX_PRECISION_AUTO;
+        const char *why = NULL;
+        if (d->cfg.precision) cdx_precision_parse(d->cfg.precision, &p);
+        if (cdx_model_set_precision(d->model, p) != CDX_OK) {
+            LOG_ERROR("%s", cdx_last_error());
+            goto cleanup;
+        }
+        p = cdx_model_get_precision(d->model, &why);
+        LOG_INFO("model precision %s (%s; CPU level %s)", cdx_precision_name(p),
+                 p == CDX_PRECISION_AUTO || !d->cfg.precision || strcmp(d->cfg.precision, "auto") == 0
+                     ? why : "set by [model] precision",
+                 cdx_cpu_level());
+    }
     info = cdx_model_get_info(d->model);
     cfg_json = path_join(d->cfg.model_dir, "config.json");
     if (cdx_store_model_key(cfg_json, info->weights_file, key) != CDX_OK) {
@@ -442,7 +468,8 @@ static int open_model(indexer *d)
     sm.name = d->model_name;
     sm.dir = d->cfg.model_dir;
     sm.dim = info->projection_dim;
-    if (cdx_store_use_model(d->store, &sm, &d->model_id) != CDX_OK) {
+    if (cdx_store_use_model(d->store, &sm, &d->model_id) != CDX_OK ||
+        cdx_store_set_precision(d->store, cdx_model_get_precision(d->model, NULL)) != CDX_OK) {
         LOG_ERROR("%s", cdx_last_error());
         goto cleanup;
     }

@@ -35,6 +35,7 @@ static const char usage_text[] =
     "  --batch N           images per embedding batch    ([model] batch)\n"
     "  --threads N         compute threads               ([model] threads)\n"
     "  --workers N         decode workers                ([model] workers)\n"
+    "  --precision P       auto, f32, bf16 or int8       ([model] precision)\n"
     "  --log-file FILE     log here, not to stderr       ([daemon] log_file)\n"
     "  --set S.K=V         set any configuration key\n"
     "  -v, --verbose       debug logging;  -q, --quiet: warnings and errors only\n"
@@ -57,6 +58,7 @@ static const struct {
     {"model", "model.dir"},       {"data", "store.data_dir"},   {"index-type", "store.index_type"},
     {"batch", "model.batch"},     {"threads", "model.threads"}, {"workers", "model.workers"},
     {"log-file", "daemon.log_file"}, {"log-level", "daemon.log_level"},
+    {"precision", "model.precision"},
 };
 #define N_SHORTHANDS (sizeof shorthands / sizeof shorthands[0])
 

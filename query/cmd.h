@@ -47,6 +47,13 @@ void cmd_usage(const cdx_cmd *cmd, FILE *f);
  * else [model] dir of the default clipdex.conf, else NULL after printing
  * how to get one (caller returns EXIT_USAGE). */
 const char *resolve_model_dir(const char *opt);
+/* The precision to run at: opt (--precision), else CLIPDEX_PRECISION, else
+ * clipdex.conf [model] precision, else
+ * auto (resolved for this CPU; never AUTO in *out).  Prints and returns -1
+ * for a bad name.  apply_precision also switches m to it (-1 on failure,
+ * message printed). */
+int resolve_precision(const char *opt, cdx_precision *out, const char **why);
+int apply_precision(cdx_model *m, const char *opt);
 
 /* The data directory as clipdexd finds it (config_resolve in
  * common/conf.h): data_opt (--data) when given, else clipdex.conf's

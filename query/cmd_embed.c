@@ -57,11 +57,12 @@ int cmd_embed(int argc, char **argv)
         {"model", required_argument, NULL, 'm'},   {"preprocess", required_argument, NULL, 'p'},
         {"format", required_argument, NULL, 'f'},  {"text", required_argument, NULL, 't'},
         {"image", required_argument, NULL, 'i'},   {"raw", no_argument, NULL, 'r'},
+        {"precision", required_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
     struct input *inputs = NULL;
     int n_inputs = 0, n_images = 0, n_texts = 0, json = 1, raw = 0, fast = 0, c, ret = EXIT_OK;
-    const char *model_opt = NULL, *model_dir;
+    const char *model_opt = NULL, *model_dir, *prec_opt = NULL;
     cdx_model *m = NULL;
     float *emb = NULL, *pixels = NULL;
     cdx_status st;
@@ -91,6 +92,7 @@ int cmd_embed(int argc, char **argv)
         case 't': inputs[n_inputs++] = (struct input){0, optarg, 0}; n_texts++; break;
         case 'i': inputs[n_inputs++] = (struct input){1, optarg, 0}; n_images++; break;
         case 'r': raw = 1; break;
+        case 'P': prec_opt = optarg; break;
         default:
             ret = usage_error(self, "unknown or incomplete option '%s'", argv[optind - 1]);
             goto out;
@@ -104,12 +106,21 @@ int cmd_embed(int argc, char **argv)
         ret = usage_error(self, "nothing to embed: give --text or --image");
         goto out;
     }
+    cdx_precision prec;
+    if (resolve_precision(prec_opt, &prec, NULL)) {
+        ret = EXIT_USAGE;
+        goto out;
+    }
     if (!(model_dir = resolve_model_dir(model_opt))) {
         ret = EXIT_USAGE;
         goto out;
     }
     st = cdx_model_open(model_dir, (n_texts ? CDX_TOWER_TEXT : 0) | (n_images ? CDX_TOWER_VISION : 0), &m);
     if (st) {
+        ret = error("%s", cdx_last_error());
+        goto out;
+    }
+    if (cdx_model_set_precision(m, prec)) {
         ret = error("%s", cdx_last_error());
         goto out;
     }

@@ -42,9 +42,10 @@ int cmd_index(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"model", required_argument, NULL, 'm'},
         {"data", required_argument, NULL, 'd'},
+        {"precision", required_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
-    const char *config = NULL, *model = NULL, *data = NULL;
+    const char *config = NULL, *model = NULL, *data = NULL, *precision = NULL;
     const char **args;
     char exe[PATH_MAX + 16];
     int n = 0, first_dir, c;
@@ -56,12 +57,15 @@ int cmd_index(int argc, char **argv)
         if (c == 'c') config = optarg;
         else if (c == 'm') model = optarg;
         else if (c == 'd') data = optarg;
+        else if (c == 'P') precision = optarg;
         else return usage_error(self, "unknown or incomplete option '%s'", argv[optind - 1]);
     }
     first_dir = optind;
     if (first_dir >= argc) return usage_error(self, "no directory to index");
 
-    args = xcalloc((size_t)(argc - first_dir) + 10, sizeof *args);
+    /* clipdexd --once, four options with their values, --, the
+     * directories, NULL */
+    args = xcalloc((size_t)(argc - first_dir) + 12, sizeof *args);
     args[n++] = "clipdexd";
     args[n++] = "--once";
     if (config) {
@@ -75,6 +79,10 @@ int cmd_index(int argc, char **argv)
     if (data) {
         args[n++] = "--data";
         args[n++] = data;
+    }
+    if (precision) {
+        args[n++] = "--precision";
+        args[n++] = precision;
     }
     args[n++] = "--";
     for (int i = first_dir; i < argc; i++) args[n++] = argv[i];

@@ -21,9 +21,11 @@ int cmd_model(int argc, char **argv)
     const cdx_cmd *self = cmd_find("model");
     static const struct option opts[] = {
         {"model", required_argument, NULL, 'm'},
+        {"precision", required_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
-    const char *model_opt = NULL, *dir;
+    const char *model_opt = NULL, *dir, *prec_opt = NULL, *why;
+    cdx_precision prec;
     cdx_model *m = NULL;
     int c;
 
@@ -31,10 +33,12 @@ int cmd_model(int argc, char **argv)
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == 'm') model_opt = optarg;
+        else if (c == 'P') prec_opt = optarg;
         else return usage_error(self, "unknown or incomplete option '%s'", argv[optind - 1]);
     }
     if (optind < argc) return usage_error(self, "unexpected argument '%s'", argv[optind]);
     if (!(dir = resolve_model_dir(model_opt))) return EXIT_USAGE;
+    if (resolve_precision(prec_opt, &prec, &why)) return EXIT_USAGE;
     if (cdx_model_open(dir, CDX_TOWER_TEXT | CDX_TOWER_VISION, &m)) return error("%s", cdx_last_error());
     const cdx_model_info *i = cdx_model_get_info(m);
     const cdx_preprocess_cfg *p = cdx_model_preprocess(m);
@@ -47,6 +51,8 @@ int cmd_model(int argc, char **argv)
     printf("parameters: %lld (%.1f M)\n", (long long)i->n_params, (double)i->n_params / 1e6);
     printf("weights: %s (%s)\n", i->weights_file, i->dtype);
     printf("logit scale: %.4f\n", (double)i->logit_scale);
+    /* What embed/search/index would run at (not prepared here). */
+    printf("precision: %s (%s; CPU level %s)\n", cdx_precision_name(prec), why, cdx_cpu_level());
     printf("preprocess: shortest edge %d, crop %dx%d, mean [%.8g, %.8g, %.8g], std [%.8g, %.8g, %.8g]\n",
            p->shortest_edge, p->crop_width, p->crop_height, (double)p->image_mean[0],
            (double)p->image_mean[1], (double)p->image_mean[2], (double)p->image_std[0],

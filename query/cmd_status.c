@@ -34,6 +34,8 @@ typedef struct status {
     char *state, *mode, *queued, *rate, *embedded, *updated_at, *started_at, *watches,
         *unwatched, *last_error, *last_error_at, *pid, *model_dir, *index_type;
     char *problem;            /* the writer's note: store writes failing (disk full) */
+    char *precision;       /* daemon.precision: what the daemon runs, and why */
+    int64_t by_prec[4];    /* current model's vectors by precision (0: unrecorded) */
 } status;
 
 /* The pid in DIR/writer.lock when that process is alive. */
@@ -104,6 +106,16 @@ static void print_text(const status *x)
     else
         printf("model:       none yet\n");
     printf("index type:  %s\n", x->cur ? x->cur->index_factory : x->index_type ? x->index_type : "-");
+    if (x->precision) printf("precision:   %s\n", x->precision);
+    if (x->cur) {
+        /* One vector space at every precision: this only says how the
+         * vectors were computed. */
+        static const char *const pn[4] = {"unrecorded (f32)", "f32", "bf16", "int8"};
+        int any = 0;
+        for (int i = 0; i < 4; i++)
+            if (x->by_prec[i]) printf("%s%s %lld", any++ ? ", " : "vectors by:  ", pn[i], (long long)x->by_prec[i]);
+        if (any) printf("\n");
+    }
     if (x->n_models > 1) printf("models:      %zu (vectors: %lld in all)\n", x->n_models, (long long)x->st.n_vectors);
     if (running && x->watches)
         printf("watching:    %s directories (%s unwatched: watch limit)\n", x->watches,
@@ -149,6 +161,10 @@ static void print_json(const status *x)
         printf("\"model\":null,");
         json_str_or_null("index_type", x->index_type, 1);
     }
+    json_str_or_null("precision", x->precision, 1);
+    printf("\"vectors_by_precision\":{\"unrecorded\":%lld,\"f32\":%lld,\"bf16\":%lld,\"int8\":%lld},",
+           (long long)x->by_prec[0], (long long)x->by_prec[1], (long long)x->by_prec[2],
+           (long long)x->by_prec[3]);
     printf("\"models\":%zu,\"vectors\":%lld,", x->n_models, (long long)x->st.n_vectors);
     printf("\"watches\":%lld,\"unwatched\":%lld,", (long long)num(x->watches), (long long)num(x->unwatched));
     printf("\"updated_at\":%lld,", (long long)num(x->updated_at));
@@ -218,6 +234,9 @@ int cmd_status(int argc, char **argv)
     x.pid = meta(s, "daemon.pid");
     x.model_dir = meta(s, "daemon.model_dir");
     x.index_type = meta(s, "daemon.index_type");
+    x.precision = meta(s, "daemon.precision");
+    if (x.cur && cdx_store_precision_counts(s, x.cur->id, x.by_prec) != CDX_OK)
+        memset(x.by_prec, 0, sizeof x.by_prec); /* an older store: nothing to say */
     /* A writer that is not the daemon (check --repair, a test harness)
      * leaves the daemon's last state as it was. */
     if (strcmp(format, "json") == 0) print_json(&x);
@@ -238,6 +257,7 @@ cleanup:
     free(x.last_error_at);
     free(x.pid);
     free(x.model_dir);
+    free(x.precision);
     free(x.index_type);
     free(x.problem);
     cdx_store_close(s);

@@ -212,6 +212,7 @@ int qctx_option(qctx *c, int code, const char *arg)
 {
     if (code == OPT_DATA) c->data_opt = arg;
     else if (code == OPT_MODEL) c->model_opt = arg;
+    else if (code == OPT_PRECISION) c->prec_opt = arg;
     else return 0;
     return 1;
 }
@@ -264,6 +265,7 @@ int qctx_open_model(qctx *c, unsigned towers)
 
     if (!(c->model_dir = choose_model_dir(c))) return EXIT_USAGE;
     if (cdx_model_open(c->model_dir, towers, &c->model) != CDX_OK) return error("%s", cdx_last_error());
+    if (apply_precision(c->model, c->prec_opt)) return EXIT_USAGE;
     c->towers = towers;
     if (towers & CDX_TOWER_VISION) c->vision = c->model;
     info = cdx_model_get_info(c->model);
@@ -293,6 +295,9 @@ cdx_model *qctx_vision(qctx *c)
     if (c->vision) return c->vision;
     if (cdx_model_open(c->model_dir, CDX_TOWER_VISION, &c->vision) != CDX_OK) {
         error("%s", cdx_last_error());
+        c->vision = NULL;
+    } else if (apply_precision(c->vision, c->prec_opt)) {
+        cdx_model_close(c->vision);
         c->vision = NULL;
     }
     return c->vision;

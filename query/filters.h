@@ -17,7 +17,7 @@
 /* Option codes above any short option character. */
 enum {
     OPT_AFTER = 0x200, OPT_BEFORE, OPT_UNDER, OPT_CAMERA, OPT_EXT,
-    OPT_DATA, OPT_MODEL,
+    OPT_DATA, OPT_MODEL, OPT_PRECISION,
     OPT_CMD_BASE = 0x300 /* commands number their own long-only options from here */
 };
 
@@ -30,7 +30,8 @@ enum {
 
 #define QCTX_LONG_OPTIONS                                                            \
     {"data", required_argument, NULL, OPT_DATA},                                     \
-    {"model", required_argument, NULL, OPT_MODEL}
+    {"model", required_argument, NULL, OPT_MODEL},                                   \
+    {"precision", required_argument, NULL, OPT_PRECISION}
 
 /* The filter options as given, turned into a cdx_store_filter.  Owns the
  * strings the filter points to. */
@@ -63,7 +64,7 @@ int64_t file_when(const cdx_file_info *fi);
 /* The store and the model's vector space, opened as a command needs them. */
 typedef struct qctx {
     const cdx_cmd *self;
-    const char *data_opt, *model_opt;
+    const char *data_opt, *model_opt, *prec_opt;
     char *data_dir;          /* heap */
     cdx_store *store;
     char *model_dir;         /* heap */

@@ -15,37 +15,38 @@
 const cdx_cmd cdx_commands[] = {
     {"embed", cmd_embed,
      "clipdex embed [--model DIR] [--preprocess exact|fast] [--format json|tsv] [--raw] "
+     "[--precision auto|f32|bf16|int8] "
      "[--text STR]... [--image PATH]...",
      "print CLIP embeddings of texts and images"},
     {"tokenize", cmd_tokenize, "clipdex tokenize [--model DIR] TEXT...",
      "print CLIP BPE token ids"},
-    {"model", cmd_model, "clipdex model [--model DIR]",
+    {"model", cmd_model, "clipdex model [--model DIR] [--precision auto|f32|bf16|int8]",
      "summarise a CLIP model directory"},
     {"search", cmd_search,
-     "clipdex search [--data DIR] [--model DIR] [-n N] [--min-score S] [--after DATE] "
+     "clipdex search [--data DIR] [--model DIR] [--precision P] [-n N] [--min-score S] [--after DATE] "
      "[--before DATE] [--under DIR] [--camera TEXT] [--ext EXT]... [--text STR]... "
      "[--image PATH]... [--not STR]... [--not-image PATH]... [--weight W] "
      "[--format table|paths|json|html] [-0] [-o FILE] [QUERY]...",
      "find images by description, by example, or both"},
     {"similar", cmd_similar,
-     "clipdex similar [--data DIR] [--model DIR] [-n N] [--min-score S] [--after DATE] "
+     "clipdex similar [--data DIR] [--model DIR] [--precision P] [-n N] [--min-score S] [--after DATE] "
      "[--before DATE] [--under DIR] [--camera TEXT] [--ext EXT]... "
      "[--format table|paths|json|html] [-0] [-o FILE] PATH",
      "find images that look like PATH"},
     {"dupes", cmd_dupes,
-     "clipdex dupes [--data DIR] [--model DIR] [--method exact|visual|semantic[,...]] "
+     "clipdex dupes [--data DIR] [--model DIR] [--precision P] [--method exact|visual|semantic[,...]] "
      "[--threshold T] [--after DATE] [--before DATE] [--under DIR] [--camera TEXT] "
      "[--ext EXT]... [--format table|paths|json|html] [-0] [-o FILE]",
      "find groups of duplicate images, best copy first"},
     {"moderate", cmd_moderate,
-     "clipdex moderate [--data DIR] [--model DIR] [--preset NAME]... [--labels FILE]... "
+     "clipdex moderate [--data DIR] [--model DIR] [--precision P] [--preset NAME]... [--labels FILE]... "
      "[--threshold P] [--new] [--list-presets] [-n N] [--after DATE] [--before DATE] "
      "[--under DIR] [--camera TEXT] [--ext EXT]... [--format table|paths|json|html] [-0] "
      "[-o FILE]",
      "sweep the library for content that needs review"},
     {"stats", cmd_stats, "clipdex stats [--data DIR] [--format table|json]",
      "counts by format, year and camera; store size; models"},
-    {"index", cmd_index, "clipdex index [--config FILE] [--model DIR] [--data DIR] DIR...",
+    {"index", cmd_index, "clipdex index [--config FILE] [--model DIR] [--data DIR] [--precision P] DIR...",
      "index directories once (runs clipdexd --once)"},
     {"status", cmd_status, "clipdex status [--config FILE] [--data DIR] [--format text|json]",
      "what the index holds and what clipdexd is doing"},
@@ -54,7 +55,7 @@ const cdx_cmd cdx_commands[] = {
     {"info", cmd_info, "clipdex info [--format table|json] [--probe] IMAGE...",
      "format, size, orientation, date, camera and GPS of image files"},
     {"serve", cmd_serve,
-     "clipdex serve [--data DIR] [--model DIR] [--listen ADDR:PORT] [--token TOKEN] "
+     "clipdex serve [--data DIR] [--model DIR] [--precision P] [--listen ADDR:PORT] [--token TOKEN] "
      "[--threads N] [--cache-mb MB]",
      "the library as a local web app (search, photos, dupes, moderation) and JSON API"},
     {"help", cmd_help, "clipdex help [COMMAND]", "show help for a command"},

@@ -103,6 +103,51 @@ char *resolve_data_dir(const cdx_cmd *self, const char *config_path, const char 
     return xstrdup(c->data_dir);
 }
 
+/* The precision a command runs at: --precision, else CLIPDEX_PRECISION,
+ * else clipdex.conf's [model] precision, else auto.  *why gets where the choice came from (static). */
+int resolve_precision(const char *opt, cdx_precision *out, const char **why)
+{
+    const char *v = opt, *src = "--precision";
+    if (!v || !*v) {
+        v = getenv("CLIPDEX_PRECISION");
+        src = "CLIPDEX_PRECISION";
+    }
+    if (!v || !*v) {
+        /* A broken file is not reported here: resolve_model_dir does,
+         * when the command takes its model from it. */
+        const config *c;
+        char *err = NULL;
+        v = (c = load_conf(NULL, &err)) ? c->precision : NULL;
+        free(err);
+        src = "[model] precision";
+    }
+    if (!v || !*v) {
+        v = "auto";
+        src = NULL;
+    }
+    if (cdx_precision_parse(v, out) != 0) {
+        fprintf(stderr, "clipdex: %s must be auto, f32, bf16 or int8, not '%s'\n", src, v);
+        return -1;
+    }
+    if (*out == CDX_PRECISION_AUTO) {
+        *out = cdx_precision_auto(why);
+    } else if (why) {
+        *why = strcmp(src, "--precision") == 0         ? "set by --precision"
+               : strcmp(src, "CLIPDEX_PRECISION") == 0 ? "set by CLIPDEX_PRECISION"
+                                                       : "set by [model] precision in clipdex.conf";
+    }
+    return 0;
+}
+
+int apply_precision(cdx_model *m, const char *opt)
+{
+    cdx_precision p;
+    const char *why;
+    if (resolve_precision(opt, &p, &why)) return -1;
+    if (cdx_model_set_precision(m, p)) return error("%s", cdx_last_error());
+    return 0;
+}
+
 void print_float(FILE *f, float v)
 {
     fprintf(f, "%.9g", (double)v);

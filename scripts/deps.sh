@@ -13,7 +13,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 # sanitizer pass and fuzz smoke run in make check; make fuzz).
 PKGS="build-essential pkg-config perl ca-certificates curl dpkg-dev
   clang libclang-rt-14-dev
-  libopenblas-dev libcjson-dev libutf8proc-dev libzip-dev
+  libopenblas-dev libdnnl-dev libcjson-dev libutf8proc-dev libzip-dev
   libjpeg62-turbo-dev libturbojpeg0-dev libpng-dev libexif-dev
   libwebp-dev libheif-dev libtiff-dev libgif-dev
   libsqlite3-dev sqlite3 libfaiss-dev libinih-dev libssl-dev

@@ -30,6 +30,7 @@
 #include "internal.h"
 #include "kernels.h"
 #include "linear.h"
+#include "qlinear.h"
 #include "weights.h"
 
 /* Images per vision pass: enough rows (16 x 50) for sgemm to run at full
@@ -43,6 +44,8 @@ struct layer_w {
     const float *ln2_w, *ln2_b;           /* (C) */
     const float *fc1_w, *fc1_b;           /* (F,C), (F) */
     const float *fc2_w, *fc2_b;           /* (C,F), (C) */
+    /* The same six products at reduced precision (NULL at float32). */
+    cdx_qlinear *q_q, *k_q, *v_q, *o_q, *fc1_q, *fc2_q;
 };
 
 struct tower {
@@ -81,6 +84,11 @@ struct cdx_model {
 
     float *act_block; /* one allocation behind tacts and vacts */
     struct acts tacts, vacts;
+
+    cdx_precision prec; /* what the blocks' products run at (never AUTO) */
+    const char *prec_why;
+    cdx_qscratch qs;    /* reduced precision: converted inputs */
+    cdx_qlinear *patch_q; /* the patch embedding at reduced precision */
 };
 
 /* ---------------------------------------------------------------- binding */
@@ -222,6 +230,18 @@ static void count_params(cdx_model *m)
     m->info.n_params = n;
 }
 
+static void free_qlayers(struct tower *t)
+{
+    for (int i = 0; t->layers && i < t->L; i++) {
+        struct layer_w *l = &t->layers[i];
+        cdx_qlinear **q[6] = {&l->q_q, &l->k_q, &l->v_q, &l->o_q, &l->fc1_q, &l->fc2_q};
+        for (int j = 0; j < 6; j++) {
+            cdx_qlinear_free(*q[j]);
+            *q[j] = NULL;
+        }
+    }
+}
+
 cdx_status cdx_model_open(const char *dir, unsigned towers, cdx_model **out)
 {
     cdx_status st = CDX_OK;
@@ -240,6 +260,8 @@ cdx_status cdx_model_open(const char *dir, unsigned towers, cdx_model **out)
         goto fail;
     }
     m->towers = towers;
+    m->prec = CDX_PRECISION_F32;
+    m->prec_why = "float32 unless asked otherwise";
 
     if (!(path = cdx_path_join(dir, "config.json"))) goto nomem;
     if ((st = cdx_config_load(path, &m->cfg))) goto fail;
@@ -309,6 +331,10 @@ fail:
 void cdx_model_close(cdx_model *m)
 {
     if (!m) return;
+    free_qlayers(&m->text);
+    free_qlayers(&m->vision);
+    cdx_qlinear_free(m->patch_q);
+    cdx_qscratch_release(&m->qs);
     free(m->text.layers);
     free(m->vision.layers);
     free(m->act_block);
@@ -326,29 +352,38 @@ cdx_tokenizer *cdx_model_tokenizer(cdx_model *m) { return m->tok; }
 
 /* One pre-LN transformer block on x (B,T,C) in place.  a->h, q, k, v, o
  * and mlp are scratch of at least B*T rows. */
+/* y = x W^T at the layer's precision.  A reduced-precision product that
+ * cannot run (out of memory for its scratch) falls back to float32. */
+static void lin(cdx_qscratch *qs, const cdx_qlinear *q, float *y, const float *x, const float *W,
+                int64_t R, int K, int N)
+{
+    if (q && cdx_qlinear_run(q, qs, y, x, R) == CDX_OK) return;
+    cdx_linear(y, x, W, R, K, N);
+}
+
 static void block(const struct tower *t, const struct layer_w *l, struct acts *a, int B, int T,
-                  int causal)
+                  int causal, cdx_qscratch *qs)
 {
     const int64_t R = (int64_t)B * T;
     const int C = t->C, F = t->F, H = t->H, D = C / H;
 
     cdx_layernorm(a->h, a->x, l->ln1_w, l->ln1_b, R, C, t->eps);
-    cdx_linear(a->q, a->h, l->q_w, R, C, C);
-    cdx_linear(a->k, a->h, l->k_w, R, C, C);
-    cdx_linear(a->v, a->h, l->v_w, R, C, C);
+    lin(qs, l->q_q, a->q, a->h, l->q_w, R, C, C);
+    lin(qs, l->k_q, a->k, a->h, l->k_w, R, C, C);
+    lin(qs, l->v_q, a->v, a->h, l->v_w, R, C, C);
     cdx_add_bias(a->q, l->q_b, R, C);
     cdx_scale(a->q, R * C, 1.0f / sqrtf((float)D));
     cdx_add_bias(a->k, l->k_b, R, C);
     cdx_add_bias(a->v, l->v_b, R, C);
     cdx_attention(a->o, a->q, a->k, a->v, B, T, H, D, causal);
     /* out_proj into q (free now), then x += q + bias */
-    cdx_linear(a->q, a->o, l->o_w, R, C, C);
+    lin(qs, l->o_q, a->q, a->o, l->o_w, R, C, C);
     cdx_residual_bias(a->x, a->q, l->o_b, R, C);
 
     cdx_layernorm(a->h, a->x, l->ln2_w, l->ln2_b, R, C, t->eps);
-    cdx_linear(a->mlp, a->h, l->fc1_w, R, C, F);
+    lin(qs, l->fc1_q, a->mlp, a->h, l->fc1_w, R, C, F);
     cdx_bias_act(a->mlp, l->fc1_b, R, F, t->act);
-    cdx_linear(a->q, a->mlp, l->fc2_w, R, F, C);
+    lin(qs, l->fc2_q, a->q, a->mlp, l->fc2_w, R, F, C);
     cdx_residual_bias(a->x, a->q, l->fc2_b, R, C);
 }
 
@@ -389,7 +424,7 @@ cdx_status cdx_model_encode_tokens(cdx_model *m, const int32_t *ids, int n, floa
         for (int c = 0; c < C; c++)
             a->x[(int64_t)t * C + c] =
                 m->tok_emb[(int64_t)ids[t] * C + c] + m->tpos_emb[(int64_t)t * C + c];
-    for (int i = 0; i < m->text.L; i++) block(&m->text, &m->text.layers[i], a, 1, T, 1);
+    for (int i = 0; i < m->text.L; i++) block(&m->text, &m->text.layers[i], a, 1, T, 1, &m->qs);
     /* Only the pooled row is needed from here on. */
     float *row = a->h;
     cdx_layernorm(row, a->x + (int64_t)pool * C, m->final_ln_w, m->final_ln_b, 1, C, m->text.eps);
@@ -438,7 +473,7 @@ static void encode_image_chunk(cdx_model *m, const float *pixels, int B, float *
 
     im2col(a->col, pixels, B, S, P);
     /* patch embeddings into h: (B*NP, C) */
-    cdx_linear(a->h, a->col, m->patch_w, (int64_t)B * NP, 3 * P * P, C);
+    lin(&m->qs, m->patch_q, a->h, a->col, m->patch_w, (int64_t)B * NP, 3 * P * P, C);
     for (int b = 0; b < B; b++) {
         float *xb = a->x + (int64_t)b * N * C;
         for (int c = 0; c < C; c++) xb[c] = m->cls[c] + m->vpos_emb[c];
@@ -448,7 +483,7 @@ static void encode_image_chunk(cdx_model *m, const float *pixels, int B, float *
                     a->h[((int64_t)b * NP + p) * C + c] + m->vpos_emb[(int64_t)(p + 1) * C + c];
     }
     cdx_layernorm(a->x, a->x, m->pre_ln_w, m->pre_ln_b, (int64_t)B * N, C, m->vision.eps);
-    for (int i = 0; i < m->vision.L; i++) block(&m->vision, &m->vision.layers[i], a, B, N, 0);
+    for (int i = 0; i < m->vision.L; i++) block(&m->vision, &m->vision.layers[i], a, B, N, 0, &m->qs);
     /* class tokens -> post LN -> projection */
     for (int b = 0; b < B; b++)
         memcpy(a->h + (int64_t)b * C, a->x + (int64_t)b * N * C, sizeof(float) * (size_t)C);
@@ -472,4 +507,88 @@ cdx_status cdx_model_encode_images(cdx_model *m, const float *pixels, int batch,
     if (normalize_out)
         for (int b = 0; b < batch; b++) normalize(out + (int64_t)b * E, E);
     return CDX_OK;
+}
+
+/* ---------------------------------------------------------------- precision */
+
+/* Prepare one tower's six products per block at precision p.  int8
+ * smooths the products that follow a layer norm with that norm's
+ * |gain| + |bias| as each input channel's typical magnitude: the
+ * normalised input is O(1) per channel, so the gain and bias set the
+ * channel's range, and this is where CLIP's outlier channels show. */
+static cdx_status prepare_tower(cdx_model *m, struct tower *t, cdx_precision p)
+{
+    const int C = t->C, F = t->F;
+    cdx_status st = CDX_OK;
+    float *a1 = malloc(sizeof(float) * (size_t)C), *a2 = malloc(sizeof(float) * (size_t)C);
+    if (!a1 || !a2) {
+        st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < t->L; i++) {
+        struct layer_w *l = &t->layers[i];
+        for (int c = 0; c < C; c++) {
+            a1[c] = fabsf(l->ln1_w[c]) + fabsf(l->ln1_b[c]);
+            a2[c] = fabsf(l->ln2_w[c]) + fabsf(l->ln2_b[c]);
+        }
+        if ((st = cdx_qlinear_new(l->q_w, C, C, p, a1, &l->q_q)) ||
+            (st = cdx_qlinear_new(l->k_w, C, C, p, a1, &l->k_q)) ||
+            (st = cdx_qlinear_new(l->v_w, C, C, p, a1, &l->v_q)) ||
+            (st = cdx_qlinear_new(l->o_w, C, C, p, NULL, &l->o_q)) ||
+            (st = cdx_qlinear_new(l->fc1_w, C, F, p, a2, &l->fc1_q)) ||
+            (st = cdx_qlinear_new(l->fc2_w, F, C, p, NULL, &l->fc2_q)))
+            goto out;
+        /* The float32 originals are only read again if the precision
+         * goes back to f32: out of memory until then (a text query at
+         * bf16 or int8 then fits in ~100 MB). */
+        const float *f32w[6] = {l->q_w, l->k_w, l->v_w, l->o_w, l->fc1_w, l->fc2_w};
+        const size_t sz[6] = {(size_t)C * C, (size_t)C * C, (size_t)C * C, (size_t)C * C,
+                              (size_t)F * C, (size_t)F * C};
+        for (int j = 0; j < 6; j++) cdx_weights_drop_pages(m->w, f32w[j], sz[j]);
+    }
+out:
+    free(a1);
+    free(a2);
+    return st;
+}
+
+cdx_status cdx_model_set_precision(cdx_model *m, cdx_precision p)
+{
+    const char *why = "asked for";
+    cdx_status st;
+    if (!m || (unsigned)p > CDX_PRECISION_INT8)
+        return cdx_fail(CDX_ERR_ARG, "cdx_model_set_precision: invalid argument");
+    if (p == CDX_PRECISION_AUTO) p = cdx_precision_auto(&why);
+    if (p == m->prec) {
+        m->prec_why = why;
+        return CDX_OK;
+    }
+    free_qlayers(&m->text);
+    free_qlayers(&m->vision);
+    cdx_qlinear_free(m->patch_q);
+    m->patch_q = NULL;
+    m->prec = CDX_PRECISION_F32;
+    m->prec_why = "float32 (a reduced precision could not be prepared)";
+    if (p != CDX_PRECISION_F32) {
+        if (((m->towers & CDX_TOWER_TEXT) && (st = prepare_tower(m, &m->text, p))) ||
+            ((m->towers & CDX_TOWER_VISION) && (st = prepare_tower(m, &m->vision, p))) ||
+            /* the patch embedding too: 7% of a ViT-B/32 pass at float32,
+             * a quarter of it once the blocks run int8 */
+            ((m->towers & CDX_TOWER_VISION) &&
+             (st = cdx_qlinear_new(m->patch_w, 3 * m->cfg.vision.patch_size * m->cfg.vision.patch_size,
+                                   m->vision.C, p, NULL, &m->patch_q)))) {
+            free_qlayers(&m->text);
+            free_qlayers(&m->vision);
+            return cdx_fail_prefix(st, m->dir);
+        }
+    }
+    m->prec = p;
+    m->prec_why = why;
+    return CDX_OK;
+}
+
+cdx_precision cdx_model_get_precision(const cdx_model *m, const char **why)
+{
+    if (why) *why = m->prec_why;
+    return m->prec;
 }

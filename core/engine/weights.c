@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include <cjson/cJSON.h>
@@ -627,4 +628,19 @@ cleanup:
     free(buf);
     free(raw);
     return st;
+}
+
+void cdx_weights_drop_pages(const cdx_weights *w, const float *p, size_t n)
+{
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)p, b = a + n * sizeof(float);
+    for (int i = 0; w && i < w->n_src; i++) {
+        uintptr_t m0 = (uintptr_t)w->src[i].map, m1 = m0 + w->src[i].map_len;
+        if (!w->src[i].map || a < m0 || b > m1) continue;
+        /* Only whole pages inside the range: never a neighbour's data
+         * (harmless anyway: a read-only file mapping refaults it). */
+        uintptr_t s = (a + pg - 1) & ~(pg - 1), e = b & ~(pg - 1);
+        if (e > s) madvise((void *)s, e - s, MADV_DONTNEED);
+        return;
+    }
 }

@@ -60,6 +60,13 @@ const cdx_tensor_info *cdx_weights_at(const cdx_weights *w, int i);
 cdx_status cdx_weights_f32(cdx_weights *w, const char *name, int ndim,
                            const int64_t *shape, const float **out);
 
+/* Tell the kernel the float32 data at p (n floats, from cdx_weights_f32)
+ * is not needed for now: when it points into a read-only file mapping
+ * its pages leave the process's memory (a later read faults them back in
+ * from the file); anything else is left alone.  For a model that runs
+ * from converted copies (bf16, int8). */
+void cdx_weights_drop_pages(const cdx_weights *w, const float *p, size_t n);
+
 /* The file (or index file) the weights were read from: borrowed. */
 const char *cdx_weights_path(const cdx_weights *w);
 /* The storage dtype shared by most tensors ("F32", "F16", "BF16"). */

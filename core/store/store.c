@@ -1083,7 +1083,8 @@ static cdx_status insert_vector(cdx_store *s, const uint8_t *hash, const float *
     if (!blob) return cdx_fail(CDX_ERR_NOMEM, "out of memory");
     if ((st = cdx_vec_encode(vec, s->dim, blob)) != CDX_OK) goto cleanup;
     q = cdx_store_stmt(s, ST_INSERT_VECTOR,
-                       "INSERT INTO vectors(model_id, hash, data, created_at) VALUES (?, ?, ?, ?)");
+                       "INSERT INTO vectors(model_id, hash, data, created_at, precision) "
+                       "VALUES (?, ?, ?, ?, ?)");
     if (!q) {
         st = CDX_ERR_STORE;
         goto cleanup;
@@ -1092,6 +1093,8 @@ static cdx_status insert_vector(cdx_store *s, const uint8_t *hash, const float *
     sqlite3_bind_blob(q, 2, hash, CDX_HASH_SIZE, SQLITE_STATIC);
     sqlite3_bind_blob(q, 3, blob, (int)bytes, SQLITE_STATIC);
     sqlite3_bind_int64(q, 4, (int64_t)time(NULL));
+    if (s->precision[0]) sqlite3_bind_text(q, 5, s->precision, -1, SQLITE_STATIC);
+    else sqlite3_bind_null(q, 5);
     if (sqlite3_step(q) != SQLITE_DONE) {
         st = cdx_store_sqlfail(s, "insert vector");
         goto cleanup;
@@ -1878,5 +1881,37 @@ cdx_status cdx_store_stats_get(cdx_store *s, cdx_store_stats *out)
     *out = r;
 done:
     cdx_store_read_end(s, began);
+    return st;
+}
+
+/* ---- precision of new vectors ---- */
+
+cdx_status cdx_store_set_precision(cdx_store *s, cdx_precision p)
+{
+    if (!s || (unsigned)p > CDX_PRECISION_INT8 || p == CDX_PRECISION_AUTO)
+        return cdx_fail(CDX_ERR_ARG, "cdx_store_set_precision: invalid argument");
+    snprintf(s->precision, sizeof s->precision, "%s", cdx_precision_name(p));
+    return CDX_OK;
+}
+
+cdx_status cdx_store_precision_counts(cdx_store *s, int64_t model_id, int64_t counts[4])
+{
+    sqlite3_stmt *q = NULL;
+    cdx_status st = CDX_OK;
+    memset(counts, 0, 4 * sizeof counts[0]);
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT precision, count(*) FROM vectors WHERE model_id = ? "
+                           "GROUP BY precision", -1, &q, NULL) != SQLITE_OK)
+        return cdx_store_sqlfail(s, "count vectors by precision");
+    sqlite3_bind_int64(q, 1, model_id);
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(q, 0);
+        cdx_precision p = CDX_PRECISION_AUTO; /* NULL: before precision was recorded */
+        if (name && cdx_precision_parse(name, &p) != 0) p = CDX_PRECISION_AUTO;
+        counts[p] += sqlite3_column_int64(q, 1);
+    }
+    if (rc != SQLITE_DONE) st = cdx_store_sqlfail(s, "count vectors by precision");
+    sqlite3_finalize(q);
     return st;
 }

@@ -66,6 +66,7 @@ struct cdx_store {
     int dim;
     char *model_key, *model_name;
     cdx_vindex *vx;
+    char precision[8];  /* recorded on new vectors ("" = NULL) */
 
     sqlite3_stmt *st[ST_N];
 };

@@ -12,11 +12,13 @@ keys.  Nothing here is imported from the C code under test.
 usage: gen_model.py OUTDIR [--preset tiny|vitb32] [--act quick_gelu|gelu]
                     [--dtype F32|F16|BF16] [--format safetensors|sharded|bin|bin-legacy]
                     [--seed N] [--vocab-dir DIR] [--ln-eps X] [--vision-act ACT]
+                    [--outliers]
                     [--set text.KEY=N|vision.KEY=N|projection_dim=N ...]
 
 --ln-eps and --set vary the config the loader must honour (layer-norm
 epsilon, hidden sizes, heads, layers, patch and image sizes, projection
 width, context length); the preprocessor config follows image_size.
+--outliers gives CLIP-like outlier channels (the reduced precision tests).
 """
 import argparse
 import json
@@ -95,6 +97,31 @@ def make_tensors(p, rng):
     return t
 
 
+def add_outliers(t, p, rng, n_channels=6):
+    """Make a few channels of each tower's layer-norm outputs 20-50x larger
+    than the rest, the way real CLIP checkpoints have them: the layer norm
+    gain (and bias) of each chosen channel is multiplied by f in every
+    block, and the matching input column of the products that read that
+    norm (q/k/v after layer_norm1, fc1 after layer_norm2) is divided by
+    f times a random factor in [0.5, 2], so the model stays well-scaled
+    without being an exact inverse that smoothing could undo for free.
+    The same channels in every block, as in real checkpoints."""
+    for prefix, cfg in (("text_model", p["text"]), ("vision_model", p["vision"])):
+        c = cfg["hidden_size"]
+        chans = rng.choice(c, size=n_channels, replace=False)
+        f = rng.uniform(20, 50, n_channels).astype(np.float32)
+        for i in range(cfg["num_hidden_layers"]):
+            lp = "%s.encoder.layers.%d" % (prefix, i)
+            for ln, consumers in (("layer_norm1", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
+                                  ("layer_norm2", ("mlp.fc1",))):
+                t[lp + "." + ln + ".weight"][chans] *= f
+                t[lp + "." + ln + ".bias"][chans] *= f
+                for name in consumers:
+                    u = rng.uniform(0.5, 2.0, n_channels).astype(np.float32)
+                    t[lp + "." + name + ".weight"][:, chans] /= f * u
+    return t
+
+
 def to_storage(a, dtype):
     """numpy array -> (safetensors dtype name, raw little-endian bytes)."""
     if a.dtype == np.int64:
@@ -170,6 +197,8 @@ def main():
     ap.add_argument("--vision-act", choices=["quick_gelu", "gelu"], help="the vision tower's (default: --act)")
     ap.add_argument("--ln-eps", type=float, default=1e-5)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=N")
+    ap.add_argument("--outliers", action="store_true",
+                    help="amplify a few layer-norm output channels 20-50x (see add_outliers)")
     a = ap.parse_args()
 
     p = json.loads(json.dumps(PRESETS[a.preset]))
@@ -182,6 +211,8 @@ def main():
             p[k] = int(v)
     rng = np.random.default_rng(a.seed)
     tensors = make_tensors(p, rng)
+    if a.outliers:
+        tensors = add_outliers(tensors, p, rng)
     os.makedirs(a.outdir, exist_ok=True)
 
     text_cfg = dict(p["text"], hidden_act=a.act, layer_norm_eps=a.ln_eps, model_type="clip_text_model",

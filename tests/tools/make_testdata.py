@@ -41,6 +41,8 @@ MODELS = {
                     "--set", "vision.intermediate_size=144", "--set", "vision.num_hidden_layers=1",
                     "--set", "vision.image_size=96", "--set", "vision.patch_size=16",
                     "--set", "projection_dim=24"],
+    # ViT-B/32 sizes with CLIP-like outlier channels (reduced precision tests)
+    "vitb32-outlier": ["--preset", "vitb32", "--seed", "9", "--outliers"],
 }
 
 
