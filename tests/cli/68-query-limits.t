@@ -21,7 +21,7 @@ import query_fixture as qf  # noqa: E402
 T = qf.Tap()
 tmp = tempfile.mkdtemp(prefix="cdx-68-")
 try:
-    F = qf.build(tmp, meta_store=False)
+    F = qf.build(tmp)
     D = F["data"]
     # Every file of the library but the one that cannot be decoded
     # (F["bad"]) has a vector: that is how many a search can return.
