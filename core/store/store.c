@@ -1567,14 +1567,18 @@ void cdx_file_info_release(cdx_file_info *fi)
 cdx_status cdx_store_get_file(cdx_store *s, const char *path, cdx_file_info *out, int *found)
 {
     sqlite3_stmt *q = NULL;
-    cdx_status st = CDX_OK;
-    int rc;
     if (!s || !path || !out || !found) return cdx_fail(CDX_ERR_ARG, "cdx_store_get_file: bad argument");
     if (sqlite3_prepare_v2(s->db, "SELECT " CDX_FILE_COLUMNS CDX_FILE_FROM " WHERE f.path = ?", -1,
                            &q, NULL) != SQLITE_OK)
         return cdx_store_sqlfail(s, "prepare");
     sqlite3_bind_blob(q, 1, path, (int)strlen(path), SQLITE_STATIC);
-    rc = sqlite3_step(q);
+    return cdx_store_one_file(s, q, out, found);
+}
+
+cdx_status cdx_store_one_file(cdx_store *s, sqlite3_stmt *q, cdx_file_info *out, int *found)
+{
+    cdx_status st = CDX_OK;
+    int rc = sqlite3_step(q);
     *found = 0;
     if (rc == SQLITE_ROW) {
         cdx_file_info fi;

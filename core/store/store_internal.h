@@ -107,6 +107,10 @@ cdx_status cdx_store_drop_vector(cdx_store *s, int64_t model_id, int64_t vector_
     "f.vector_id, v.model_id"
 #define CDX_FILE_FROM " FROM files f LEFT JOIN vectors v ON v.id = f.vector_id"
 void cdx_store_row_to_info(sqlite3_stmt *q, cdx_file_info *fi);
+/* Step q (that SELECT, its parameters bound) once and copy the row into
+ * out (heap strings: cdx_file_info_release); *found is 0 when there is no
+ * row.  Finalizes q. */
+cdx_status cdx_store_one_file(cdx_store *s, sqlite3_stmt *q, cdx_file_info *out, int *found);
 
 /* Path helpers: "dir/" prefix range [lo, hi) of the paths under dir (heap,
  * caller frees both; lengths in *n). */

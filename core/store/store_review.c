@@ -15,24 +15,12 @@
 cdx_status cdx_store_get_file_by_id(cdx_store *s, int64_t id, cdx_file_info *out, int *found)
 {
     sqlite3_stmt *q = NULL;
-    cdx_status st = CDX_OK;
-    int rc;
     if (!s || !out || !found) return cdx_fail(CDX_ERR_ARG, "cdx_store_get_file_by_id: bad argument");
     if (sqlite3_prepare_v2(s->db, "SELECT " CDX_FILE_COLUMNS CDX_FILE_FROM " WHERE f.id = ?", -1,
                            &q, NULL) != SQLITE_OK)
         return cdx_store_sqlfail(s, "prepare");
     sqlite3_bind_int64(q, 1, id);
-    rc = sqlite3_step(q);
-    *found = 0;
-    if (rc == SQLITE_ROW) {
-        cdx_file_info fi;
-        cdx_store_row_to_info(q, &fi);
-        if ((st = cdx_file_info_copy(&fi, out)) == CDX_OK) *found = 1;
-    } else if (rc != SQLITE_DONE) {
-        st = cdx_store_sqlfail(s, "get file");
-    }
-    sqlite3_finalize(q);
-    return st;
+    return cdx_store_one_file(s, q, out, found);
 }
 
 cdx_status cdx_store_moderation_labelsets(cdx_store *s, char ***out, size_t *n)
