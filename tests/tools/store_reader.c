@@ -2,12 +2,14 @@
  * store_reader.c - a long-lived reader of the index store, for
  * tests/cli/40-store-concurrency.t: it queries while clipdexd writes.
  *
- *   store_reader DATA DIR SECONDS
+ *   store_reader DATA DIR SECONDS [STOPFILE]
  *
  * The files under DIR must be indexed and must not change during the run
  * (the test churns other directories).  The reader opens the store once,
  * as `clipdex search` does, takes each file's stored vector, and for
- * SECONDS searches with a random one of them, checking every answer:
+ * SECONDS (or until STOPFILE exists, whichever comes first: the test
+ * decides when the writer has done what it must do while readers run)
+ * searches with a random one of them, checking every answer:
  * the file is found by its own vector (score > 0.999), every hit is an
  * indexed file whose stored vector gives the reported score, and the
  * file's row still names the same vector.  Meanwhile the writer commits,
@@ -28,6 +30,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include <unistd.h>
 
 #include "clipdex.h"
@@ -110,8 +113,8 @@ int main(int argc, char **argv)
     long queries = 0, bad = 0, vanished = 0;
     int dim, ret = 3;
 
-    if (argc != 4) {
-        fprintf(stderr, "usage: store_reader DATA DIR SECONDS\n");
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: store_reader DATA DIR SECONDS [STOPFILE]\n");
         return 2;
     }
     double end = now() + strtod(argv[3], NULL);
@@ -149,7 +152,8 @@ int main(int argc, char **argv)
     }
 
     rng_state = (uint64_t)getpid() * 104729 + 3;
-    while (now() < end && bad <= 10) {
+    const char *stop = argc == 5 ? argv[4] : NULL;
+    while (now() < end && bad <= 10 && !(stop && access(stop, F_OK) == 0)) {
         size_t i = (size_t)(rnd() % ps.n), nh = 0, at;
         const float *v = vecs + i * (size_t)dim;
         cdx_store_hit *hits = NULL;
