@@ -294,14 +294,38 @@ typedef struct cdx_tower_info {
     int vocab_size;    /* text only */
 } cdx_tower_info;
 
+/* Model families.  Each is loaded from its own published layout and run
+ * exactly as its reference implementation runs it. */
+typedef enum cdx_family {
+    CDX_FAMILY_CLIP = 0,   /* transformers CLIPModel (config.json model_type "clip") */
+    CDX_FAMILY_SIGLIP,     /* transformers SiglipModel, SentencePiece spiece.model */
+    CDX_FAMILY_SIGLIP2,    /* SigLIP 2 fixed resolution: model_type "siglip" with
+                              Gemma's tokenizer.model */
+    CDX_FAMILY_OPENCLIP,   /* open_clip_config.json + open_clip_* weights */
+} cdx_family;
+
+/* How image-text similarity becomes a probability (moderate, serve). */
+typedef enum cdx_scoring {
+    CDX_SCORING_SOFTMAX = 0, /* CLIP, OpenCLIP: softmax over the labels of
+                                logit_scale * cosine */
+    CDX_SCORING_SIGMOID,     /* SigLIP: sigmoid(logit_scale * cosine + logit_bias),
+                                each label on its own */
+} cdx_scoring;
+
+/* "clip", "siglip", "siglip2", "openclip" (static strings). */
+const char *cdx_family_name(cdx_family f);
+
 typedef struct cdx_model_info {
     const char *dir;
+    cdx_family family;
+    cdx_scoring scoring;
     int projection_dim;       /* E */
     cdx_tower_info text, vision;
     const char *weights_file; /* the file or index the weights came from */
     const char *dtype;        /* storage dtype of the weights: F32, F16, BF16 */
     int64_t n_params;         /* all parameters in the checkpoint */
     float logit_scale;        /* exp(logit_scale tensor) */
+    float logit_bias;         /* SIGMOID scoring: the logit_bias tensor; else 0 */
 } cdx_model_info;
 
 /* Open a Hugging Face CLIP model directory.  towers is a mask of

@@ -311,6 +311,8 @@ cdx_status cdx_model_open(const char *dir, unsigned towers, cdx_model **out)
     if ((st = alloc_acts(m))) goto fail;
 
     m->info.dir = m->dir;
+    m->info.family = CDX_FAMILY_CLIP;
+    m->info.scoring = CDX_SCORING_SOFTMAX;
     m->info.projection_dim = m->cfg.projection_dim;
     m->info.text = m->cfg.text;
     m->info.vision = m->cfg.vision;
@@ -342,6 +344,17 @@ void cdx_model_close(cdx_model *m)
     cdx_tokenizer_free(m->tok);
     free(m->dir);
     free(m);
+}
+
+const char *cdx_family_name(cdx_family f)
+{
+    switch (f) {
+    case CDX_FAMILY_CLIP: return "clip";
+    case CDX_FAMILY_SIGLIP: return "siglip";
+    case CDX_FAMILY_SIGLIP2: return "siglip2";
+    case CDX_FAMILY_OPENCLIP: return "openclip";
+    }
+    return "unknown";
 }
 
 const cdx_model_info *cdx_model_get_info(const cdx_model *m) { return &m->info; }
