@@ -101,13 +101,13 @@ CORE_OBJS += core/engine/safetensors.o core/engine/torchbin.o core/engine/weight
 CORE_OBJS += core/engine/model_config.o core/engine/model.o core/engine/kernels.o core/engine/linear.o
 CORE_OBJS += core/engine/model_input.o
 # reduced precision (bf16, int8) through oneDNN: CPU level, prepared layers
-CORE_OBJS += core/engine/cpu.o core/engine/precision.o core/engine/qlinear.o
+CORE_OBJS += core/engine/cpu.o core/engine/precision.o core/engine/qlinear.o core/engine/qgram.o
 UNIT_TESTS += test_tokenizer test_weights test_kernels test_qlinear
 BENCHES += engine_bench
 # The compute kernels are written to be vectorised: -O3 and OpenMP's simd
 # pragmas; they never call the OpenMP runtime (libgomp is linked only for
 # FAISS's own code; core/pool.h says why our threads are our own).
-$(BUILD)/core/engine/kernels.o $(BUILD)/core/engine/linear.o $(BUILD)/core/engine/qlinear.o: KFLAGS = -O3 -fopenmp-simd
+$(BUILD)/core/engine/kernels.o $(BUILD)/core/engine/linear.o $(BUILD)/core/engine/qlinear.o $(BUILD)/core/engine/qgram.o: KFLAGS = -O3 -fopenmp-simd
 
 # ---- core/image/: decoders, EXIF, orientation, resampling,
 # preprocessing, perceptual hash ----
@@ -130,6 +130,8 @@ UNIT_TESTS += test_store_f16 test_store_scan test_faiss_dist test_store test_sto
 UNIT_TESTS += test_store_overfetch
 TEST_TOOLS += tests/tools/store_reader tests/tools/powercut.so
 BENCHES += store_bench hnsw_recall
+# the join's scan of each product tile is written to be vectorised
+$(BUILD)/core/store/store_join.o: KFLAGS = -O3
 SCHEMA_SQL = $(sort $(wildcard schema/[0-9]*.sql))
 $(BUILD)/gen/schema.c: schema/sql2c.awk $(SCHEMA_SQL)
 	@mkdir -p $(dir $@)

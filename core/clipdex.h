@@ -716,6 +716,15 @@ typedef int (*cdx_pair_fn)(void *user, size_t a, size_t b, float score);
 cdx_status cdx_store_similar_pairs(cdx_store *s, const int64_t *ids, size_t n, float min_score,
                                    cdx_pair_fn fn, void *user);
 
+/* The arithmetic of cdx_store_similar_pairs' tile products: AUTO (the
+ * default: int8 with VNNI, bf16 with AVX512_BF16, else float32), F32,
+ * BF16 or INT8 (float32 where this CPU has no native kernel for it).
+ * The pairs and their scores do not depend on it: every product comes
+ * with a proven error bound, and each pair that could reach min_score is
+ * re-checked exactly (score = the dot product summed in double, rounded
+ * to float). */
+cdx_status cdx_store_set_join_precision(cdx_store *s, cdx_precision p);
+
 /* A stored vector (E floats, normalised, float16-rounded). */
 cdx_status cdx_store_get_vector(cdx_store *s, int64_t vector_id, float *out);
 

@@ -54,6 +54,9 @@ const char *resolve_model_dir(const char *opt);
  * message printed). */
 int resolve_precision(const char *opt, cdx_precision *out, const char **why);
 int apply_precision(cdx_model *m, const char *opt);
+/* The precision asked for, from the same places, unresolved: AUTO when
+ * nothing says otherwise (the store's join picks its own fastest). */
+int requested_precision(const char *opt, cdx_precision *out);
 
 /* The data directory as clipdexd finds it (config_resolve in
  * common/conf.h): data_opt (--data) when given, else clipdex.conf's

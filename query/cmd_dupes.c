@@ -269,6 +269,13 @@ static int pair_semantic(struct dupes *d)
         first[nv++] = ord[i];
     }
     struct semantic sm = {d->e, first};
+    /* The pairs are the same at every precision; it sets only the speed. */
+    cdx_precision jp;
+    if (requested_precision(d->c.prec_opt, &jp)) goto cleanup;
+    if (cdx_store_set_join_precision(d->c.store, jp) != CDX_OK) {
+        error("%s", cdx_last_error());
+        goto cleanup;
+    }
     if (cdx_store_similar_pairs(d->c.store, vids, nv, (float)d->cosine, semantic_pair, &sm) != CDX_OK) {
         error("%s", cdx_last_error());
         goto cleanup;

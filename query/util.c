@@ -103,14 +103,16 @@ char *resolve_data_dir(const cdx_cmd *self, const char *config_path, const char 
     return xstrdup(c->data_dir);
 }
 
-/* The precision a command runs at: --precision, else CLIPDEX_PRECISION,
- * else clipdex.conf's [model] precision, else auto.  *why gets where the choice came from (static). */
-int resolve_precision(const char *opt, cdx_precision *out, const char **why)
+/* Where the precision setting comes from: --precision, else
+ * CLIPDEX_PRECISION, else clipdex.conf's [model] precision; NULL when
+ * none is set (auto).  *src names the place (static). */
+static const char *precision_setting(const char *opt, const char **src)
 {
-    const char *v = opt, *src = "--precision";
+    const char *v = opt;
+    *src = "--precision";
     if (!v || !*v) {
         v = getenv("CLIPDEX_PRECISION");
-        src = "CLIPDEX_PRECISION";
+        *src = "CLIPDEX_PRECISION";
     }
     if (!v || !*v) {
         /* A broken file is not reported here: resolve_model_dir does,
@@ -119,9 +121,17 @@ int resolve_precision(const char *opt, cdx_precision *out, const char **why)
         char *err = NULL;
         v = (c = load_conf(NULL, &err)) ? c->precision : NULL;
         free(err);
-        src = "[model] precision";
+        *src = "[model] precision";
     }
-    if (!v || !*v) {
+    return v && *v ? v : NULL;
+}
+
+/* The precision a command runs at: --precision, else CLIPDEX_PRECISION,
+ * else clipdex.conf's [model] precision, else auto.  *why gets where the choice came from (static). */
+int resolve_precision(const char *opt, cdx_precision *out, const char **why)
+{
+    const char *src, *v = precision_setting(opt, &src);
+    if (!v) {
         v = "auto";
         src = NULL;
     }
@@ -135,6 +145,17 @@ int resolve_precision(const char *opt, cdx_precision *out, const char **why)
         *why = strcmp(src, "--precision") == 0         ? "set by --precision"
                : strcmp(src, "CLIPDEX_PRECISION") == 0 ? "set by CLIPDEX_PRECISION"
                                                        : "set by [model] precision in clipdex.conf";
+    }
+    return 0;
+}
+
+int requested_precision(const char *opt, cdx_precision *out)
+{
+    const char *src, *v = precision_setting(opt, &src);
+    *out = CDX_PRECISION_AUTO;
+    if (v && cdx_precision_parse(v, out) != 0) {
+        fprintf(stderr, "clipdex: %s must be auto, f32, bf16 or int8, not '%s'\n", src, v);
+        return -1;
     }
     return 0;
 }

@@ -59,6 +59,12 @@ static void engine_init(void)
     if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success) engine = NULL;
 }
 
+void *cdx_onednn_engine(void)
+{
+    pthread_once(&engine_once, engine_init);
+    return engine;
+}
+
 struct prim {
     struct prim *next;
     cdx_precision p;

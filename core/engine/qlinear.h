@@ -68,6 +68,10 @@ const char *cdx_qlinear_backend(const cdx_qlinear *q);
 /* The scalar twin: the same rounding/quantisation, products in double. */
 void cdx_qlinear_ref(const cdx_qlinear *q, float *y, const float *x, int64_t R);
 
+/* The process's oneDNN CPU engine (a dnnl_engine_t; NULL if oneDNN
+ * could not make one), shared with qgram.c. */
+void *cdx_onednn_engine(void);
+
 /* Exposed for tests: round to bfloat16 (nearest even) and back. */
 float cdx_bf16_round(float f);
 

@@ -67,6 +67,7 @@ struct cdx_store {
     char *model_key, *model_name;
     cdx_vindex *vx;
     char precision[8];  /* recorded on new vectors ("" = NULL) */
+    cdx_precision join_precision; /* store_join.c's tile products */
 
     sqlite3_stmt *st[ST_N];
 };

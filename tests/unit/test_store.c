@@ -809,39 +809,52 @@ static int pair_cb(void *user, size_t a, size_t b, float score)
     return g->stop_after && g->calls >= g->stop_after;
 }
 
-/* Compare the join over ids with a brute-force double-precision loop over
- * the same stored vectors.  Pairs within 1e-5 of the threshold may fall
- * either way (float rounding) and are not counted. */
+/* Compare the join over ids with a brute-force loop over the same stored
+ * vectors, at every precision of the tile products: the dot products
+ * summed in double in index order decide each pair, and are its score
+ * (rounded to float), so the result must be exactly the brute force's,
+ * even for pairs a float32 rounding away from the threshold. */
 static void join_vs_brute(cdx_store *s, const int64_t *ids, size_t n, float min, const char *what)
 {
+    static const cdx_precision precs[] = {CDX_PRECISION_F32, CDX_PRECISION_BF16, CDX_PRECISION_INT8,
+                                          CDX_PRECISION_AUTO};
     float *x = malloc(n * DIM * sizeof *x);
-    struct got_pairs g = {n, calloc(n * n, 1), calloc(n * n, sizeof(float)), 0, 0, 0, 0};
-    size_t expect = 0, missing = 0, extra = 0, edge = 0;
-    double worst = 0;
+    double *d = malloc(n * n * sizeof *d);
     int loaded = 1;
     for (size_t i = 0; i < n && loaded; i++) loaded = cdx_store_get_vector(s, ids[i], x + i * DIM) == CDX_OK;
-    ok(loaded && cdx_store_similar_pairs(s, ids, n, min, pair_cb, &g) == CDX_OK, "%s: join runs", what);
     for (size_t a = 0; a < n; a++)
         for (size_t b = a + 1; b < n; b++) {
-            double d = 0;
-            for (int k = 0; k < DIM; k++) d += (double)x[a * DIM + k] * x[b * DIM + k];
-            int want = d >= min, got = g.seen[a * n + b];
-            if (fabs(d - min) < 1e-5) {
-                edge++;
-                continue;
-            }
-            expect += (size_t)want;
-            if (want && !got) missing++;
-            if (!want && got) extra++;
-            if (got && fabs(g.score[a * n + b] - d) > worst) worst = fabs(g.score[a * n + b] - d);
+            double t = 0;
+            for (int k = 0; k < DIM; k++) t += (double)x[a * DIM + k] * x[b * DIM + k];
+            d[a * n + b] = t;
         }
-    ok(expect > 0 && missing == 0 && extra == 0 && g.bad_order == 0 && g.twice == 0 && worst < 1e-5,
-       "%s: %zu pairs >= %.2f as brute force (missing %zu, extra %zu, misordered %d, twice %d, "
-       "max score error %.1e, %zu at the edge)",
-       what, expect, min, missing, extra, g.bad_order, g.twice, worst, edge);
+    for (size_t pi = 0; pi < sizeof precs / sizeof precs[0]; pi++) {
+        struct got_pairs g = {n, calloc(n * n, 1), calloc(n * n, sizeof(float)), 0, 0, 0, 0};
+        size_t expect = 0, missing = 0, extra = 0, wrong = 0, close = 0;
+        ok(loaded && cdx_store_set_join_precision(s, precs[pi]) == CDX_OK &&
+               cdx_store_similar_pairs(s, ids, n, min, pair_cb, &g) == CDX_OK,
+           "%s, %s: join runs", what, cdx_precision_name(precs[pi]));
+        for (size_t a = 0; a < n; a++)
+            for (size_t b = a + 1; b < n; b++) {
+                double t = d[a * n + b];
+                int want = t >= (double)min, got = g.seen[a * n + b];
+                close += fabs(t - min) < 1e-4;
+                expect += (size_t)want;
+                if (want && !got) missing++;
+                if (!want && got) extra++;
+                if (got && g.score[a * n + b] != (float)t) wrong++;
+            }
+        ok(expect > 0 && missing == 0 && extra == 0 && g.bad_order == 0 && g.twice == 0 && wrong == 0,
+           "%s, %s: %zu pairs >= %.9g exactly as brute force (missing %zu, extra %zu, misordered %d, "
+           "twice %d, scores off %zu; %zu pairs within 1e-4 of the threshold)",
+           what, cdx_precision_name(precs[pi]), expect, (double)min, missing, extra, g.bad_order,
+           g.twice, wrong, close);
+        free(g.seen);
+        free(g.score);
+    }
+    cdx_store_set_join_precision(s, CDX_PRECISION_AUTO);
     free(x);
-    free(g.seen);
-    free(g.score);
+    free(d);
 }
 
 static void test_similar_pairs(void)
@@ -880,6 +893,19 @@ static void test_similar_pairs(void)
     ok(cdx_store_foreach_file(s, NULL, 0, vid_cb, &all) == CDX_OK && all.n == 1300,
        "join: 1300 vectors stored");
     join_vs_brute(s, all.v, all.n, 0.9f, "all 1300 (HNSW store: exact anyway)");
+    {
+        /* Thresholds on a pair's exact score and one float step either
+         * side: decided by the exact value at every precision. */
+        float v0[DIM], v1[DIM];
+        double t = 0;
+        if (cdx_store_get_vector(s, all.v[13], v0) == CDX_OK &&
+            cdx_store_get_vector(s, all.v[(13 * 37 + 5) % 1300], v1) == CDX_OK)
+            for (int k = 0; k < DIM; k++) t += (double)v0[k] * v1[k];
+        float m = (float)t;
+        join_vs_brute(s, all.v, all.n, m, "threshold on a pair's score");
+        join_vs_brute(s, all.v, all.n, nextafterf(m, 2.0f), "threshold a float above a pair's score");
+        join_vs_brute(s, all.v, all.n, nextafterf(m, -2.0f), "threshold a float below a pair's score");
+    }
     join_vs_brute(s, all.v, all.n, 0.6f, "all 1300, lower threshold");
     /* A subset in a scrambled order: indexes refer to the given array. */
     for (size_t i = 0; i < all.n && nsub < 600; i += 2) sub_ids[nsub++] = all.v[(i * 7) % all.n];
