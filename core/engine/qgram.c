@@ -274,6 +274,20 @@ size_t cdx_qgram_scratch_bytes(const cdx_qgram *g)
     return g->p == CDX_PRECISION_INT8 ? (size_t)g->tile * g->tile * sizeof(int32_t) : 0;
 }
 
+/* out = acc * si[r] * sj[c]: cloned per instruction set (the library is
+ * built for baseline x86-64, and this pass touches every product). */
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__) /* TSan: see kernels.c */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static void dequant(float *out, const int32_t *acc, const float *si, const float *sj, int T)
+{
+    for (int r = 0; r < T; r++) {
+        const int32_t *a = acc + (size_t)r * T;
+        float *o = out + (size_t)r * T;
+        for (int c = 0; c < T; c++) o[c] = (float)a[c] * (si[r] * sj[c]);
+    }
+}
+
 cdx_status cdx_qgram_tile(const cdx_qgram *g, int64_t ti, int64_t tj, float *out, void *scratch)
 {
     const size_t esz = g->p == CDX_PRECISION_BF16 ? 2 : 1;
@@ -294,16 +308,8 @@ cdx_status cdx_qgram_tile(const cdx_qgram *g, int64_t ti, int64_t tj, float *out
     pthread_mutex_unlock(&e->use);
     omp_set_num_threads(saved);
     if (bad) return cdx_fail(CDX_ERR_INTERNAL, "oneDNN: a %s tile product failed", cdx_precision_name(g->p));
-    if (g->p == CDX_PRECISION_INT8) {
-        const int32_t *acc = scratch;
-        const float *sj = g->scale + tj * T;
-        for (int r = 0; r < T; r++) {
-            const float si = g->scale[ti * T + r];
-            const int32_t *a = acc + (size_t)r * T;
-            float *o = out + (size_t)r * T;
-            for (int c = 0; c < T; c++) o[c] = (float)a[c] * (si * sj[c]);
-        }
-    }
+    if (g->p == CDX_PRECISION_INT8)
+        dequant(out, scratch, g->scale + ti * T, g->scale + tj * T, T);
     return CDX_OK;
 }
 
