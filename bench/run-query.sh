@@ -15,7 +15,9 @@
 #   clipdex dupes --method semantic (cosine >= 0.95) over the N vectors,
 #   about 2% of them near copies, versus bench/dupes_baseline.py doing the
 #   same self-join with numpy (blocked matrix products, OpenBLAS on all
-#   cores): the ratio, and both group counts, which must agree.
+#   cores): the ratio, and both group counts, which must agree; then the
+#   same join with its tile products at f32, bf16 and int8 (--precision),
+#   whose outputs must be identical.
 #
 # The store is built once by bench/query_fill (about 15 s) and reused
 # while N and the model stay the same.
@@ -60,3 +62,14 @@ sm=$(echo "$sem" | val median_ms); sb=$(echo "$semb" | val median_ms)
 printf '%-46s %8s ms            (%s groups)\n' "clipdex dupes --method semantic, $N vectors" "$sm" "$sem_groups"
 printf '%-46s %8s ms            (%s groups)\n' "numpy baseline (blocked self-join)" "$sb" "$semb_groups"
 awk -v s="$sm" -v b="$sb" 'BEGIN { printf "%-46s %9.2fx\n", "semantic dupes speed-up over the baseline", b / s }'
+# The self-join at each precision of its tile products (the pairs are the
+# same at every one: each is re-checked exactly; the outputs are compared).
+for p in f32 bf16 int8; do
+    t=$($PYTHON bench/wallclock.py -r 3 -w 1 -- "$C" dupes --method semantic --precision $p --format json | val median_ms)
+    "$C" dupes --method semantic --precision $p --format json > "$W/sem-$p.json"
+    eval "sem_$p=$t"
+    printf '%-46s %8s ms            (%s groups)\n' "  tile products at $p" "$t" "$(wc -l < "$W/sem-$p.json")"
+done
+cmp -s "$W/sem-f32.json" "$W/sem-bf16.json" && cmp -s "$W/sem-f32.json" "$W/sem-int8.json" ||
+    echo "semantic dupes: the output differs between precisions" >&2
+awk -v f="$sem_f32" -v b="$sem_bf16" -v i="$sem_int8" 'BEGIN { printf "%-46s %9.2fx bf16, %.2fx int8  (target: under 8000 ms)\n", "  speed-up over f32 tiles", f / b, f / i }'
