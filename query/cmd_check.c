@@ -20,6 +20,26 @@
 
 #include "cmd.h"
 
+/* Each model's vectors by the precision that computed them: one vector
+ * space at every precision, so this is information, not a problem. */
+static void print_precisions(cdx_store *s)
+{
+    static const char *const pn[4] = {"unrecorded (f32)", "f32", "bf16", "int8"};
+    cdx_store_model_info *mv = NULL;
+    size_t nm = 0;
+    if (cdx_store_models(s, &mv, &nm) != CDX_OK) return;
+    for (size_t m = 0; m < nm; m++) {
+        int64_t by[4];
+        int any = 0;
+        if (!mv[m].n_vectors || cdx_store_precision_counts(s, mv[m].id, by) != CDX_OK) continue;
+        printf("model %s: vectors by precision:", mv[m].name ? mv[m].name : mv[m].key);
+        for (int i = 0; i < 4; i++)
+            if (by[i]) printf("%s %s %lld", any++ ? "," : "", pn[i], (long long)by[i]);
+        printf("\n");
+    }
+    cdx_store_models_free(mv, nm);
+}
+
 static void report(const char *line, void *user)
 {
     (void)user;
@@ -103,6 +123,7 @@ int cmd_check(int argc, char **argv)
         printf("consistent: %lld files (%lld failed), %lld vectors, %lld models\n",
                (long long)st.n_files, (long long)st.n_error, (long long)st.n_vectors,
                (long long)st.n_models);
+        print_precisions(s);
         ret = EXIT_OK;
     } else {
         printf("%lld problem%s found%s\n", (long long)problems, problems == 1 ? "" : "s",

@@ -132,6 +132,10 @@ def store_precision():
         ok("vectors by:  bf16 1, int8 3" in st and "precision:   bf16" in st,
            "status: the precision that runs and vectors by precision (%s)"
            % "; ".join(l for l in st.splitlines() if "precision" in l or "vectors by" in l))
+        ck = run([CLIPDEX, "check", "--data", data], env).stdout.decode()
+        ok("vectors by precision: bf16 1, int8 3" in ck,
+           "check: the model's vectors by precision (%s)"
+           % "; ".join(l for l in ck.splitlines() if "precision" in l))
         js = json.loads(run([CLIPDEX, "status", "--data", data, "--format", "json"], env).stdout.decode())
         ok(js.get("vectors_by_precision") == {"unrecorded": 0, "f32": 0, "bf16": 1, "int8": 3},
            "status --format json: vectors_by_precision")
