@@ -104,6 +104,8 @@ CORE_OBJS += core/engine/model_input.o
 CORE_OBJS += core/engine/cpu.o core/engine/precision.o core/engine/qlinear.o core/engine/qgram.o
 UNIT_TESTS += test_tokenizer test_weights test_kernels test_qlinear
 BENCHES += engine_bench
+# bench/README-precision.md: oneDNN on its own threads against our column split
+BENCHES += onednn_split
 # The compute kernels are written to be vectorised: -O3 and OpenMP's simd
 # pragmas; they never call the OpenMP runtime (libgomp is linked only for
 # FAISS's own code; core/pool.h says why our threads are our own).

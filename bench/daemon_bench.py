@@ -3,8 +3,10 @@
 
   daemon_bench.py photos OUT_DIR N       make N distinct photo files from the
                                          shared corpus (jpeg/ and exif/)
-  daemon_bench.py bare BUILD MODEL REPS  the engine alone (engine_bench), + CPU
-  daemon_bench.py once BUILD MODEL DIR   one-shot indexing; prints key value
+  daemon_bench.py bare BUILD MODEL REPS [PRECISION]
+                                         the engine alone (engine_bench), + CPU
+  daemon_bench.py once BUILD MODEL DIR [PRECISION]
+                                         one-shot indexing; prints key value
   daemon_bench.py latency BUILD MODEL SRC_DIR N
                                          close-after-write -> queryable, N files
 
@@ -75,12 +77,13 @@ def make_photos(out_dir, n):
     print("max_megapixels %.2f" % (max(px) / 1e6))
 
 
-def run_once(build, model, photos):
+def run_once(build, model, photos, precision="f32"):
     data = tempfile.mkdtemp(prefix="cdx-bench-data-")
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     p = subprocess.run([os.path.join(build, "bin", "clipdexd"), "--once", "-c", "/dev/null",
-                        "--model", model, "--data", data, photos], capture_output=True)
+                        "--precision", precision, "--model", model, "--data", data, photos],
+                       capture_output=True)
     wall = time.monotonic() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
@@ -107,11 +110,11 @@ def run_once(build, model, photos):
     subprocess.run(["rm", "-rf", data])
 
 
-def bare(build, model, reps):
+def bare(build, model, reps, precision="f32"):
     """The engine alone (bench/engine_bench.c), with its CPU time."""
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    p = subprocess.run([os.path.join(build, "bench", "engine_bench"), model, "images", "16", str(reps)],
-                       capture_output=True, check=True)
+    p = subprocess.run([os.path.join(build, "bench", "engine_bench"), model, "images", "16", str(reps),
+                        precision], capture_output=True, check=True)
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     sys.stdout.write(p.stdout.decode())
@@ -175,10 +178,10 @@ def latency(build, model, src_dir, n):
 def main():
     if len(sys.argv) >= 4 and sys.argv[1] == "photos":
         make_photos(sys.argv[2], int(sys.argv[3]))
-    elif len(sys.argv) == 5 and sys.argv[1] == "bare":
-        bare(sys.argv[2], sys.argv[3], int(sys.argv[4]))
-    elif len(sys.argv) == 5 and sys.argv[1] == "once":
-        run_once(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif len(sys.argv) in (5, 6) and sys.argv[1] == "bare":
+        bare(sys.argv[2], sys.argv[3], int(sys.argv[4]), *sys.argv[5:])
+    elif len(sys.argv) in (5, 6) and sys.argv[1] == "once":
+        run_once(sys.argv[2], sys.argv[3], sys.argv[4], *sys.argv[5:])
     elif len(sys.argv) == 6 and sys.argv[1] == "latency":
         latency(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     else:
