@@ -99,7 +99,7 @@ UNIT_TESTS += test_status
 CORE_OBJS += core/engine/tokenizer.o core/engine/ftfy.o
 CORE_OBJS += core/engine/safetensors.o core/engine/torchbin.o core/engine/weights.o
 CORE_OBJS += core/engine/model_config.o core/engine/model.o core/engine/kernels.o core/engine/linear.o
-CORE_OBJS += core/engine/model_input.o
+CORE_OBJS += core/engine/model_input.o core/engine/transformer.o
 # reduced precision (bf16, int8) through oneDNN: CPU level, prepared layers
 CORE_OBJS += core/engine/cpu.o core/engine/precision.o core/engine/qlinear.o core/engine/qgram.o
 UNIT_TESTS += test_tokenizer test_weights test_kernels test_qlinear

@@ -2,10 +2,8 @@
  * model.c - the CLIP model: open a Hugging Face model directory, bind the
  * checkpoint's tensors to the two towers, and run them.
  *
- * Both towers are pre-LayerNorm transformers sharing one block function:
- *
- *   x = x + out_proj(attn(LN1(x)))        attn: q scaled by D^-1/2
- *   x = x + fc2(act(fc1(LN2(x))))         act: quick_gelu or gelu
+ * Both towers are pre-LayerNorm transformers whose blocks run through
+ * transformer.h (shared with every family), act quick_gelu or gelu.
  *
  * Vision: patches (a stride-P convolution without bias, done as im2col +
  * one GEMM), class token prepended, position embeddings, pre_layrnorm,
@@ -31,37 +29,17 @@
 #include "kernels.h"
 #include "linear.h"
 #include "qlinear.h"
+#include "transformer.h"
 #include "weights.h"
 
 /* Images per vision pass: enough rows (16 x 50) for sgemm to run at full
  * speed, small enough that activations stay ~35 MB for ViT-B/32. */
 #define VISION_CHUNK 16
 
-struct layer_w {
-    const float *ln1_w, *ln1_b;           /* (C) */
-    const float *q_w, *k_w, *v_w, *o_w;   /* (C,C) */
-    const float *q_b, *k_b, *v_b, *o_b;   /* (C) */
-    const float *ln2_w, *ln2_b;           /* (C) */
-    const float *fc1_w, *fc1_b;           /* (F,C), (F) */
-    const float *fc2_w, *fc2_b;           /* (C,F), (C) */
-    /* The same six products at reduced precision (NULL at float32). */
-    cdx_qlinear *q_q, *k_q, *v_q, *o_q, *fc1_q, *fc2_q;
-};
-
-struct tower {
-    int C, F, H, L;
-    float eps;
-    cdx_act act;
-    struct layer_w *layers; /* L entries */
-};
-
 /* Activation buffers, all (rows, width) row-major; rows = B*N or T. */
 struct acts {
-    float *x;   /* (rows,C) residual stream */
-    float *h;   /* (rows,C) normalised input of a sub-block */
-    float *q, *k, *v, *o; /* (rows,C) */
-    float *mlp; /* (rows,F) */
-    float *col; /* vision: (B*(N-1), 3*P*P) im2col patches */
+    cdx_block_acts b; /* the blocks' residual stream and scratch */
+    float *col;       /* vision: (B*(N-1), 3*P*P) im2col patches */
     int64_t rows;
 };
 
@@ -77,10 +55,10 @@ struct cdx_model {
 
     /* text: token_emb (V,Ct), pos_emb (T,Ct), final LN (Ct), proj (E,Ct) */
     const float *tok_emb, *tpos_emb, *final_ln_w, *final_ln_b, *text_proj;
-    struct tower text;
+    cdx_stack text;
     /* vision: cls (Cv), patch (Cv,3,P,P), pos (N,Cv), pre/post LN (Cv), proj (E,Cv) */
     const float *cls, *patch_w, *vpos_emb, *pre_ln_w, *pre_ln_b, *post_ln_w, *post_ln_b, *vis_proj;
-    struct tower vision;
+    cdx_stack vision;
 
     float *act_block; /* one allocation behind tacts and vacts */
     struct acts tacts, vacts;
@@ -100,54 +78,12 @@ static cdx_status bind(cdx_model *m, const char *name, int ndim, int64_t d0, int
     return cdx_weights_f32(m->w, name, ndim, shape, out);
 }
 
-static cdx_status bind_tower(cdx_model *m, const char *prefix, struct tower *t)
-{
-    char n[256];
-    const int C = t->C, F = t->F;
-    t->layers = calloc((size_t)t->L, sizeof *t->layers);
-    if (!t->layers) return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", m->dir);
-    for (int i = 0; i < t->L; i++) {
-        struct layer_w *l = &t->layers[i];
-        struct {
-            const char *suffix;
-            int ndim;
-            int64_t d0, d1;
-            const float **dst;
-        } spec[] = {
-            {"layer_norm1.weight", 1, C, 0, &l->ln1_w}, {"layer_norm1.bias", 1, C, 0, &l->ln1_b},
-            {"self_attn.q_proj.weight", 2, C, C, &l->q_w}, {"self_attn.q_proj.bias", 1, C, 0, &l->q_b},
-            {"self_attn.k_proj.weight", 2, C, C, &l->k_w}, {"self_attn.k_proj.bias", 1, C, 0, &l->k_b},
-            {"self_attn.v_proj.weight", 2, C, C, &l->v_w}, {"self_attn.v_proj.bias", 1, C, 0, &l->v_b},
-            {"self_attn.out_proj.weight", 2, C, C, &l->o_w}, {"self_attn.out_proj.bias", 1, C, 0, &l->o_b},
-            {"layer_norm2.weight", 1, C, 0, &l->ln2_w}, {"layer_norm2.bias", 1, C, 0, &l->ln2_b},
-            {"mlp.fc1.weight", 2, F, C, &l->fc1_w}, {"mlp.fc1.bias", 1, F, 0, &l->fc1_b},
-            {"mlp.fc2.weight", 2, C, F, &l->fc2_w}, {"mlp.fc2.bias", 1, C, 0, &l->fc2_b},
-        };
-        for (size_t s = 0; s < sizeof spec / sizeof spec[0]; s++) {
-            snprintf(n, sizeof n, "%s.encoder.layers.%d.%s", prefix, i, spec[s].suffix);
-            cdx_status st = bind(m, n, spec[s].ndim, spec[s].d0, spec[s].d1, 0, 0, spec[s].dst);
-            if (st) return st;
-        }
-    }
-    return CDX_OK;
-}
-
-static void tower_from_cfg(struct tower *t, const cdx_tower_info *ti, cdx_act act)
-{
-    t->C = ti->hidden;
-    t->F = ti->intermediate;
-    t->H = ti->heads;
-    t->L = ti->layers;
-    t->eps = (float)ti->ln_eps;
-    t->act = act;
-}
-
 static cdx_status bind_text(cdx_model *m)
 {
     const cdx_tower_info *ti = &m->cfg.text;
     cdx_status st;
-    tower_from_cfg(&m->text, ti, m->cfg.text_act);
-    if ((st = bind(m, "text_model.embeddings.token_embedding.weight", 2, ti->vocab_size, ti->hidden,
+    if ((st = cdx_stack_init(&m->text, ti, m->cfg.text_act)) ||
+        (st = bind(m, "text_model.embeddings.token_embedding.weight", 2, ti->vocab_size, ti->hidden,
                    0, 0, &m->tok_emb)) ||
         (st = bind(m, "text_model.embeddings.position_embedding.weight", 2, ti->max_positions,
                    ti->hidden, 0, 0, &m->tpos_emb)) ||
@@ -156,7 +92,7 @@ static cdx_status bind_text(cdx_model *m)
         (st = bind(m, "text_projection.weight", 2, m->cfg.projection_dim, ti->hidden, 0, 0,
                    &m->text_proj)))
         return st;
-    return bind_tower(m, "text_model", &m->text);
+    return cdx_stack_bind_hf(&m->text, m->w, "text_model");
 }
 
 static cdx_status bind_vision(cdx_model *m)
@@ -164,8 +100,8 @@ static cdx_status bind_vision(cdx_model *m)
     const cdx_tower_info *vi = &m->cfg.vision;
     const int64_t side = vi->image_size / vi->patch_size, N = side * side + 1;
     cdx_status st;
-    tower_from_cfg(&m->vision, vi, m->cfg.vision_act);
-    if ((st = bind(m, "vision_model.embeddings.class_embedding", 1, vi->hidden, 0, 0, 0, &m->cls)) ||
+    if ((st = cdx_stack_init(&m->vision, vi, m->cfg.vision_act)) ||
+        (st = bind(m, "vision_model.embeddings.class_embedding", 1, vi->hidden, 0, 0, 0, &m->cls)) ||
         (st = bind(m, "vision_model.embeddings.patch_embedding.weight", 4, vi->hidden, 3,
                    vi->patch_size, vi->patch_size, &m->patch_w)) ||
         (st = bind(m, "vision_model.embeddings.position_embedding.weight", 2, N, vi->hidden, 0, 0,
@@ -177,7 +113,7 @@ static cdx_status bind_vision(cdx_model *m)
         (st = bind(m, "visual_projection.weight", 2, m->cfg.projection_dim, vi->hidden, 0, 0,
                    &m->vis_proj)))
         return st;
-    return bind_tower(m, "vision_model", &m->vision);
+    return cdx_stack_bind_hf(&m->vision, m->w, "vision_model");
 }
 
 /* Carve the activation buffers of both towers out of one allocation. */
@@ -205,17 +141,15 @@ static cdx_status alloc_acts(cdx_model *m)
     m->act_block = malloc(total * sizeof(float) + 64);
     if (!m->act_block) return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory for activations", m->dir);
     float *p = m->act_block;
-    float **tdst[7] = {&m->tacts.x, &m->tacts.h, &m->tacts.q, &m->tacts.k, &m->tacts.v, &m->tacts.mlp, &m->tacts.col};
-    float **vdst[7] = {&m->vacts.x, &m->vacts.h, &m->vacts.q, &m->vacts.k, &m->vacts.v, &m->vacts.mlp, &m->vacts.col};
+    cdx_block_acts *ta = &m->tacts.b, *va = &m->vacts.b;
+    float **tdst[7] = {&ta->x, &ta->h, &ta->q, &ta->k, &ta->v, &ta->mlp, &m->tacts.col};
+    float **vdst[7] = {&va->x, &va->h, &va->q, &va->k, &va->v, &va->mlp, &m->vacts.col};
     for (int i = 0; i < 7; i++) {
         *tdst[i] = p;
         p += tsz[i];
         *vdst[i] = p;
         p += vsz[i];
     }
-    /* The attention output reuses h: h is dead once q, k, v are computed. */
-    m->tacts.o = m->tacts.h;
-    m->vacts.o = m->vacts.h;
     return CDX_OK;
 }
 
@@ -228,18 +162,6 @@ static void count_params(cdx_model *m)
         if (!strstr(t->name, "position_ids")) n += t->numel;
     }
     m->info.n_params = n;
-}
-
-static void free_qlayers(struct tower *t)
-{
-    for (int i = 0; t->layers && i < t->L; i++) {
-        struct layer_w *l = &t->layers[i];
-        cdx_qlinear **q[6] = {&l->q_q, &l->k_q, &l->v_q, &l->o_q, &l->fc1_q, &l->fc2_q};
-        for (int j = 0; j < 6; j++) {
-            cdx_qlinear_free(*q[j]);
-            *q[j] = NULL;
-        }
-    }
 }
 
 cdx_status cdx_model_open(const char *dir, unsigned towers, cdx_model **out)
@@ -333,12 +255,10 @@ fail:
 void cdx_model_close(cdx_model *m)
 {
     if (!m) return;
-    free_qlayers(&m->text);
-    free_qlayers(&m->vision);
+    cdx_stack_free(&m->text);
+    cdx_stack_free(&m->vision);
     cdx_qlinear_free(m->patch_q);
     cdx_qscratch_release(&m->qs);
-    free(m->text.layers);
-    free(m->vision.layers);
     free(m->act_block);
     cdx_weights_close(m->w);
     cdx_tokenizer_free(m->tok);
@@ -363,53 +283,6 @@ cdx_tokenizer *cdx_model_tokenizer(cdx_model *m) { return m->tok; }
 
 /* ---------------------------------------------------------------- forward */
 
-/* One pre-LN transformer block on x (B,T,C) in place.  a->h, q, k, v, o
- * and mlp are scratch of at least B*T rows. */
-/* y = x W^T at the layer's precision.  A reduced-precision product that
- * cannot run (out of memory for its scratch) falls back to float32. */
-static void lin(cdx_qscratch *qs, const cdx_qlinear *q, float *y, const float *x, const float *W,
-                int64_t R, int K, int N)
-{
-    if (q && cdx_qlinear_run(q, qs, y, x, R) == CDX_OK) return;
-    cdx_linear(y, x, W, R, K, N);
-}
-
-static void block(const struct tower *t, const struct layer_w *l, struct acts *a, int B, int T,
-                  int causal, cdx_qscratch *qs)
-{
-    const int64_t R = (int64_t)B * T;
-    const int C = t->C, F = t->F, H = t->H, D = C / H;
-
-    cdx_layernorm(a->h, a->x, l->ln1_w, l->ln1_b, R, C, t->eps);
-    lin(qs, l->q_q, a->q, a->h, l->q_w, R, C, C);
-    lin(qs, l->k_q, a->k, a->h, l->k_w, R, C, C);
-    lin(qs, l->v_q, a->v, a->h, l->v_w, R, C, C);
-    cdx_add_bias(a->q, l->q_b, R, C);
-    cdx_scale(a->q, R * C, 1.0f / sqrtf((float)D));
-    cdx_add_bias(a->k, l->k_b, R, C);
-    cdx_add_bias(a->v, l->v_b, R, C);
-    cdx_attention(a->o, a->q, a->k, a->v, B, T, H, D, causal);
-    /* out_proj into q (free now), then x += q + bias */
-    lin(qs, l->o_q, a->q, a->o, l->o_w, R, C, C);
-    cdx_residual_bias(a->x, a->q, l->o_b, R, C);
-
-    cdx_layernorm(a->h, a->x, l->ln2_w, l->ln2_b, R, C, t->eps);
-    lin(qs, l->fc1_q, a->mlp, a->h, l->fc1_w, R, C, F);
-    cdx_bias_act(a->mlp, l->fc1_b, R, F, t->act);
-    lin(qs, l->fc2_q, a->q, a->mlp, l->fc2_w, R, F, C);
-    cdx_residual_bias(a->x, a->q, l->fc2_b, R, C);
-}
-
-static void normalize(float *v, int n)
-{
-    double s = 0;
-    for (int i = 0; i < n; i++) s += (double)v[i] * v[i];
-    if (s > 0) {
-        float inv = (float)(1.0 / sqrt(s));
-        for (int i = 0; i < n; i++) v[i] *= inv;
-    }
-}
-
 cdx_status cdx_model_encode_tokens(cdx_model *m, const int32_t *ids, int n, float *out,
                                    int normalize_out)
 {
@@ -432,17 +305,18 @@ cdx_status cdx_model_encode_tokens(cdx_model *m, const int32_t *ids, int n, floa
         return cdx_fail(CDX_ERR_ARG, "%s: the token sequence has no end-of-text token", m->dir);
     /* Causal attention: tokens after the pooled one cannot change it. */
     const int T = pool + 1;
-    struct acts *a = &m->tacts;
+    cdx_block_acts *a = &m->tacts.b;
     for (int t = 0; t < T; t++)
         for (int c = 0; c < C; c++)
             a->x[(int64_t)t * C + c] =
                 m->tok_emb[(int64_t)ids[t] * C + c] + m->tpos_emb[(int64_t)t * C + c];
-    for (int i = 0; i < m->text.L; i++) block(&m->text, &m->text.layers[i], a, 1, T, 1, &m->qs);
+    for (int i = 0; i < m->text.L; i++)
+        cdx_block_run(&m->text, &m->text.layers[i], a, 1, T, CDX_ATTN_CAUSAL, 0, NULL, &m->qs);
     /* Only the pooled row is needed from here on. */
     float *row = a->h;
     cdx_layernorm(row, a->x + (int64_t)pool * C, m->final_ln_w, m->final_ln_b, 1, C, m->text.eps);
     cdx_linear(out, row, m->text_proj, 1, C, m->cfg.projection_dim);
-    if (normalize_out) normalize(out, m->cfg.projection_dim);
+    if (normalize_out) cdx_normalize(out, m->cfg.projection_dim);
     return CDX_OK;
 }
 
@@ -459,34 +333,16 @@ cdx_status cdx_model_encode_text(cdx_model *m, const char *text, float *out, int
     return cdx_model_encode_tokens(m, ids, n, out, normalize_out);
 }
 
-/* im2col for the patch convolution: col (B*(N-1), 3*P*P), each row one
- * patch in the weight's (c, py, px) order, so patch embedding is one GEMM
- * col x patch_w^T.  pixels (B,3,S,S). */
-static void im2col(float *col, const float *pixels, int B, int S, int P)
-{
-    const int side = S / P, PP = P * P;
-    for (int b = 0; b < B; b++)
-        for (int gy = 0; gy < side; gy++)
-            for (int gx = 0; gx < side; gx++) {
-                float *dst = col + (((int64_t)b * side + gy) * side + gx) * 3 * PP;
-                for (int c = 0; c < 3; c++)
-                    for (int py = 0; py < P; py++)
-                        memcpy(dst + c * PP + py * P,
-                               pixels + (((int64_t)b * 3 + c) * S + gy * P + py) * S + gx * P,
-                               sizeof(float) * (size_t)P);
-            }
-}
-
 static void encode_image_chunk(cdx_model *m, const float *pixels, int B, float *out)
 {
     const cdx_tower_info *vi = &m->cfg.vision;
     const int S = vi->image_size, P = vi->patch_size, side = S / P, NP = side * side, N = NP + 1;
     const int C = m->vision.C, E = m->cfg.projection_dim;
-    struct acts *a = &m->vacts;
+    cdx_block_acts *a = &m->vacts.b;
 
-    im2col(a->col, pixels, B, S, P);
+    cdx_im2col(m->vacts.col, pixels, B, S, P);
     /* patch embeddings into h: (B*NP, C) */
-    lin(&m->qs, m->patch_q, a->h, a->col, m->patch_w, (int64_t)B * NP, 3 * P * P, C);
+    cdx_lin(&m->qs, m->patch_q, a->h, m->vacts.col, m->patch_w, (int64_t)B * NP, 3 * P * P, C);
     for (int b = 0; b < B; b++) {
         float *xb = a->x + (int64_t)b * N * C;
         for (int c = 0; c < C; c++) xb[c] = m->cls[c] + m->vpos_emb[c];
@@ -496,7 +352,8 @@ static void encode_image_chunk(cdx_model *m, const float *pixels, int B, float *
                     a->h[((int64_t)b * NP + p) * C + c] + m->vpos_emb[(int64_t)(p + 1) * C + c];
     }
     cdx_layernorm(a->x, a->x, m->pre_ln_w, m->pre_ln_b, (int64_t)B * N, C, m->vision.eps);
-    for (int i = 0; i < m->vision.L; i++) block(&m->vision, &m->vision.layers[i], a, B, N, 0, &m->qs);
+    for (int i = 0; i < m->vision.L; i++)
+        cdx_block_run(&m->vision, &m->vision.layers[i], a, B, N, CDX_ATTN_FULL, 0, NULL, &m->qs);
     /* class tokens -> post LN -> projection */
     for (int b = 0; b < B; b++)
         memcpy(a->h + (int64_t)b * C, a->x + (int64_t)b * N * C, sizeof(float) * (size_t)C);
@@ -518,52 +375,11 @@ cdx_status cdx_model_encode_images(cdx_model *m, const float *pixels, int batch,
         encode_image_chunk(m, pixels + b0 * per, nb, out + (int64_t)b0 * E);
     }
     if (normalize_out)
-        for (int b = 0; b < batch; b++) normalize(out + (int64_t)b * E, E);
+        for (int b = 0; b < batch; b++) cdx_normalize(out + (int64_t)b * E, E);
     return CDX_OK;
 }
 
 /* ---------------------------------------------------------------- precision */
-
-/* Prepare one tower's six products per block at precision p.  int8
- * smooths the products that follow a layer norm with that norm's
- * |gain| + |bias| as each input channel's typical magnitude: the
- * normalised input is O(1) per channel, so the gain and bias set the
- * channel's range, and this is where CLIP's outlier channels show. */
-static cdx_status prepare_tower(cdx_model *m, struct tower *t, cdx_precision p)
-{
-    const int C = t->C, F = t->F;
-    cdx_status st = CDX_OK;
-    float *a1 = malloc(sizeof(float) * (size_t)C), *a2 = malloc(sizeof(float) * (size_t)C);
-    if (!a1 || !a2) {
-        st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    for (int i = 0; i < t->L; i++) {
-        struct layer_w *l = &t->layers[i];
-        for (int c = 0; c < C; c++) {
-            a1[c] = fabsf(l->ln1_w[c]) + fabsf(l->ln1_b[c]);
-            a2[c] = fabsf(l->ln2_w[c]) + fabsf(l->ln2_b[c]);
-        }
-        if ((st = cdx_qlinear_new(l->q_w, C, C, p, a1, &l->q_q)) ||
-            (st = cdx_qlinear_new(l->k_w, C, C, p, a1, &l->k_q)) ||
-            (st = cdx_qlinear_new(l->v_w, C, C, p, a1, &l->v_q)) ||
-            (st = cdx_qlinear_new(l->o_w, C, C, p, NULL, &l->o_q)) ||
-            (st = cdx_qlinear_new(l->fc1_w, C, F, p, a2, &l->fc1_q)) ||
-            (st = cdx_qlinear_new(l->fc2_w, F, C, p, NULL, &l->fc2_q)))
-            goto out;
-        /* The float32 originals are only read again if the precision
-         * goes back to f32: out of memory until then (a text query at
-         * bf16 or int8 then fits in ~100 MB). */
-        const float *f32w[6] = {l->q_w, l->k_w, l->v_w, l->o_w, l->fc1_w, l->fc2_w};
-        const size_t sz[6] = {(size_t)C * C, (size_t)C * C, (size_t)C * C, (size_t)C * C,
-                              (size_t)F * C, (size_t)F * C};
-        for (int j = 0; j < 6; j++) cdx_weights_drop_pages(m->w, f32w[j], sz[j]);
-    }
-out:
-    free(a1);
-    free(a2);
-    return st;
-}
 
 cdx_status cdx_model_set_precision(cdx_model *m, cdx_precision p)
 {
@@ -576,22 +392,22 @@ cdx_status cdx_model_set_precision(cdx_model *m, cdx_precision p)
         m->prec_why = why;
         return CDX_OK;
     }
-    free_qlayers(&m->text);
-    free_qlayers(&m->vision);
+    cdx_stack_prepare(&m->text, m->w, CDX_PRECISION_F32);
+    cdx_stack_prepare(&m->vision, m->w, CDX_PRECISION_F32);
     cdx_qlinear_free(m->patch_q);
     m->patch_q = NULL;
     m->prec = CDX_PRECISION_F32;
     m->prec_why = "float32 (a reduced precision could not be prepared)";
     if (p != CDX_PRECISION_F32) {
-        if (((m->towers & CDX_TOWER_TEXT) && (st = prepare_tower(m, &m->text, p))) ||
-            ((m->towers & CDX_TOWER_VISION) && (st = prepare_tower(m, &m->vision, p))) ||
+        if (((m->towers & CDX_TOWER_TEXT) && (st = cdx_stack_prepare(&m->text, m->w, p))) ||
+            ((m->towers & CDX_TOWER_VISION) && (st = cdx_stack_prepare(&m->vision, m->w, p))) ||
             /* the patch embedding too: 7% of a ViT-B/32 pass at float32,
              * a quarter of it once the blocks run int8 */
             ((m->towers & CDX_TOWER_VISION) &&
              (st = cdx_qlinear_new(m->patch_w, 3 * m->cfg.vision.patch_size * m->cfg.vision.patch_size,
                                    m->vision.C, p, NULL, &m->patch_q)))) {
-            free_qlayers(&m->text);
-            free_qlayers(&m->vision);
+            cdx_stack_prepare(&m->text, m->w, CDX_PRECISION_F32);
+            cdx_stack_prepare(&m->vision, m->w, CDX_PRECISION_F32);
             return cdx_fail_prefix(st, m->dir);
         }
     }
