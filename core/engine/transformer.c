@@ -9,6 +9,7 @@
 #include "internal.h"
 #include "kernels.h"
 #include "linear.h"
+#include "pool.h"
 #include "transformer.h"
 
 cdx_status cdx_stack_init(cdx_stack *t, const cdx_tower_info *ti, cdx_act act)
@@ -29,8 +30,8 @@ static void unprepare(cdx_stack *t)
 {
     for (int i = 0; t->layers && i < t->L; i++) {
         cdx_block_w *l = &t->layers[i];
-        cdx_qlinear **q[6] = {&l->q_q, &l->k_q, &l->v_q, &l->o_q, &l->fc1_q, &l->fc2_q};
-        for (int j = 0; j < 6; j++) {
+        cdx_qlinear **q[7] = {&l->q_q, &l->k_q, &l->v_q, &l->o_q, &l->fc1_q, &l->fc2_q, &l->qkv_q};
+        for (int j = 0; j < 7; j++) {
             cdx_qlinear_free(*q[j]);
             *q[j] = NULL;
         }
@@ -114,20 +115,52 @@ static void attend_prefix(float *o, const float *q, const float *k, const float 
         }
 }
 
+/* The fused product's rows (R, 3C) in mlp -> q (scaled), k, v with their
+ * biases. */
+struct split_ctx {
+    const float *qkv, *qb, *kb, *vb;
+    float *q, *k, *v;
+    int C;
+    float scale;
+};
+
+static void split_qkv(void *vctx, int64_t r0, int64_t r1)
+{
+    const struct split_ctx *c = vctx;
+    const int C = c->C;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *src = c->qkv + r * 3 * C;
+        float *q = c->q + r * C, *k = c->k + r * C, *v = c->v + r * C;
+        for (int j = 0; j < C; j++) {
+            q[j] = (src[j] + c->qb[j]) * c->scale;
+            k[j] = src[C + j] + c->kb[j];
+            v[j] = src[2 * C + j] + c->vb[j];
+        }
+    }
+}
+
 void cdx_block_run(const cdx_stack *t, const cdx_block_w *l, cdx_block_acts *a, int B, int T,
                    cdx_attn attn, int nk, float *sc, cdx_qscratch *qs)
 {
     const int64_t R = (int64_t)B * T;
     const int C = t->C, F = t->F, H = t->H, D = C / H;
+    const float scale = 1.0f / sqrtf((float)D);
 
     cdx_layernorm(a->h, a->x, l->ln1_w, l->ln1_b, R, C, t->eps);
-    cdx_lin(qs, l->q_q, a->q, a->h, l->q_w, R, C, C);
-    cdx_lin(qs, l->k_q, a->k, a->h, l->k_w, R, C, C);
-    cdx_lin(qs, l->v_q, a->v, a->h, l->v_w, R, C, C);
-    cdx_add_bias(a->q, l->q_b, R, C);
-    cdx_scale(a->q, R * C, 1.0f / sqrtf((float)D));
-    cdx_add_bias(a->k, l->k_b, R, C);
-    cdx_add_bias(a->v, l->v_b, R, C);
+    /* mlp (R,F) is free until the MLP, and F >= 3C in every family
+     * (cdx_stack_prepare checks) */
+    if (l->qkv_q && cdx_qlinear_run(l->qkv_q, qs, a->mlp, a->h, R) == CDX_OK) {
+        struct split_ctx c = {a->mlp, l->q_b, l->k_b, l->v_b, a->q, a->k, a->v, C, scale};
+        cdx_parallel_for(R, 64, split_qkv, &c);
+    } else {
+        cdx_lin(qs, l->q_q, a->q, a->h, l->q_w, R, C, C);
+        cdx_lin(qs, l->k_q, a->k, a->h, l->k_w, R, C, C);
+        cdx_lin(qs, l->v_q, a->v, a->h, l->v_w, R, C, C);
+        cdx_add_bias(a->q, l->q_b, R, C);
+        cdx_scale(a->q, R * C, scale);
+        cdx_add_bias(a->k, l->k_b, R, C);
+        cdx_add_bias(a->v, l->v_b, R, C);
+    }
     /* the attention output goes to h: h is dead once q, k, v exist */
     if (attn == CDX_ATTN_PREFIX)
         attend_prefix(a->h, a->q, a->k, a->v, T, nk, H, D, sc);
@@ -152,12 +185,15 @@ cdx_status cdx_stack_prepare(cdx_stack *t, cdx_weights *w, cdx_precision p)
 {
     const int C = t->C, F = t->F;
     cdx_status st = CDX_OK;
-    float *a1 = NULL, *a2 = NULL;
+    float *a1 = NULL, *a2 = NULL, *wqkv = NULL;
     unprepare(t);
     if (p == CDX_PRECISION_F32) return CDX_OK;
     a1 = malloc(sizeof(float) * (size_t)C);
     a2 = malloc(sizeof(float) * (size_t)C);
-    if (!a1 || !a2) {
+    /* q, k and v as one product needs 3C columns of the MLP's buffer */
+    const int fuse = F >= 3 * C;
+    if (fuse) wqkv = malloc(sizeof(float) * 3 * (size_t)C * (size_t)C);
+    if (!a1 || !a2 || (fuse && !wqkv)) {
         st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
         goto out;
     }
@@ -167,10 +203,17 @@ cdx_status cdx_stack_prepare(cdx_stack *t, cdx_weights *w, cdx_precision p)
             a1[c] = fabsf(l->ln1_w[c]) + fabsf(l->ln1_b[c]);
             a2[c] = fabsf(l->ln2_w[c]) + fabsf(l->ln2_b[c]);
         }
-        if ((st = cdx_qlinear_new(l->q_w, C, C, p, a1, &l->q_q)) ||
-            (st = cdx_qlinear_new(l->k_w, C, C, p, a1, &l->k_q)) ||
-            (st = cdx_qlinear_new(l->v_w, C, C, p, a1, &l->v_q)) ||
-            (st = cdx_qlinear_new(l->o_w, C, C, p, NULL, &l->o_q)) ||
+        if (fuse) {
+            const size_t CC = (size_t)C * C;
+            memcpy(wqkv, l->q_w, CC * sizeof(float));
+            memcpy(wqkv + CC, l->k_w, CC * sizeof(float));
+            memcpy(wqkv + 2 * CC, l->v_w, CC * sizeof(float));
+            st = cdx_qlinear_new(wqkv, C, 3 * C, p, a1, &l->qkv_q);
+        } else if (!(st = cdx_qlinear_new(l->q_w, C, C, p, a1, &l->q_q)) &&
+                   !(st = cdx_qlinear_new(l->k_w, C, C, p, a1, &l->k_q))) {
+            st = cdx_qlinear_new(l->v_w, C, C, p, a1, &l->v_q);
+        }
+        if (st || (st = cdx_qlinear_new(l->o_w, C, C, p, NULL, &l->o_q)) ||
             (st = cdx_qlinear_new(l->fc1_w, C, F, p, a2, &l->fc1_q)) ||
             (st = cdx_qlinear_new(l->fc2_w, F, C, p, NULL, &l->fc2_q)))
             goto out;
@@ -186,6 +229,7 @@ out:
     if (st) unprepare(t);
     free(a1);
     free(a2);
+    free(wqkv);
     return st;
 }
 

@@ -31,6 +31,9 @@ typedef struct cdx_block_w {
     const float *fc1_w, *fc1_b;           /* (F,C), (F) */
     const float *fc2_w, *fc2_b;           /* (C,F), (C) */
     cdx_qlinear *q_q, *k_q, *v_q, *o_q, *fc1_q, *fc2_q;
+    /* At reduced precision q, k and v are one (3C,C) product: a third of
+     * the calls (their fixed cost is most of a short text query's). */
+    cdx_qlinear *qkv_q;
 } cdx_block_w;
 
 /* A tower's blocks. */
