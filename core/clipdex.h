@@ -112,9 +112,31 @@ void cdx_tokenizer_free(cdx_tokenizer *tok);
 cdx_status cdx_tokenizer_encode(cdx_tokenizer *tok, const char *text,
                                 int max_len, int32_t *ids, int *n_ids);
 
-/* The special token ids, as found in the vocabulary. */
+/* The special token ids, as found in the vocabulary.  SentencePiece
+ * tokenizers: sot is the start token when one is added (else -1), eot the
+ * end token. */
 int32_t cdx_tokenizer_sot(const cdx_tokenizer *tok);
 int32_t cdx_tokenizer_eot(const cdx_tokenizer *tok);
+
+/* ---- SigLIP / SigLIP 2: the same handle over SentencePiece ----
+ * A cdx_tokenizer is CLIP's BPE or, for SigLIP and SigLIP 2, a
+ * SentencePiece model with the processor's text handling around it
+ * (core/engine/sptok.h lists the steps).  cdx_tokenizer_encode then
+ * writes exactly max_len ids: the processor's input_ids with
+ * padding="max_length", truncation=True, max_length=max_len. */
+
+/* Open the tokenizer of a model directory, by what it carries:
+ * config.json model_type "siglip" with spiece.model (SigLIP) or
+ * tokenizer.model (SigLIP 2, Gemma), with tokenizer_config.json;
+ * otherwise vocab.json + merges.txt (CLIP).  Errors name the file. */
+cdx_status cdx_tokenizer_open_dir(const char *model_dir, cdx_tokenizer **out);
+
+/* The fixed length a SentencePiece tokenizer pads to (config.json's
+ * text_config.max_position_embeddings); 0 for CLIP BPE (no padding). */
+int cdx_tokenizer_context(const cdx_tokenizer *tok);
+
+/* One line naming the kind of tokenizer (static or owned by tok). */
+const char *cdx_tokenizer_describe(const cdx_tokenizer *tok);
 
 /* ------------------------------------------------------------------ */
 /* Images and CLIP preprocessing                                       */
