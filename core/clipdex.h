@@ -178,7 +178,7 @@ typedef struct cdx_preprocess_cfg {
     int do_convert_rgb, do_resize, do_center_crop, do_rescale, do_normalize;
     int shortest_edge;        /* resize target of the shortest side */
     int crop_width, crop_height;
-    int resample;             /* PIL constant; only 3 (BICUBIC) is supported */
+    int resample;             /* PIL constant: 3 BICUBIC or 2 BILINEAR */
     double rescale_factor;    /* usually 1/255 */
     float image_mean[3], image_std[3];
     /* size = {"height": H, "width": W} (or [H, W]): resize to exactly
@@ -205,7 +205,7 @@ void cdx_preprocess_cfg_default(cdx_preprocess_cfg *out);
  * its do_* flag is set.  out receives 3*H*W floats, (3,H,W) planar (CHW),
  * where (W,H) is given by cdx_preprocess_output_size: the crop size in
  * the usual configuration.  Errors: CDX_ERR_ARG, CDX_ERR_UNSUPPORTED
- * (resample other than 3), CDX_ERR_LIMIT, CDX_ERR_NOMEM.  Thread-safe. */
+ * (resample other than 3 or 2), CDX_ERR_LIMIT, CDX_ERR_NOMEM.  Thread-safe. */
 cdx_status cdx_preprocess_exact(const cdx_preprocess_cfg *cfg,
                                 const cdx_image *img, float *out);
 
