@@ -19,7 +19,7 @@ PKGS="build-essential pkg-config perl ca-certificates curl dpkg-dev
   libsqlite3-dev sqlite3 libfaiss-dev libinih-dev libssl-dev
   inotify-tools
   python3 python3-torch python3-numpy python3-pil
-  libsentencepiece-dev sentencepiece python3-sentencepiece
+  libsentencepiece-dev sentencepiece python3-sentencepiece python3-protobuf
   valgrind
   libmicrohttpd-dev chromium nodejs"
 # SigLIP's tokenizers: libsentencepiece (the library), sentencepiece
