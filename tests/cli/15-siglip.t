@@ -114,6 +114,39 @@ for name, texts, images in VARIANTS:
          "%s (%s): %d texts, %d images vs the reference: worst cosine %.8f, max abs %.1e (%r)"
          % (name, ref.family, len(texts), len(images), worst_c, worst_a, worst_in))
 
+# ---------------------------------------------------------------- resize
+# Pillow's BILINEAR (and BICUBIC), bit for bit: the tensor of a fixed-size
+# resize without a crop equals Pillow's, value for value (one pixel off by
+# one would be 2/255 off here).
+DUMP = os.path.join(ROOT, qf.BUILD, "tests", "preprocess_dump")
+from PIL import Image  # noqa: E402
+worst = {}
+for rs in (2, 3):
+    for (w, h) in ((64, 64), (224, 224), (300, 97), (5, 700)):
+        cfg = os.path.join(tempfile.gettempdir(), "cdx-15-pre-%d.json" % os.getpid())
+        with open(cfg, "w") as f:
+            json.dump({"do_resize": True, "do_center_crop": False, "size": {"height": h, "width": w},
+                       "resample": rs, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}, f)
+        for img in IMGS:
+            out = cfg + ".bin"
+            p = subprocess.run([DUMP, "-c", cfg, "-t", out, img], capture_output=True)
+            if p.returncode != 0:
+                worst[(rs, w, h, img)] = 9
+                continue
+            got = np.fromfile(out, dtype=np.float32).reshape(3, h, w)
+            im = Image.open(img).convert("RGB")
+            if im.size != (w, h):
+                im = im.resize((w, h), resample=Image.BILINEAR if rs == 2 else Image.BICUBIC)
+            want = ((np.asarray(im).astype(np.float64) / 255).astype(np.float32) - np.float32(0.5)) / np.float32(0.5)
+            worst[(rs, w, h, os.path.basename(img))] = float(np.abs(got - want.transpose(2, 0, 1)).max())
+            os.remove(out)
+        os.remove(cfg)
+for rs, name in ((2, "BILINEAR"), (3, "BICUBIC")):
+    bad = {k: v for k, v in worst.items() if k[0] == rs and v > 1e-6}
+    T.ok(not bad and len([k for k in worst if k[0] == rs]) == 4 * len(IMGS),
+         "resize to a fixed size without a crop = Pillow's %s, value for value (%d images x 4 sizes, up "
+         "and down)%s" % (name, len(IMGS), " differ: %r" % list(bad.items())[:3] if bad else ""))
+
 # ---------------------------------------------------------------- tokenizer
 TOK_TEXTS = TEXTS + ["</s>", "</s> starts", "ends </s>", "<unk>", "\u2581word \u2581", "...!!!", "   ",
                      "MiXeD CaSe ÀÉÎ ß", "tab\tnew\nline", "12345 67.89", "🐶🎉 emoji", "x" * 300,
