@@ -537,6 +537,8 @@ cdx_status cdx_siglip_open(const char *dir, unsigned towers, cdx_family family,
                           path, cdx_sptok_vocab(sp), s->ti.vocab_size);
             goto fail;
         }
+        free(path);
+        path = NULL;
         s->pad = cdx_sptok_pad(sp);
         s->masks = cdx_sptok_masks(sp);
         if (!(*tok = cdx_tokenizer_wrap_sp(sp))) goto nomem;
@@ -570,6 +572,7 @@ cdx_status cdx_siglip_open(const char *dir, unsigned towers, cdx_family family,
         const cdx_tensor_info *t = cdx_weights_at(s->w, i);
         if (!strstr(t->name, "position_ids")) info->n_params += t->numel;
     }
+    free(path);
     free(cfg);
     *out = s;
     return CDX_OK;
