@@ -350,7 +350,9 @@ typedef struct cdx_model_info {
     float logit_bias;         /* SIGMOID scoring: the logit_bias tensor; else 0 */
 } cdx_model_info;
 
-/* Open a Hugging Face CLIP model directory.  towers is a mask of
+/* Open a model directory: Hugging Face CLIP, or SigLIP / SigLIP 2 when
+ * config.json says model_type "siglip" (cdx_model_info.family tells which;
+ * man/clipdex.1 describes the detection).  towers is a mask of
  * CDX_TOWER_*.  *out is owned by the caller (cdx_model_close).
  * A model handle must not be used from two threads at once (it owns its
  * activation buffers); open one per thread if needed. */
@@ -366,6 +368,8 @@ cdx_tokenizer *cdx_model_tokenizer(cdx_model *m); /* NULL without text */
  * is non-zero, else the raw projection. */
 cdx_status cdx_model_encode_text(cdx_model *m, const char *text, float *out,
                                  int normalize);
+/* ids as cdx_tokenizer_encode gives them; SigLIP models take exactly the
+ * padded context (n = text.max_positions). */
 cdx_status cdx_model_encode_tokens(cdx_model *m, const int32_t *ids, int n,
                                    float *out, int normalize);
 

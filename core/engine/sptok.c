@@ -186,7 +186,7 @@ static int sb_cp(sbuf *b, uint32_t c)
 /* One character lower-cased on its own, as both tokenizers do (Python's
  * str.lower of a one-character match, Rust's char::to_lowercase): the full
  * mapping, whose one multi-character case is U+0130. */
-static int lower_cp(cdx_u32 *o, uint32_t c, size_t *len)
+static int lower_cp(cdx_u32 *o, uint32_t c)
 {
     uint32_t a = c, b = 0;
     if (c == 0x130) {
@@ -206,7 +206,6 @@ static int lower_cp(cdx_u32 *o, uint32_t c, size_t *len)
     }
     o->v[o->n++] = a;
     if (b) o->v[o->n++] = b;
-    *len = o->n;
     return 1;
 }
 
@@ -369,9 +368,8 @@ cdx_status cdx_sptok_encode(const cdx_sptok *t, const char *text, int max_len, i
     if (t->kind == CDX_SPTOK_SIGLIP && !push_cp(&low, 0x2581)) goto nomem;
     for (size_t i = 0; i < u.n; i++) {
         uint32_t c = u.v[i];
-        size_t k;
         if (t->kind == CDX_SPTOK_SIGLIP && c == 0x2581) c = ' ';
-        if (!(t->lower ? lower_cp(&low, c, &k) : push_cp(&low, c))) goto nomem;
+        if (!(t->lower ? lower_cp(&low, c) : push_cp(&low, c))) goto nomem;
     }
     if (t->kind == CDX_SPTOK_SIGLIP) {
         if ((st = siglip_ids(t, low.v, low.n, &l))) goto out;
