@@ -29,6 +29,14 @@ struct cdx_sptok {
     int unk_len;                       /* pieces "<unk>" encodes to */
     char *eos_s, *unk_s, *pad_s;
     char desc[96];
+    /* Gemma: tokenizer_config.json's added_tokens_decoder, matched in the
+     * raw text before anything else (as the fast tokenizer's added
+     * vocabulary does), longest first. */
+    struct added {
+        char *s;
+        int32_t id;
+    } *added;
+    int n_added;
 };
 
 /* ---------------------------------------------------------------- config */
@@ -54,6 +62,30 @@ static cdx_status special_id(cdx_sptok *t, const char *model_path, const char *w
     if (*id < 0)
         return cdx_fail(CDX_ERR_MODEL, "%s: the %s token \"%s\" is not in the vocabulary",
                         model_path, what, piece);
+    return CDX_OK;
+}
+
+/* Gemma's added tokens: {"ID": {"content": S, ...}, ...}. */
+static cdx_status load_added(cdx_sptok *t, const cJSON *root, const char *path)
+{
+    const cJSON *d = root ? cJSON_GetObjectItemCaseSensitive(root, "added_tokens_decoder") : NULL;
+    const cJSON *e;
+    int n = 0;
+    if (!cJSON_IsObject(d)) return CDX_OK;
+    cJSON_ArrayForEach(e, d) n++;
+    if (!n) return CDX_OK;
+    if (!(t->added = calloc((size_t)n, sizeof *t->added))) return cdx_fail(CDX_ERR_NOMEM, "out of memory");
+    cJSON_ArrayForEach(e, d) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "content");
+        char *end = NULL;
+        long id = strtol(e->string, &end, 10);
+        if (!cJSON_IsString(c) || !*c->valuestring || !end || *end || id < 0 || id > INT32_MAX)
+            return cdx_fail(CDX_ERR_MODEL, "%s: added_tokens_decoder: entry \"%s\" is not "
+                            "\"ID\": {\"content\": TEXT}", path, e->string);
+        if (!(t->added[t->n_added].s = strdup(c->valuestring)))
+            return cdx_fail(CDX_ERR_NOMEM, "out of memory");
+        t->added[t->n_added++].id = (int32_t)id;
+    }
     return CDX_OK;
 }
 
@@ -117,6 +149,7 @@ cdx_status cdx_sptok_open(const char *model_path, const char *config_path, cdx_s
         (st = special_id(t, model_path, "start", token_str(root, "bos_token", "<bos>"), &t->bos)))
         goto fail;
     t->space = cdx_spm_piece_id(t->spm, "\xe2\x96\x81");
+    if (!siglip && (st = load_added(t, root, config_path))) goto fail;
     if (siglip) t->unk_len = cdx_spm_count(t->spm, t->unk_s);
     snprintf(t->desc, sizeof t->desc, "%s, %d pieces%s",
              siglip ? "SentencePiece unigram (SiglipTokenizer)"
@@ -140,6 +173,8 @@ void cdx_sptok_free(cdx_sptok *t)
     free(t->eos_s);
     free(t->unk_s);
     free(t->pad_s);
+    for (int i = 0; i < t->n_added; i++) free(t->added[i].s);
+    free(t->added);
     free(t);
 }
 
@@ -351,6 +386,56 @@ static cdx_status siglip_ids(const cdx_sptok *t, const uint32_t *s, size_t n, id
     return CDX_OK;
 }
 
+/* Gemma: the raw text split at the added tokens; each other part lower-
+ * cased and encoded on its own. */
+static cdx_status gemma_part(const cdx_sptok *t, const uint32_t *s, size_t n, idlist *l)
+{
+    cdx_u32 low = {0};
+    sbuf b = {0};
+    int32_t *v = NULL;
+    int nv = 0;
+    cdx_status st = CDX_OK;
+    for (size_t i = 0; i < n; i++)
+        if (!(t->lower ? lower_cp(&low, s[i]) : push_cp(&low, s[i]))) goto nomem;
+    for (size_t i = 0; i < low.n; i++)
+        if (!sb_cp(&b, low.v[i])) goto nomem;
+    if ((st = cdx_spm_encode(t->spm, b.p ? b.p : "", b.n, 0, &v, &nv))) goto out;
+    for (int k = 0; k < nv; k++)
+        if (!il_push(l, v[k], 0)) goto nomem;
+    goto out;
+nomem:
+    st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
+out:
+    free(v);
+    free(b.p);
+    cdx_u32_release(&low);
+    return st;
+}
+
+static cdx_status gemma_ids(const cdx_sptok *t, const uint32_t *s, size_t n, idlist *l)
+{
+    size_t start = 0, i = 0;
+    cdx_status st;
+    while (i < n) {
+        int which = -1;
+        size_t len = 0, best = 0;
+        for (int k = 0; k < t->n_added; k++)
+            if (match_special(s, n, i, t->added[k].s, &len) && len > best) {
+                best = len;
+                which = k;
+            }
+        if (which < 0) {
+            i++;
+            continue;
+        }
+        if (i > start && (st = gemma_part(t, s + start, i - start, l))) return st;
+        if (!il_push(l, t->added[which].id, 1)) return cdx_fail(CDX_ERR_NOMEM, "out of memory");
+        i += best;
+        start = i;
+    }
+    return n > start ? gemma_part(t, s + start, n - start, l) : CDX_OK;
+}
+
 cdx_status cdx_sptok_encode(const cdx_sptok *t, const char *text, int max_len, int32_t *ids,
                             int *n_ids)
 {
@@ -366,25 +451,14 @@ cdx_status cdx_sptok_encode(const cdx_sptok *t, const char *text, int max_len, i
         return cdx_fail(CDX_ERR_ARG, "text is not valid UTF-8 (at byte %zu)", bad);
     /* SigLIP: "\u2581" + text with every "\u2581" made a space. */
     if (t->kind == CDX_SPTOK_SIGLIP && !push_cp(&low, 0x2581)) goto nomem;
-    for (size_t i = 0; i < u.n; i++) {
-        uint32_t c = u.v[i];
-        if (t->kind == CDX_SPTOK_SIGLIP && c == 0x2581) c = ' ';
+    for (size_t i = 0; t->kind == CDX_SPTOK_SIGLIP && i < u.n; i++) {
+        uint32_t c = u.v[i] == 0x2581 ? ' ' : u.v[i];
         if (!(t->lower ? lower_cp(&low, c) : push_cp(&low, c))) goto nomem;
     }
     if (t->kind == CDX_SPTOK_SIGLIP) {
         if ((st = siglip_ids(t, low.v, low.n, &l))) goto out;
-    } else {
-        int32_t *v = NULL;
-        int nv = 0;
-        for (size_t i = 0; i < low.n; i++)
-            if (!sb_cp(&b, low.v[i])) goto nomem;
-        if ((st = cdx_spm_encode(t->spm, b.p ? b.p : "", b.n, 0, &v, &nv))) goto out;
-        for (int k = 0; k < nv; k++)
-            if (!il_push(&l, v[k], 0)) {
-                free(v);
-                goto nomem;
-            }
-        free(v);
+    } else if ((st = gemma_ids(t, u.v, u.n, &l))) {
+        goto out;
     }
     {
         /* Truncate so the special tokens fit (transformers counts them

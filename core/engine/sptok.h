@@ -17,16 +17,19 @@
  *     context length (processor(text, padding="max_length")).
  *
  * GEMMA (SigLIP 2's Siglip2Tokenizer = GemmaTokenizer + lower case,
- * transformers PR #43101):
- *   lower case (one character at a time, as tokenizers' Lowercase), the
- *   model's BPE with byte fallback on the whole text, "<bos>" first when
+ *   transformers PR #43101):
+ *   the raw text split at the added tokens of tokenizer_config.json's
+ *   added_tokens_decoder ("<eos>", "<start_of_turn>", ...: each becomes
+ *   its id, as the fast tokenizer's added vocabulary matches them before
+ *   normalising); each other part lower-cased (one character at a time, as
+ *   tokenizers' Lowercase) and encoded by the model's BPE with byte
+ *   fallback; "<bos>" first when
  *   tokenizer_config.json's add_bos_token, "<eos>" last when
  *   add_eos_token (the published checkpoints: no bos, eos), truncated to
  *   the context, padded with "<pad>" on padding_side.
  *
- * Known difference: special-token strings other than SigLIP's "</s>" and
- * "<unk>" (Gemma's "<eos>", "<start_of_turn>", ...) typed into a query are
- * encoded as text, where the fast tokenizer would map them to their ids.
+ * Not reproduced: the lstrip/rstrip/single_word flags of Gemma's added
+ * tokens (the published ones have none set).
  */
 #ifndef CDX_SPTOK_H
 #define CDX_SPTOK_H

@@ -150,7 +150,8 @@ for rs, name in ((2, "BILINEAR"), (3, "BICUBIC")):
 # ---------------------------------------------------------------- tokenizer
 TOK_TEXTS = TEXTS + ["</s>", "</s> starts", "ends </s>", "<unk>", "\u2581word \u2581", "...!!!", "   ",
                      "MiXeD CaSe ÀÉÎ ß", "tab\tnew\nline", "12345 67.89", "🐶🎉 emoji", "x" * 300,
-                     "don't stop-believing", "<pad> <eos> <bos>"]
+                     "don't stop-believing", "<pad> <eos> <bos>", "a<eos>b <EOS> <mask><mask>x",
+                     "<eos>", "<bo<eos>s>"]
 for name in ("siglip-tiny", "siglip2-tiny"):
     d = os.path.join(MODELS, name)
     ref = siglip_ref.SiglipRef(d)

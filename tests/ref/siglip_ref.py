@@ -13,6 +13,7 @@ code:
   non-special text as PreTrainedTokenizer.tokenize does it, the split at
   the special tokens with their lstrip/rstrip, canonicalize_text, the
   "<unk>" prefix trick, eos, truncation, padding to max_length).  SigLIP 2:
+  the added tokens of tokenizer_config.json split out of the raw text,
   lower case per character (tokenizers' Lowercase), the Gemma model, the
   bos/eos of tokenizer_config.json, truncation, padding.
 - images: Pillow (convert("RGB"), resize to the fixed size with the
@@ -135,10 +136,20 @@ class GemmaTokenizerRef:
         self.pad_id = self.sp.piece_to_id(_tok_str(c.get("pad_token"), "<pad>"))
         self.left = c.get("padding_side", "right") == "left"
         self.masks = "attention_mask" in c.get("model_input_names", ["input_ids", "attention_mask"])
+        # the fast tokenizer's added vocabulary: matched in the raw text first
+        self.added = {v["content"]: int(k) for k, v in c.get("added_tokens_decoder", {}).items()}
 
     def __call__(self, text):
-        text = "".join(ch.lower() for ch in text)  # per character, as tokenizers' Lowercase
-        ids = self.sp.encode(text)
+        parts = [text]
+        if self.added:
+            alt = "|".join(re.escape(a) for a in sorted(self.added, key=len, reverse=True))
+            parts = re.split("(" + alt + ")", text)
+        ids = []
+        for p in parts:
+            if p in self.added:
+                ids.append(self.added[p])
+            elif p:
+                ids += self.sp.encode("".join(ch.lower() for ch in p))  # per character, as Lowercase
         room = self.context - int(self.add_bos) - int(self.add_eos)
         ids = ([self.bos] if self.add_bos else []) + ids[:room] + ([self.eos] if self.add_eos else [])
         pad = [self.pad_id] * (self.context - len(ids))

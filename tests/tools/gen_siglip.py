@@ -146,8 +146,14 @@ def tok_files(outdir, family):
         write_json(os.path.join(outdir, "special_tokens_map.json"), {
             "eos_token": added("</s>"), "pad_token": added("</s>"), "unk_token": added("<unk>")})
     else:
+        def gadded(content):
+            return {"content": content, "lstrip": False, "normalized": False, "rstrip": False,
+                    "single_word": False, "special": True}
         write_json(os.path.join(outdir, "tokenizer_config.json"), {
-            "add_bos_token": False, "add_eos_token": True, "bos_token": "<bos>",
+            "add_bos_token": False, "add_eos_token": True,
+            "added_tokens_decoder": {str(i): gadded(c) for i, c in
+                                     enumerate(["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"])},
+            "bos_token": "<bos>",
             "clean_up_tokenization_spaces": False, "eos_token": "<eos>",
             "model_max_length": 64, "pad_token": "<pad>", "padding_side": "right",
             "processor_class": "SiglipProcessor", "sp_model_kwargs": {},
