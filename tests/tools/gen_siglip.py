@@ -17,9 +17,9 @@ Gemma's has <pad> 0, <eos> 1, <bos> 2, <unk> 3, <mask> 4.  The vocabularies
 are small (the real ones have 32000 and 256000 pieces); config.json's
 vocab_size is the trained size.
 
-usage: gen_siglip.py OUTDIR --family siglip|siglip2 [--preset tiny|base2l|b16|so400m]
+usage: gen_siglip.py OUTDIR --family siglip|siglip2 [--preset tiny|odd|base2l|b16|so400m]
                      [--dtype F32|F16|BF16] [--seed N] [--sparse-config]
-                     [--tokenizer-from DIR]
+                     [--tokenizer-from DIR] [--ln-eps X]
 
 --sparse-config writes config.json as the first SigLIP checkpoints did,
 with only the sizes (hidden_act, layer_norm_eps, max_position_embeddings
@@ -47,6 +47,12 @@ PRESETS = {
                            num_attention_heads=4),
                  vision=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                              num_attention_heads=4, image_size=64, patch_size=16)),
+    # sizes that are no multiple of anything: patch 14 (a 588-wide patch
+    # product), head width 18, mlp 269, 3 text layers and 1 vision layer.
+    "odd": dict(text=dict(hidden_size=72, intermediate_size=269, num_hidden_layers=3,
+                          num_attention_heads=4),
+                vision=dict(hidden_size=72, intermediate_size=269, num_hidden_layers=1,
+                            num_attention_heads=4, image_size=70, patch_size=14)),
     # ViT-B/16 widths at 224, 2 layers (the real-width test variant).
     "base2l": dict(text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=2,
                              num_attention_heads=12),
@@ -223,6 +229,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--sparse-config", action="store_true")
     ap.add_argument("--tokenizer-from")
+    ap.add_argument("--ln-eps", type=float, default=1e-6)
     a = ap.parse_args()
 
     os.makedirs(a.outdir, exist_ok=True)
@@ -241,7 +248,7 @@ def main():
     vc = dict(p["vision"], model_type="siglip_vision_model")
     if not a.sparse_config:
         for c in (tc, vc):
-            c.update(hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)
+            c.update(hidden_act="gelu_pytorch_tanh", layer_norm_eps=a.ln_eps)
         tc.update(max_position_embeddings=64, projection_size=tc["hidden_size"])
         vc.update(num_channels=3)
     write_json(os.path.join(a.outdir, "config.json"), {

@@ -2,6 +2,7 @@
 """make_testdata.py - generate the models and images the tests use, once.
 
 OUT/models/NAME   random-weight HF CLIP directories (tests/tools/gen_model.py)
+OUT/models/siglip*  SigLIP / SigLIP 2 directories (tests/tools/gen_siglip.py)
 OUT/images/*      test images written with Pillow: JPEG 4:2:0 / 4:4:4 /
                   progressive, PNG gray / palette / RGBA / 16-bit, odd sizes
 
@@ -64,6 +65,9 @@ SIGLIP_MODELS = [
                            "--tokenizer-from", "siglip2-tiny"]),
     ("siglip2-base2l", ["--family", "siglip2", "--preset", "base2l", "--dtype", "BF16",
                         "--seed", "28", "--tokenizer-from", "siglip2-tiny"]),
+    # odd sizes, patch 14, layer-norm eps 1e-2 (a 100x wrong eps shows)
+    ("siglip2-odd", ["--family", "siglip2", "--preset", "odd", "--ln-eps", "1e-2", "--seed", "29",
+                     "--tokenizer-from", "siglip2-tiny"]),
 ]
 
 
