@@ -77,7 +77,7 @@ else
 FAISS_W = $(FAISS_A)
 endif
 FAISS_LIBS = $(FAISS_C) $(FAISS_W)
-LDLIBS = $(FAISS_C) $(FAISS_W) $(PKG_LIBS) -ldnnl -lgif -lgomp -lstdc++ -lm -pthread
+LDLIBS = $(FAISS_C) $(FAISS_W) $(PKG_LIBS) -lsentencepiece -ldnnl -lgif -lgomp -lstdc++ -lm -pthread
 
 # ======================================================================
 # Modules.  Each section adds to:
@@ -106,6 +106,15 @@ UNIT_TESTS += test_tokenizer test_weights test_kernels test_qlinear
 BENCHES += engine_bench
 # bench/README-precision.md: oneDNN on its own threads against our column split
 BENCHES += onednn_split
+# SigLIP / SigLIP 2 (siglip.c) and their SentencePiece tokenizers: sptok.c,
+# and spm.cc, the C interface to Debian's libsentencepiece (C++).
+CORE_OBJS += core/engine/siglip.o core/engine/sptok.o core/engine/spm.o
+CXX ?= c++
+ALL_CXXFLAGS = -std=c++17 -D_GNU_SOURCE -pthread -MMD -MP -Wall -Wextra -Wno-unused-parameter \
+	$(if $(filter 1,$(WERROR)),-Werror) $(SANFLAGS) -Icore $(PKG_CFLAGS) $(O) -g
+$(BUILD)/%.o: %.cc $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(call say,CXX,$<)$(CXX) $(ALL_CXXFLAGS) -c $< -o $@
 # The compute kernels are written to be vectorised: -O3 and OpenMP's simd
 # pragmas; they never call the OpenMP runtime (libgomp is linked only for
 # FAISS's own code; core/pool.h says why our threads are our own).

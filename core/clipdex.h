@@ -112,9 +112,31 @@ void cdx_tokenizer_free(cdx_tokenizer *tok);
 cdx_status cdx_tokenizer_encode(cdx_tokenizer *tok, const char *text,
                                 int max_len, int32_t *ids, int *n_ids);
 
-/* The special token ids, as found in the vocabulary. */
+/* The special token ids, as found in the vocabulary.  SentencePiece
+ * tokenizers: sot is the start token when one is added (else -1), eot the
+ * end token. */
 int32_t cdx_tokenizer_sot(const cdx_tokenizer *tok);
 int32_t cdx_tokenizer_eot(const cdx_tokenizer *tok);
+
+/* ---- SigLIP / SigLIP 2: the same handle over SentencePiece ----
+ * A cdx_tokenizer is CLIP's BPE or, for SigLIP and SigLIP 2, a
+ * SentencePiece model with the processor's text handling around it
+ * (core/engine/sptok.h lists the steps).  cdx_tokenizer_encode then
+ * writes exactly max_len ids: the processor's input_ids with
+ * padding="max_length", truncation=True, max_length=max_len. */
+
+/* Open the tokenizer of a model directory, by what it carries:
+ * config.json model_type "siglip" with spiece.model (SigLIP) or
+ * tokenizer.model (SigLIP 2, Gemma), with tokenizer_config.json;
+ * otherwise vocab.json + merges.txt (CLIP).  Errors name the file. */
+cdx_status cdx_tokenizer_open_dir(const char *model_dir, cdx_tokenizer **out);
+
+/* The fixed length a SentencePiece tokenizer pads to (config.json's
+ * text_config.max_position_embeddings); 0 for CLIP BPE (no padding). */
+int cdx_tokenizer_context(const cdx_tokenizer *tok);
+
+/* One line naming the kind of tokenizer (static or owned by tok). */
+const char *cdx_tokenizer_describe(const cdx_tokenizer *tok);
 
 /* ------------------------------------------------------------------ */
 /* Images and CLIP preprocessing                                       */
@@ -156,7 +178,7 @@ typedef struct cdx_preprocess_cfg {
     int do_convert_rgb, do_resize, do_center_crop, do_rescale, do_normalize;
     int shortest_edge;        /* resize target of the shortest side */
     int crop_width, crop_height;
-    int resample;             /* PIL constant; only 3 (BICUBIC) is supported */
+    int resample;             /* PIL constant: 3 BICUBIC or 2 BILINEAR */
     double rescale_factor;    /* usually 1/255 */
     float image_mean[3], image_std[3];
     /* size = {"height": H, "width": W} (or [H, W]): resize to exactly
@@ -183,7 +205,7 @@ void cdx_preprocess_cfg_default(cdx_preprocess_cfg *out);
  * its do_* flag is set.  out receives 3*H*W floats, (3,H,W) planar (CHW),
  * where (W,H) is given by cdx_preprocess_output_size: the crop size in
  * the usual configuration.  Errors: CDX_ERR_ARG, CDX_ERR_UNSUPPORTED
- * (resample other than 3), CDX_ERR_LIMIT, CDX_ERR_NOMEM.  Thread-safe. */
+ * (resample other than 3 or 2), CDX_ERR_LIMIT, CDX_ERR_NOMEM.  Thread-safe. */
 cdx_status cdx_preprocess_exact(const cdx_preprocess_cfg *cfg,
                                 const cdx_image *img, float *out);
 
@@ -328,7 +350,9 @@ typedef struct cdx_model_info {
     float logit_bias;         /* SIGMOID scoring: the logit_bias tensor; else 0 */
 } cdx_model_info;
 
-/* Open a Hugging Face CLIP model directory.  towers is a mask of
+/* Open a model directory: Hugging Face CLIP, or SigLIP / SigLIP 2 when
+ * config.json says model_type "siglip" (cdx_model_info.family tells which;
+ * man/clipdex.1 describes the detection).  towers is a mask of
  * CDX_TOWER_*.  *out is owned by the caller (cdx_model_close).
  * A model handle must not be used from two threads at once (it owns its
  * activation buffers); open one per thread if needed. */
@@ -344,6 +368,8 @@ cdx_tokenizer *cdx_model_tokenizer(cdx_model *m); /* NULL without text */
  * is non-zero, else the raw projection. */
 cdx_status cdx_model_encode_text(cdx_model *m, const char *text, float *out,
                                  int normalize);
+/* ids as cdx_tokenizer_encode gives them; SigLIP models take exactly the
+ * padded context (n = text.max_positions). */
 cdx_status cdx_model_encode_tokens(cdx_model *m, const int32_t *ids, int n,
                                    float *out, int normalize);
 

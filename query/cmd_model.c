@@ -1,6 +1,7 @@
 /*
  * cmd_model.c - `clipdex model`: what a model directory holds, checked by
- * actually opening it (every tensor bound and validated).
+ * actually opening it (every tensor bound and validated): family, towers,
+ * tokenizer, scoring and the preprocessing an image goes through.
  */
 #include <getopt.h>
 
@@ -42,21 +43,41 @@ int cmd_model(int argc, char **argv)
     if (cdx_model_open(dir, CDX_TOWER_TEXT | CDX_TOWER_VISION, &m)) return error("%s", cdx_last_error());
     const cdx_model_info *i = cdx_model_get_info(m);
     const cdx_preprocess_cfg *p = cdx_model_preprocess(m);
+    const int siglip = i->family == CDX_FAMILY_SIGLIP || i->family == CDX_FAMILY_SIGLIP2;
     printf("model: %s\n", i->dir);
-    printf("architecture: CLIP, ViT-%s/%d vision, %d-layer text, embedding dimension %d\n",
-           i->vision.hidden >= 1024 ? "L" : i->vision.hidden >= 768 ? "B" : "custom",
-           i->vision.patch_size, i->text.layers, i->projection_dim);
+    printf("family: %s\n", cdx_family_name(i->family));
+    printf("architecture: %s, ViT-%s/%d vision%s, %d-layer text, embedding dimension %d\n",
+           i->family == CDX_FAMILY_SIGLIP2 ? "SigLIP 2" : siglip ? "SigLIP"
+           : i->family == CDX_FAMILY_OPENCLIP ? "OpenCLIP" : "CLIP",
+           i->vision.hidden >= 1152 ? "SO400M" : i->vision.hidden >= 1024 ? "L"
+           : i->vision.hidden >= 768 ? "B" : "custom",
+           i->vision.patch_size, siglip ? " (attention-pooled)" : "", i->text.layers,
+           i->projection_dim);
     tower("vision", &i->vision, 1);
     tower("text", &i->text, 0);
+    printf("tokenizer: %s\n", cdx_tokenizer_describe(cdx_model_tokenizer(m)));
     printf("parameters: %lld (%.1f M)\n", (long long)i->n_params, (double)i->n_params / 1e6);
     printf("weights: %s (%s)\n", i->weights_file, i->dtype);
     printf("logit scale: %.4f\n", (double)i->logit_scale);
+    if (i->scoring == CDX_SCORING_SIGMOID)
+        printf("scoring: sigmoid(%.4f * cosine %+.4f), each label on its own (logit bias %.4f)\n",
+               (double)i->logit_scale, (double)i->logit_bias, (double)i->logit_bias);
+    else
+        printf("scoring: softmax over the labels of %.4f * cosine\n", (double)i->logit_scale);
     /* What embed/search/index would run at (not prepared here). */
     printf("precision: %s (%s; CPU level %s)\n", cdx_precision_name(prec), why, cdx_cpu_level());
-    printf("preprocess: shortest edge %d, crop %dx%d, mean [%.8g, %.8g, %.8g], std [%.8g, %.8g, %.8g]\n",
-           p->shortest_edge, p->crop_width, p->crop_height, (double)p->image_mean[0],
-           (double)p->image_mean[1], (double)p->image_mean[2], (double)p->image_std[0],
-           (double)p->image_std[1], (double)p->image_std[2]);
+    if (siglip)
+        printf("preprocess: RGB, resize to %dx%d (%s, no crop), rescale %.8g, mean [%.8g, %.8g, "
+               "%.8g], std [%.8g, %.8g, %.8g]\n",
+               p->resize_width, p->resize_height, p->resample == 2 ? "bilinear" : "bicubic",
+               p->rescale_factor, (double)p->image_mean[0], (double)p->image_mean[1],
+               (double)p->image_mean[2], (double)p->image_std[0], (double)p->image_std[1],
+               (double)p->image_std[2]);
+    else
+        printf("preprocess: shortest edge %d, crop %dx%d, mean [%.8g, %.8g, %.8g], std [%.8g, %.8g, %.8g]\n",
+               p->shortest_edge, p->crop_width, p->crop_height, (double)p->image_mean[0],
+               (double)p->image_mean[1], (double)p->image_mean[2], (double)p->image_std[0],
+               (double)p->image_std[1], (double)p->image_std[2]);
     cdx_model_close(m);
     return EXIT_OK;
 }

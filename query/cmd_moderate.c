@@ -7,8 +7,10 @@
  *      with any preset, and to a label file without unflagged labels.
  *   2. Each label's text embedding: the mean of its prompts' normalised
  *      embeddings (text tower only), renormalised.
- *   3. Each image's stored vector v (no image is decoded):
- *         p = softmax(logit_scale * <v, label_j>) over all labels j,
+ *   3. Each image's stored vector v (no image is decoded), scored as the
+ *      model family scores (labels.h, label_probs):
+ *         CLIP:   p_j = softmax(logit_scale * <v, label_j>) over all labels j
+ *         SigLIP: p_j = sigmoid(logit_scale * <v, label_j> + logit_bias)
  *      and the image is reported for a flagged label when p_j reaches its
  *      threshold (--threshold overrides every label's).
  *   4. Results are stored per vector under the label set's identity (its
@@ -321,13 +323,16 @@ static int sweep(struct moderate *m)
     float *lab = NULL, *v = NULL, *p = NULL;
     struct result *res = NULL;
     size_t nres = 0, cap = 0, scored = 0;
-    double scale = cdx_model_get_info(m->c.model)->logit_scale;
+    const cdx_model_info *info = cdx_model_get_info(m->c.model);
+    double scale = info->logit_scale, bias = info->logit_bias, *cosv = NULL;
+    const int sigmoid = info->scoring == CDX_SCORING_SIGMOID;
     int ret;
 
     if (!(scale > 0) || !isfinite(scale)) scale = 100.0; /* CLIP's trained value */
+    if (!isfinite(bias)) bias = 0;
     if ((ret = set_identity(m)) != 0) return ret;
     if (!(lab = malloc(L * (size_t)E * sizeof *lab)) || !(v = malloc((size_t)E * sizeof *v)) ||
-        !(p = malloc(L * sizeof *p))) {
+        !(p = malloc(L * sizeof *p)) || !(cosv = malloc(L * sizeof *cosv))) {
         ret = error("out of memory");
         goto cleanup;
     }
@@ -365,17 +370,15 @@ static int sweep(struct moderate *m)
             ret = error("%s", cdx_last_error());
             goto cleanup;
         }
-        /* softmax(logit_scale * cos) over the labels, max-shifted */
-        double mx = -INFINITY, sum = 0;
+        /* the family's scoring (label_probs): softmax over the labels
+         * for CLIP, a sigmoid per label with the bias for SigLIP */
         for (size_t j = 0; j < L; j++) {
             const float *row = lab + j * (size_t)E;
             double dot = 0;
             for (int d = 0; d < E; d++) dot += (double)row[d] * v[d];
-            p[j] = (float)(scale * dot);
-            if (p[j] > mx) mx = p[j];
+            cosv[j] = dot;
         }
-        for (size_t j = 0; j < L; j++) sum += exp(p[j] - mx);
-        for (size_t j = 0; j < L; j++) p[j] = (float)(exp(p[j] - mx) / sum);
+        label_probs(sigmoid, scale, bias, cosv, L, p);
         scored++;
         /* Stored: every flagged label that hit, and the most probable
          * flagged label even when it did not (so each scored image has a
@@ -418,6 +421,7 @@ cleanup:
     free(lab);
     free(v);
     free(p);
+    free(cosv);
     for (size_t i = 0; i < m->n_marks; i++) free(m->marks[i].label);
     free(m->marks);
     m->marks = NULL;

@@ -1,7 +1,9 @@
 /*
- * cmd_tokenize.c - `clipdex tokenize`: the CLIP BPE ids of each text, as
- * the text tower sees them (start and end tokens included, no padding).
- * Loads only vocab.json and merges.txt, never the weights.
+ * cmd_tokenize.c - `clipdex tokenize`: the ids of each text as the text
+ * tower sees them.  CLIP: BPE, start and end tokens included, no padding
+ * (vocab.json and merges.txt).  SigLIP / SigLIP 2: the processor's
+ * input_ids, padded to the context length (spiece.model or
+ * tokenizer.model).  Never loads the weights.
  */
 #include <getopt.h>
 #include <stdlib.h>
@@ -22,7 +24,6 @@ int cmd_tokenize(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *model_opt = NULL, *dir;
-    char *vocab = NULL, *merges = NULL;
     cdx_tokenizer *tok = NULL;
     int c, ret = EXIT_OK;
 
@@ -34,23 +35,15 @@ int cmd_tokenize(int argc, char **argv)
     }
     if (optind >= argc) return usage_error(self, "no text given");
     if (!(dir = resolve_model_dir(model_opt))) return EXIT_USAGE;
-    size_t n = strlen(dir);
-    vocab = malloc(n + 16);
-    merges = malloc(n + 16);
-    if (!vocab || !merges) {
-        ret = error("out of memory");
-        goto out;
-    }
-    snprintf(vocab, n + 16, "%s/vocab.json", dir);
-    snprintf(merges, n + 16, "%s/merges.txt", dir);
-    if (cdx_tokenizer_open(vocab, merges, &tok)) {
+    if (cdx_tokenizer_open_dir(dir, &tok)) {
         ret = error("%s", cdx_last_error());
         goto out;
     }
     for (int i = optind; i < argc; i++) {
-        int32_t ids[CONTEXT_LENGTH];
-        int nids = 0;
-        if (cdx_tokenizer_encode(tok, argv[i], CONTEXT_LENGTH, ids, &nids)) {
+        int32_t ids[4096];
+        int nids = 0, len = cdx_tokenizer_context(tok);
+        if (len <= 0 || len > 4096) len = CONTEXT_LENGTH;
+        if (cdx_tokenizer_encode(tok, argv[i], len, ids, &nids)) {
             error("%s", cdx_last_error());
             ret = EXIT_ERROR;
             continue;
@@ -63,7 +56,5 @@ int cmd_tokenize(int argc, char **argv)
     }
 out:
     cdx_tokenizer_free(tok);
-    free(vocab);
-    free(merges);
     return ret;
 }

@@ -19,8 +19,15 @@
  * unflagged labels that pull borderline pictures away from the flag.
  * Thresholds are softmax probabilities; they need tuning against a real
  * model and a labelled sample of the library at hand.
+ *
+ * SigLIP models (sigmoid scoring, label_probs) score each label on its
+ * own: sigmoid(exp(logit_scale) * cos + logit_bias) is the model's answer
+ * to "does this text describe the picture", trained so, and the
+ * background labels then only stand beside the flagged ones.  A threshold
+ * means that probability for that label alone.
  */
 #include <ctype.h>
+#include <math.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -415,4 +422,20 @@ void labels_list_presets(FILE *f)
             else fprintf(f, "  -           %s\n", l->name);
         }
     }
+}
+
+void label_probs(int sigmoid, double scale, double bias, const double *cos, size_t n, float *p)
+{
+    if (sigmoid) {
+        for (size_t j = 0; j < n; j++) p[j] = (float)(1.0 / (1.0 + exp(-(scale * cos[j] + bias))));
+        return;
+    }
+    /* softmax(scale * cos) over the labels, max-shifted */
+    double mx = -INFINITY, sum = 0;
+    for (size_t j = 0; j < n; j++) {
+        p[j] = (float)(scale * cos[j]);
+        if (p[j] > mx) mx = p[j];
+    }
+    for (size_t j = 0; j < n; j++) sum += exp(p[j] - mx);
+    for (size_t j = 0; j < n; j++) p[j] = (float)(exp(p[j] - mx) / sum);
 }

@@ -58,6 +58,15 @@ size_t label_n_prompts(const label *l);
 
 void labelset_release(labelset *s);
 
+/* An image's probability for each of n labels from its cosines with them
+ * (the model family's own scoring, cdx_model_info.scoring):
+ *   softmax (CLIP, OpenCLIP): softmax over the n labels of scale * cos,
+ *     so the labels compete and the probabilities sum to 1;
+ *   sigmoid (SigLIP, SigLIP 2): sigmoid(scale * cos + bias) per label,
+ *     each on its own (the others do not change it).
+ * scale is exp(logit_scale), bias the logit_bias (0 for softmax). */
+void label_probs(int sigmoid, double scale, double bias, const double *cos, size_t n, float *p);
+
 /* `clipdex moderate --list-presets`. */
 void labels_list_presets(FILE *f);
 

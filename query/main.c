@@ -19,9 +19,9 @@ const cdx_cmd cdx_commands[] = {
      "[--text STR]... [--image PATH]...",
      "print CLIP embeddings of texts and images"},
     {"tokenize", cmd_tokenize, "clipdex tokenize [--model DIR] TEXT...",
-     "print CLIP BPE token ids"},
+     "print the token ids the text tower sees (CLIP BPE, SigLIP SentencePiece)"},
     {"model", cmd_model, "clipdex model [--model DIR] [--precision auto|f32|bf16|int8]",
-     "summarise a CLIP model directory"},
+     "summarise a model directory: family, towers, tokenizer, scoring, preprocessing"},
     {"search", cmd_search,
      "clipdex search [--data DIR] [--model DIR] [--precision P] [-n N] [--min-score S] [--after DATE] "
      "[--before DATE] [--under DIR] [--camera TEXT] [--ext EXT]... [--text STR]... "

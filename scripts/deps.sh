@@ -19,8 +19,12 @@ PKGS="build-essential pkg-config perl ca-certificates curl dpkg-dev
   libsqlite3-dev sqlite3 libfaiss-dev libinih-dev libssl-dev
   inotify-tools
   python3 python3-torch python3-numpy python3-pil
+  libsentencepiece-dev sentencepiece python3-sentencepiece python3-protobuf
   valgrind
   libmicrohttpd-dev chromium nodejs"
+# SigLIP's tokenizers: libsentencepiece (the library), sentencepiece
+# (spm_train, for the test models' tokenizers), python3-sentencepiece (the
+# tests' oracle).
 # clipdex serve: libmicrohttpd; its browser test drives Debian's chromium
 # through puppeteer-core (npm, pinned in tests/browser/package-lock.json).
 # npm comes with a NodeSource nodejs, from Debian's npm package otherwise.

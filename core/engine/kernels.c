@@ -163,6 +163,12 @@ CLONES static void act_rows(void *vctx, int64_t r0, int64_t r1)
             for (int i = 0; i < N; i++) y[i] += c->b[i];
         if (c->act == CDX_ACT_QUICK_GELU) {
             for (int i = 0; i < N; i++) y[i] = y[i] / (1.0f + expf_inline(-1.702f * y[i]));
+        } else if (c->act == CDX_ACT_GELU_TANH) {
+            /* SigLIP: 0.5 x (1 + tanh(u)), tanh(u) = 1 - 2 / (1 + e^2u) */
+            for (int i = 0; i < N; i++) {
+                float x = y[i], u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+                y[i] = 0.5f * x * (2.0f - 2.0f / (1.0f + expf_inline(2.0f * u)));
+            }
         } else {
             for (int i = 0; i < N; i++)
                 y[i] = 0.5f * y[i] * (1.0f + erf_inline(y[i] * 0.70710678118654752f));
@@ -187,6 +193,8 @@ void cdx_ref_bias_act(float *y, const float *b, int64_t R, int N, cdx_act act)
             double v = y[r * N + i] + (b ? b[i] : 0.0f);
             if (act == CDX_ACT_QUICK_GELU)
                 v = v / (1.0 + exp(-1.702 * v));
+            else if (act == CDX_ACT_GELU_TANH)
+                v = 0.5 * v * (1.0 + tanh(sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
             else
                 v = 0.5 * v * (1.0 + erf(v / sqrt(2.0)));
             y[r * N + i] = (float)v;

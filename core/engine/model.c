@@ -29,6 +29,7 @@
 #include "kernels.h"
 #include "linear.h"
 #include "qlinear.h"
+#include "siglip.h"
 #include "transformer.h"
 #include "weights.h"
 
@@ -67,6 +68,11 @@ struct cdx_model {
     const char *prec_why;
     cdx_qscratch qs;    /* reduced precision: converted inputs */
     cdx_qlinear *patch_q; /* the patch embedding at reduced precision */
+
+    /* SigLIP / SigLIP 2 (siglip.c): when set, siglip.c runs the model and
+     * of the fields above only dir, towers, info, pre, tok, prec and
+     * prec_why are used. */
+    cdx_siglip *sig;
 };
 
 /* ---------------------------------------------------------------- binding */
@@ -185,6 +191,18 @@ cdx_status cdx_model_open(const char *dir, unsigned towers, cdx_model **out)
     m->prec = CDX_PRECISION_F32;
     m->prec_why = "float32 unless asked otherwise";
 
+    {
+        /* SigLIP / SigLIP 2: config.json model_type "siglip" (siglip.h). */
+        cdx_family fam;
+        if (cdx_siglip_detect(dir, &fam)) {
+            if ((st = cdx_siglip_open(dir, towers, fam, &m->sig, &m->info, &m->pre, &m->tok)))
+                goto fail;
+            m->info.dir = m->dir;
+            *out = m;
+            return CDX_OK;
+        }
+    }
+
     if (!(path = cdx_path_join(dir, "config.json"))) goto nomem;
     if ((st = cdx_config_load(path, &m->cfg))) goto fail;
     free(path);
@@ -255,6 +273,7 @@ fail:
 void cdx_model_close(cdx_model *m)
 {
     if (!m) return;
+    cdx_siglip_close(m->sig);
     cdx_stack_free(&m->text);
     cdx_stack_free(&m->vision);
     cdx_qlinear_free(m->patch_q);
@@ -289,6 +308,11 @@ cdx_status cdx_model_encode_tokens(cdx_model *m, const int32_t *ids, int n, floa
     if (!m || !ids || !out) return cdx_fail(CDX_ERR_ARG, "cdx_model_encode_tokens: NULL argument");
     if (!(m->towers & CDX_TOWER_TEXT))
         return cdx_fail(CDX_ERR_ARG, "%s: the text tower was not loaded", m->dir);
+    if (m->sig) {
+        cdx_status st = cdx_siglip_encode_tokens(m->sig, ids, n, out);
+        if (!st && normalize_out) cdx_normalize(out, m->info.projection_dim);
+        return st;
+    }
     if (n < 1 || n > m->cfg.text.max_positions)
         return cdx_fail(CDX_ERR_ARG, "%s: %d tokens, the model takes 1 to %d", m->dir, n,
                         m->cfg.text.max_positions);
@@ -328,7 +352,7 @@ cdx_status cdx_model_encode_text(cdx_model *m, const char *text, float *out, int
     if (!m || !text || !out) return cdx_fail(CDX_ERR_ARG, "cdx_model_encode_text: NULL argument");
     if (!(m->towers & CDX_TOWER_TEXT))
         return cdx_fail(CDX_ERR_ARG, "%s: the text tower was not loaded", m->dir);
-    int max_len = m->cfg.text.max_positions < 4096 ? m->cfg.text.max_positions : 4096;
+    int max_len = m->info.text.max_positions < 4096 ? m->info.text.max_positions : 4096;
     if ((st = cdx_tokenizer_encode(m->tok, text, max_len, ids, &n))) return st;
     return cdx_model_encode_tokens(m, ids, n, out, normalize_out);
 }
@@ -368,9 +392,10 @@ cdx_status cdx_model_encode_images(cdx_model *m, const float *pixels, int batch,
         return cdx_fail(CDX_ERR_ARG, "cdx_model_encode_images: invalid argument");
     if (!(m->towers & CDX_TOWER_VISION))
         return cdx_fail(CDX_ERR_ARG, "%s: the vision tower was not loaded", m->dir);
-    const int S = m->cfg.vision.image_size, E = m->cfg.projection_dim;
+    const int S = m->info.vision.image_size, E = m->info.projection_dim;
     const int64_t per = 3 * (int64_t)S * S;
-    for (int b0 = 0; b0 < batch; b0 += VISION_CHUNK) {
+    if (m->sig) cdx_siglip_encode_images(m->sig, pixels, batch, out);
+    for (int b0 = 0; !m->sig && b0 < batch; b0 += VISION_CHUNK) {
         int nb = batch - b0 < VISION_CHUNK ? batch - b0 : VISION_CHUNK;
         encode_image_chunk(m, pixels + b0 * per, nb, out + (int64_t)b0 * E);
     }
@@ -389,6 +414,14 @@ cdx_status cdx_model_set_precision(cdx_model *m, cdx_precision p)
         return cdx_fail(CDX_ERR_ARG, "cdx_model_set_precision: invalid argument");
     if (p == CDX_PRECISION_AUTO) p = cdx_precision_auto(&why);
     if (p == m->prec) {
+        m->prec_why = why;
+        return CDX_OK;
+    }
+    if (m->sig) {
+        m->prec = CDX_PRECISION_F32;
+        m->prec_why = "float32 (a reduced precision could not be prepared)";
+        if ((st = cdx_siglip_set_precision(m->sig, p))) return st;
+        m->prec = p;
         m->prec_why = why;
         return CDX_OK;
     }

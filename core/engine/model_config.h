@@ -10,7 +10,8 @@
 
 #include "clipdex.h"
 
-typedef enum cdx_act { CDX_ACT_QUICK_GELU, CDX_ACT_GELU } cdx_act;
+/* CDX_ACT_GELU_TANH: gelu_pytorch_tanh, the tanh approximation (SigLIP). */
+typedef enum cdx_act { CDX_ACT_QUICK_GELU, CDX_ACT_GELU, CDX_ACT_GELU_TANH } cdx_act;
 
 typedef struct cdx_clip_config {
     int projection_dim;

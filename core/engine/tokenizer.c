@@ -37,6 +37,7 @@
 #include <utf8proc.h>
 
 #include "ftfy.h"
+#include "sptok.h"
 #include "internal.h"
 
 /* vocab.json of CLIP is ~1 MB, merges.txt ~0.5 MB. */
@@ -79,6 +80,10 @@ typedef struct cache_entry {
 } cache_entry;
 
 struct cdx_tokenizer {
+    /* SigLIP / SigLIP 2: a SentencePiece tokenizer (sptok.c) does all the
+     * work and every field below is unused. */
+    cdx_sptok *sp;
+
     /* Vocabulary, only while opening. */
     char *keys; /* every vocabulary string, NUL-terminated, back to back */
     vocab_slot *vocab;
@@ -434,6 +439,11 @@ static void cache_clear(cdx_tokenizer *tok)
 void cdx_tokenizer_free(cdx_tokenizer *tok)
 {
     if (!tok) return;
+    if (tok->sp) {
+        cdx_sptok_free(tok->sp);
+        free(tok);
+        return;
+    }
     cache_clear(tok);
     pthread_mutex_destroy(&tok->lock);
     free(tok->merges);
@@ -442,8 +452,36 @@ void cdx_tokenizer_free(cdx_tokenizer *tok)
     free(tok);
 }
 
-int32_t cdx_tokenizer_sot(const cdx_tokenizer *tok) { return tok->sot; }
-int32_t cdx_tokenizer_eot(const cdx_tokenizer *tok) { return tok->eot; }
+int32_t cdx_tokenizer_sot(const cdx_tokenizer *tok)
+{
+    return tok->sp ? cdx_sptok_bos(tok->sp) : tok->sot;
+}
+int32_t cdx_tokenizer_eot(const cdx_tokenizer *tok)
+{
+    return tok->sp ? cdx_sptok_eos(tok->sp) : tok->eot;
+}
+
+/* ---- SentencePiece (SigLIP) hooks: the same handle over sptok.c ---- */
+
+cdx_tokenizer *cdx_tokenizer_wrap_sp(cdx_sptok *sp)
+{
+    cdx_tokenizer *tok = calloc(1, sizeof *tok);
+    if (tok) tok->sp = sp;
+    return tok;
+}
+
+cdx_sptok *cdx_tokenizer_sp(const cdx_tokenizer *tok) { return tok ? tok->sp : NULL; }
+
+int cdx_tokenizer_context(const cdx_tokenizer *tok)
+{
+    return tok && tok->sp ? cdx_sptok_context(tok->sp) : 0;
+}
+
+const char *cdx_tokenizer_describe(const cdx_tokenizer *tok)
+{
+    if (tok && tok->sp) return cdx_sptok_describe(tok->sp);
+    return "CLIP byte-level BPE (vocab.json, merges.txt)";
+}
 
 /* ------------------------------------------------------------------ */
 /* BPE cache                                                           */
@@ -757,6 +795,7 @@ static size_t pretoken_len(const uint32_t *s, size_t n, size_t i)
 cdx_status cdx_tokenizer_encode(cdx_tokenizer *tok, const char *text, int max_len,
                                 int32_t *ids, int *n_ids)
 {
+    if (tok && tok->sp) return cdx_sptok_encode(tok->sp, text, max_len, ids, n_ids);
     cdx_status st = CDX_OK;
     cdx_u32 raw = {0}, clean = {0};
     uint8_t *word = NULL;

@@ -163,6 +163,15 @@ cdx_status cdx_resample_bicubic(const uint8_t *src, uint32_t sw, uint32_t sh,
                                 uint32_t x0, uint32_t y0, uint32_t ow, uint32_t oh,
                                 uint8_t *dst);
 
+/* The same for Pillow's BILINEAR (filter CDX_RESAMPLE_BILINEAR, PIL's 2)
+ * or BICUBIC (CDX_RESAMPLE_BICUBIC, 3): SigLIP 2's processors resize
+ * bilinearly.  Pillow widens either filter by the scale when shrinking. */
+#define CDX_RESAMPLE_BILINEAR 2
+#define CDX_RESAMPLE_BICUBIC 3
+cdx_status cdx_resample(const uint8_t *src, uint32_t sw, uint32_t sh, uint32_t dw, uint32_t dh,
+                        uint32_t x0, uint32_t y0, uint32_t ow, uint32_t oh, int filter,
+                        uint8_t *dst);
+
 /* The plain reference twin of cdx_resample_bicubic: the whole dw x dh
  * image, straightforward loops in Pillow's structure.  dst is
  * (dh, dw, 3).  Used by the unit test to check the windowed path. */

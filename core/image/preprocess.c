@@ -303,9 +303,10 @@ cdx_status cdx_preprocess_exact(const cdx_preprocess_cfg *cfg, const cdx_image *
 
     if (!cfg || !img || !img->rgb || !out || img->width == 0 || img->height == 0)
         return cdx_fail(CDX_ERR_ARG, "preprocess: bad arguments");
-    if (cfg->do_resize && cfg->resample != PIL_BICUBIC)
+    /* BILINEAR (2): SigLIP 2's processors (resample.c does both). */
+    if (cfg->do_resize && cfg->resample != PIL_BICUBIC && cfg->resample != CDX_RESAMPLE_BILINEAR)
         return cdx_fail(CDX_ERR_UNSUPPORTED, "preprocess: resample=%d is not supported "
-                        "(only 3, BICUBIC)", cfg->resample);
+                        "(3, BICUBIC, or 2, BILINEAR)", cfg->resample);
     if ((st = resized_size(cfg, img->width, img->height, &rw, &rh))) return st;
     if ((st = cdx_preprocess_output_size(cfg, img->width, img->height, &ow, &oh))) return st;
     if (!cdx_mul_ok(ow, oh, &nout) || !cdx_mul_ok(nout, 3, &nout))
@@ -326,9 +327,9 @@ cdx_status cdx_preprocess_exact(const cdx_preprocess_cfg *cfg, const cdx_image *
         if (!cdx_mul_ok((size_t)(vx1 - vx0), (size_t)(vy1 - vy0), &n) ||
             !cdx_mul_ok(n, 3, &n) || !(win_buf = malloc(n)))
             return cdx_fail(CDX_ERR_NOMEM, "preprocess: out of memory");
-        st = cdx_resample_bicubic(img->rgb, img->width, img->height, rw, rh,
-                                  (uint32_t)vx0, (uint32_t)vy0, (uint32_t)(vx1 - vx0),
-                                  (uint32_t)(vy1 - vy0), win_buf);
+        st = cdx_resample(img->rgb, img->width, img->height, rw, rh, (uint32_t)vx0,
+                          (uint32_t)vy0, (uint32_t)(vx1 - vx0), (uint32_t)(vy1 - vy0),
+                          cfg->resample, win_buf);
         if (st) goto cleanup;
         win = win_buf;
         win_stride = (size_t)(vx1 - vx0) * 3;

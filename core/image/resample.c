@@ -49,6 +49,9 @@
 
 #define PRECISION_BITS (32 - 8 - 2)
 #define BICUBIC_SUPPORT 2.0
+/* BILINEAR (SigLIP 2's processors): Pillow's triangle filter, support 1,
+ * through the same code; everything else above holds for it as is. */
+#define BILINEAR_SUPPORT 1.0
 
 /* Coefficient tables may not exceed this many entries (256 MB).  Only a
  * pathological aspect ratio (say 200000000x1 squeezed to 224x224) comes
@@ -63,6 +66,13 @@ static double cubic(double x)
     if (x < 0.0) x = -x;
     if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
     if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
+    return 0.0;
+}
+
+static double bilinear(double x)
+{
+    if (x < 0.0) x = -x;
+    if (x < 1.0) return 1.0 - x;
     return 0.0;
 }
 
@@ -86,7 +96,7 @@ static void axis_release(axis *ax)
 /* Compute the filter of outputs [o0, o0+n) of an in_size -> out_size
  * axis.  The arithmetic mirrors Pillow's step by step (see the top of the
  * file); the double temporaries are kept only for one output at a time. */
-static cdx_status axis_init(axis *ax, int in_size, int out_size, int o0, int n)
+static cdx_status axis_init(axis *ax, int in_size, int out_size, int o0, int n, int filter)
 {
     cdx_status st = CDX_OK;
     double *w = NULL;
@@ -95,7 +105,8 @@ static cdx_status axis_init(axis *ax, int in_size, int out_size, int o0, int n)
      * before the division (exact below 2^24, which real images are). */
     double scale = (double)(float)in_size / out_size;
     double filterscale = scale < 1.0 ? 1.0 : scale;
-    double support = BICUBIC_SUPPORT * filterscale;
+    const int lin = filter == CDX_RESAMPLE_BILINEAR;
+    double support = (lin ? BILINEAR_SUPPORT : BICUBIC_SUPPORT) * filterscale;
     double ss = 1.0 / filterscale; /* Pillow multiplies by the inverse */
     double ksize_d = ceil(support) * 2 + 1;
 
@@ -135,7 +146,8 @@ static cdx_status axis_init(axis *ax, int in_size, int out_size, int o0, int n)
         for (int t = 0; t < cnt; t++) {
             /* (t + lo) is an int converted to double, then
              * ((x - center) + 0.5) * ss, in this order. */
-            double v = cubic(((double)(t + lo) - center + 0.5) * ss);
+            double x = ((double)(t + lo) - center + 0.5) * ss;
+            double v = lin ? bilinear(x) : cubic(x);
             w[t] = v;
             ww += v;
         }
@@ -235,6 +247,13 @@ cdx_status cdx_resample_bicubic(const uint8_t *src, uint32_t sw, uint32_t sh,
                                 uint32_t x0, uint32_t y0, uint32_t ow, uint32_t oh,
                                 uint8_t *dst)
 {
+    return cdx_resample(src, sw, sh, dw, dh, x0, y0, ow, oh, CDX_RESAMPLE_BICUBIC, dst);
+}
+
+cdx_status cdx_resample(const uint8_t *src, uint32_t sw, uint32_t sh, uint32_t dw, uint32_t dh,
+                        uint32_t x0, uint32_t y0, uint32_t ow, uint32_t oh, int filter,
+                        uint8_t *dst)
+{
     cdx_status st;
     axis ax = {0}, ay = {0};
     uint8_t *tmp = NULL;
@@ -252,7 +271,7 @@ cdx_status cdx_resample_bicubic(const uint8_t *src, uint32_t sw, uint32_t sh,
                         ow, oh, x0, y0, dw, dh);
 
     if (need_v) {
-        if ((st = axis_init(&ay, (int)sh, (int)dh, (int)y0, (int)oh))) goto cleanup;
+        if ((st = axis_init(&ay, (int)sh, (int)dh, (int)y0, (int)oh, filter))) goto cleanup;
         /* first[] and first+taps are non-decreasing in the output index,
          * so the first and last outputs bound the rows needed. */
         row0 = ay.first[0];
@@ -263,7 +282,7 @@ cdx_status cdx_resample_bicubic(const uint8_t *src, uint32_t sw, uint32_t sh,
     }
 
     if (need_h) {
-        if ((st = axis_init(&ax, (int)sw, (int)dw, (int)x0, (int)ow))) goto cleanup;
+        if ((st = axis_init(&ax, (int)sw, (int)dw, (int)x0, (int)ow, filter))) goto cleanup;
         if (!cdx_mul_ok((size_t)(row1 - row0), win_stride, &tmp_bytes) ||
             !(tmp = malloc(tmp_bytes))) {
             st = cdx_fail(CDX_ERR_NOMEM, "resize: out of memory");
@@ -309,11 +328,11 @@ cdx_status cdx_resample_bicubic_ref(const uint8_t *src, uint32_t sw, uint32_t sh
     uint32_t w = sw, h = sh, y_first = 0;
 
     if ((st = check_args(sw, sh, dw, dh))) return st;
-    if ((st = axis_init(&ay, (int)sh, (int)dh, 0, (int)dh))) goto cleanup;
+    if ((st = axis_init(&ay, (int)sh, (int)dh, 0, (int)dh, CDX_RESAMPLE_BICUBIC))) goto cleanup;
     if (dw != sw) {
         uint32_t y_last = (uint32_t)(ay.first[dh - 1] + ay.taps[dh - 1]);
         y_first = (uint32_t)ay.first[0];
-        if ((st = axis_init(&ax, (int)sw, (int)dw, 0, (int)dw))) goto cleanup;
+        if ((st = axis_init(&ax, (int)sw, (int)dw, 0, (int)dw, CDX_RESAMPLE_BICUBIC))) goto cleanup;
         if (!(tmp = malloc((size_t)(y_last - y_first) * dw * 3))) {
             st = cdx_fail(CDX_ERR_NOMEM, "resize: out of memory");
             goto cleanup;

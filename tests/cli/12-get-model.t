@@ -5,7 +5,9 @@ the Hub serves them (REPO/resolve/main/FILE): a single model.safetensors,
 a sharded checkpoint (model.safetensors.index.json and the shards it
 names), pytorch_model.bin only, and an index naming a shard outside the
 directory.  The downloaded files must be byte-identical to the served
-ones, and clipdex must embed the same text from both directories."""
+ones, and clipdex must embed the same text from both directories.  SigLIP
+and SigLIP 2 layouts: spiece.model or Gemma's tokenizer.model with
+tokenizer_config.json and special_tokens_map.json, no vocab.json."""
 import filecmp
 import functools
 import http.server
@@ -63,6 +65,8 @@ def embed(model):
 
 
 cases = [("t/single", "tiny", ()), ("t/sharded", "tiny-sharded", ()), ("t/bin", "tiny-bin", ())]
+# SigLIP (spiece.model) and SigLIP 2 (tokenizer.model) layouts
+cases += [("google/siglip-t", "siglip-tiny", ()), ("google/siglip2-t", "siglip2-tiny", ())]
 for repo, name, drop in cases:
     src = publish(repo, os.path.join(MODELS, name), drop)
     out = os.path.join(tmp, "got-" + name)

@@ -2,6 +2,7 @@
 """make_testdata.py - generate the models and images the tests use, once.
 
 OUT/models/NAME   random-weight HF CLIP directories (tests/tools/gen_model.py)
+OUT/models/siglip*  SigLIP / SigLIP 2 directories (tests/tools/gen_siglip.py)
 OUT/images/*      test images written with Pillow: JPEG 4:2:0 / 4:4:4 /
                   progressive, PNG gray / palette / RGBA / 16-bit, odd sizes
 
@@ -44,6 +45,51 @@ MODELS = {
     # ViT-B/32 sizes with CLIP-like outlier channels (reduced precision tests)
     "vitb32-outlier": ["--preset", "vitb32", "--seed", "9", "--outliers"],
 }
+
+# ---- SigLIP / SigLIP 2 (tests/tools/gen_siglip.py; 15-siglip.t) ----
+# In order: the later ones reuse the first model's trained tokenizer.
+# siglip-tiny's config.json lists only sizes (SiglipTextConfig /
+# SiglipVisionConfig defaults for the rest), as the first checkpoints do.
+SIGLIP_MODELS = [
+    ("siglip-tiny", ["--family", "siglip", "--sparse-config", "--seed", "21"]),
+    ("siglip-tiny-f16", ["--family", "siglip", "--dtype", "F16", "--seed", "22",
+                         "--tokenizer-from", "siglip-tiny"]),
+    ("siglip-tiny-bf16", ["--family", "siglip", "--dtype", "BF16", "--seed", "23",
+                          "--tokenizer-from", "siglip-tiny"]),
+    ("siglip-base2l", ["--family", "siglip", "--preset", "base2l", "--seed", "24",
+                       "--tokenizer-from", "siglip-tiny"]),
+    ("siglip2-tiny", ["--family", "siglip2", "--seed", "25"]),
+    ("siglip2-tiny-f16", ["--family", "siglip2", "--dtype", "F16", "--seed", "26",
+                          "--tokenizer-from", "siglip2-tiny"]),
+    ("siglip2-tiny-bf16", ["--family", "siglip2", "--dtype", "BF16", "--seed", "27",
+                           "--tokenizer-from", "siglip2-tiny"]),
+    ("siglip2-base2l", ["--family", "siglip2", "--preset", "base2l", "--dtype", "BF16",
+                        "--seed", "28", "--tokenizer-from", "siglip2-tiny"]),
+    # odd sizes, patch 14, layer-norm eps 1e-2 (a 100x wrong eps shows)
+    ("siglip2-odd", ["--family", "siglip2", "--preset", "odd", "--ln-eps", "1e-2", "--seed", "29",
+                     "--tokenizer-from", "siglip2-tiny"]),
+]
+
+
+def make_siglip(out, only):
+    h = hashlib.sha256()
+    for f in ("gen_siglip.py", "gen_model.py"):
+        with open(os.path.join(HERE, f), "rb") as fh:
+            h.update(fh.read())
+    stamp_val = h.hexdigest()
+    for name, args in SIGLIP_MODELS:
+        if only and name not in only:
+            continue
+        d = os.path.join(out, "models", name)
+        stamp = os.path.join(d, ".stamp")
+        if os.path.exists(stamp) and open(stamp).read() == stamp_val:
+            continue
+        print("testdata: generating model %s" % name, file=sys.stderr)
+        args = [os.path.join(out, "models", a) if i and args[i - 1] == "--tokenizer-from" else a
+                for i, a in enumerate(args)]
+        subprocess.check_call([sys.executable, os.path.join(HERE, "gen_siglip.py"), d] + args)
+        with open(stamp, "w") as f:
+            f.write(stamp_val)
 
 
 def smooth_image(w, h, seed):
@@ -91,7 +137,10 @@ def main():
             h.update(fh.read())
     stamp_val = h.hexdigest()
     names = a.only.split(",") if a.only else list(MODELS)
+    make_siglip(a.out, names if a.only else None)
     for name in names:
+        if name not in MODELS:
+            continue
         d = os.path.join(a.out, "models", name)
         stamp = os.path.join(d, ".stamp")
         if os.path.exists(stamp) and open(stamp).read() == stamp_val:

@@ -95,15 +95,18 @@ int main(void)
         free(x), free(w), free(b), free(o1), free(o2);
     }
 
-    for (int a = 0; a < 2; a++) {
+    for (int a = 0; a < 3; a++) {
+        /* gelu_pytorch_tanh (SigLIP) is the third */
+        static const cdx_act acts[3] = {CDX_ACT_QUICK_GELU, CDX_ACT_GELU, CDX_ACT_GELU_TANH};
+        static const char *const names[3] = {"quick_gelu", "gelu", "gelu_pytorch_tanh"};
         int R = 19, N = 300;
         float *y1 = rand_buf((size_t)R * N, 6), *b = rand_buf((size_t)N, 1);
         float *y2 = malloc((size_t)R * N * 4);
         memcpy(y2, y1, (size_t)R * N * 4);
-        cdx_bias_act(y1, b, R, N, a ? CDX_ACT_GELU : CDX_ACT_QUICK_GELU);
-        cdx_ref_bias_act(y2, b, R, N, a ? CDX_ACT_GELU : CDX_ACT_QUICK_GELU);
+        cdx_bias_act(y1, b, R, N, acts[a]);
+        cdx_ref_bias_act(y2, b, R, N, acts[a]);
         double e = max_err(y1, y2, (size_t)R * N);
-        ok(e < 1e-6, "%s matches reference (err %.2e)", a ? "gelu" : "quick_gelu", e);
+        ok(e < 1e-6, "%s matches reference (err %.2e)", names[a], e);
         free(y1), free(b), free(y2);
     }
 
