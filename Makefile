@@ -111,6 +111,12 @@ BENCHES += onednn_split
 # FAISS's own code; core/pool.h says why our threads are our own).
 $(BUILD)/core/engine/kernels.o $(BUILD)/core/engine/linear.o $(BUILD)/core/engine/qlinear.o $(BUILD)/core/engine/qgram.o: KFLAGS = -O3 -fopenmp-simd
 
+# ---- core/train/: contrastive training (clipdex train): trainable
+# parameters, forward with activations, backward, loss, AdamW, saving ----
+CORE_OBJS += core/train/train.o core/train/grad_kernels.o core/train/train_save.o
+TEST_TOOLS += tests/tools/grad_dump
+$(BUILD)/core/train/grad_kernels.o: KFLAGS = -O3 -fopenmp-simd
+
 # ---- core/image/: decoders, EXIF, orientation, resampling,
 # preprocessing, perceptual hash ----
 CORE_OBJS += core/image/image.o core/image/resample.o core/image/preprocess.o core/image/phash.o core/image/ingest.o
