@@ -158,6 +158,8 @@ QUERY_OBJS += query/cmd_check.o query/cmd_status.o query/cmd_index.o
 QUERY_OBJS += query/filters.o query/output.o query/gallery.o query/labels.o
 QUERY_OBJS += query/cmd_search.o query/cmd_dupes.o query/cmd_moderate.o query/cmd_stats.o
 QUERY_OBJS += query/cmd_info.o query/search_query.o
+# clipdex train (core/train/)
+QUERY_OBJS += query/cmd_train.o
 # clipdex serve: HTTP (libmicrohttpd), the API, the page (query/web/)
 # built in as a C table (web2c.awk)
 QUERY_OBJS += query/cmd_serve.o query/serve_api.o query/serve_files.o gen/web.o

@@ -156,73 +156,92 @@ def read_ids(path):
         return [[int(t) for t in line.split()] for line in f if line.strip()]
 
 
-def save_npz(path, d):
-    np.savez(path, **{k: v.detach().to(torch.float64).numpy() for k, v in d.items()})
-
-
-def cmd_grads(a):
-    m = Model(a.model)
-    S = m.cfg["vision_config"]["image_size"]
-    pix = torch.from_numpy(np.fromfile(a.pixels, "<f4").astype(np.float64).reshape(-1, 3, S, S)).to(m.dtype)
-    seqs = read_ids(a.ids)
-    names = m.trainable(a.lock, a.unlock_last)
+def grads(model_dir, pix, seqs, lock=None, unlock_last=0):
+    """The loss of one batch and d loss / d parameter for the trainable
+    ones (float64).  pix: float32 array (n,3,S,S); seqs: padded id lists."""
+    m = Model(model_dir)
+    pix = torch.from_numpy(np.asarray(pix, np.float64))
+    names = m.trainable(lock, unlock_last)
     loss = m.loss(pix, seqs)
-    grads = torch.autograd.grad(loss, [m.p[n] for n in names], allow_unused=True)
-    out = {}
-    for n, g in zip(names, grads):
-        out[n] = g if g is not None else torch.zeros_like(m.p[n])
-    save_npz(a.out, out)
-    print("loss %.12g" % loss.item())
+    gs = torch.autograd.grad(loss, [m.p[n] for n in names], allow_unused=True)
+    return loss.item(), {n: (g if g is not None else torch.zeros_like(m.p[n])).detach().numpy()
+                         for n, g in zip(names, gs)}
 
 
-def lr_at(a, step):
+def lr_at(lr, warmup, schedule, total, step):
     """open_clip's schedule: warm-up, then cosine or constant."""
-    if step < a.warmup:
-        return a.lr * (step + 1) / a.warmup
-    if a.schedule == "constant":
-        return a.lr
-    e, es = step - a.warmup, a.steps - a.warmup
-    return 0.5 * (1 + math.cos(math.pi * e / es)) * a.lr
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    if schedule == "constant":
+        return lr
+    e, es = step - warmup, total - warmup
+    return 0.5 * (1 + math.cos(math.pi * e / es)) * lr
 
 
-def cmd_train(a):
-    m = Model(a.model, torch.float64 if a.dtype == "f64" else torch.float32)
-    base = os.path.dirname(os.path.abspath(a.pairs))
+def train(model_dir, pairs_file, steps, batch, lr=5e-4, weight_decay=0.2, warmup=0,
+          schedule="cosine", lock=None, unlock_last=0, dtype="f64"):
+    """steps of torch.optim.AdamW on the pairs, batch k = pairs kB..kB+B-1
+    (wrapping).  Returns the losses and the final weights (numpy)."""
+    m = Model(model_dir, torch.float64 if dtype == "f64" else torch.float32)
+    base = os.path.dirname(os.path.abspath(pairs_file))
     pairs = []
-    with open(a.pairs, encoding="utf-8") as f:
+    with open(pairs_file, encoding="utf-8") as f:
         for line in f:
             line = line.rstrip("\n")
             if not line or "\t" not in line:
                 continue
             path, cap = line.split("\t", 1)
-            full = os.path.join(base, path)
             try:
-                pix = clip_ref.preprocess(full, m.pre)
+                pix = clip_ref.preprocess(os.path.join(base, path), m.pre)
             except Exception:
                 continue  # bad or missing: skipped, as clipdex does
             pairs.append((pix, m.tok.encode(cap, m.cfg["text_config"]["max_position_embeddings"])))
-    names = m.trainable(a.lock, a.unlock_last)
+    names = m.trainable(lock, unlock_last)
+    # weight decay only on tensors of 2 or more dimensions (open_clip's rule)
     decay = [m.p[n] for n in names if m.p[n].ndim >= 2]
     no_decay = [m.p[n] for n in names if m.p[n].ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.weight_decay},
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
-                            lr=a.lr, betas=(0.9, 0.98), eps=1e-6)
-    N, B = len(pairs), a.batch
-    for step in range(a.steps):
-        batch = [pairs[(step * B + i) % N] for i in range(B)]
-        pix = torch.stack([b[0] for b in batch]).to(m.dtype)
-        L = max(len(b[1]) for b in batch)
-        seqs = [b[1] + [0] * (L - len(b[1])) for b in batch]
+                            lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    N, B = len(pairs), batch
+    losses = []
+    for step in range(steps):
+        bt = [pairs[(step * B + i) % N] for i in range(B)]
+        pix = torch.stack([b[0] for b in bt]).to(m.dtype)
+        L = max(len(b[1]) for b in bt)
+        seqs = [b[1] + [0] * (L - len(b[1])) for b in bt]
         for g in opt.param_groups:
-            g["lr"] = lr_at(a, step)
+            g["lr"] = lr_at(lr, warmup, schedule, steps, step)
         opt.zero_grad()
         loss = m.loss(pix, seqs)
         loss.backward()
         opt.step()
         with torch.no_grad():
             m.p["logit_scale"].clamp_(0, math.log(100))
-        print("%d %.12g" % (step, loss.item()))
-    save_npz(a.out, {n: m.p[n] for n in m.names})
+        losses.append(loss.item())
+    return losses, {n: m.p[n].detach().to(torch.float64).numpy() for n in m.names}
+
+
+def cmd_grads(a):
+    S = json_cfg(a.model)["vision_config"]["image_size"]
+    pix = np.fromfile(a.pixels, "<f4").reshape(-1, 3, S, S)
+    loss, g = grads(a.model, pix, read_ids(a.ids), a.lock, a.unlock_last)
+    np.savez(a.out, **g)
+    print("loss %.12g" % loss)
+
+
+def cmd_train(a):
+    losses, w = train(a.model, a.pairs, a.steps, a.batch, a.lr, a.weight_decay, a.warmup,
+                      a.schedule, a.lock, a.unlock_last, a.dtype)
+    for i, l in enumerate(losses):
+        print("%d %.12g" % (i, l))
+    np.savez(a.out, **w)
+
+
+def json_cfg(model_dir):
+    import json
+    with open(os.path.join(model_dir, "config.json")) as f:
+        return json.load(f)
 
 
 def main():
