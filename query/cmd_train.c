@@ -141,7 +141,7 @@ int cmd_train(int argc, char **argv)
 {
     const cdx_cmd *self = cmd_find("train");
     enum { O_MODEL = 1, O_DATA, O_OUT, O_LR, O_WD, O_BATCH, O_STEPS, O_EPOCHS, O_WARMUP, O_SCHED,
-           O_SEED, O_ORDER, O_LOCK, O_UNLOCK, O_AUGMENT, O_PREPROCESS, O_LOG };
+           O_SEED, O_ORDER, O_LOCK, O_UNLOCK, O_AUGMENT, O_PREPROCESS, O_LOG, O_SUB };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},   {"data", required_argument, NULL, O_DATA},
         {"out", required_argument, NULL, O_OUT},       {"lr", required_argument, NULL, O_LR},
@@ -152,12 +152,13 @@ int cmd_train(int argc, char **argv)
         {"lock", required_argument, NULL, O_LOCK},     {"unlock-last", required_argument, NULL, O_UNLOCK},
         {"augment", required_argument, NULL, O_AUGMENT},
         {"preprocess", required_argument, NULL, O_PREPROCESS},
-        {"log", required_argument, NULL, O_LOG},       {NULL, 0, NULL, 0},
+        {"log", required_argument, NULL, O_LOG},       {"sub-batch", required_argument, NULL, O_SUB},
+        {NULL, 0, NULL, 0},
     };
     const char *model_opt = NULL, *data = NULL, *out_dir = NULL, *log_path = NULL, *model_dir;
     double lr = 1e-5, v;
     cdx_train_adamw adamw = CDX_TRAIN_ADAMW_DEFAULTS;
-    int batch = 32, shuffle = 1, unlock = 0, fast = 0, c, ret = EXIT_OK, n = 0, skipped = 0;
+    int batch = 32, sub_batch = 0, shuffle = 1, unlock = 0, fast = 0, c, ret = EXIT_OK, n = 0, skipped = 0;
     int64_t steps = 0, warmup = 0, perm_epoch = -1;
     double epochs = 0;
     uint64_t seed = 0;
@@ -203,6 +204,10 @@ int cmd_train(int argc, char **argv)
         case O_SEED:
             if (parse_num(self, "seed", optarg, 0, 9e15, &v)) return EXIT_USAGE;
             seed = (uint64_t)v;
+            break;
+        case O_SUB:
+            if (parse_num(self, "sub-batch", optarg, 1, 1 << 20, &v) || v != floor(v)) return EXIT_USAGE;
+            sub_batch = (int)v;
             break;
         case O_UNLOCK:
             if (parse_num(self, "unlock-last", optarg, 1, 1 << 16, &v)) return EXIT_USAGE;
@@ -318,7 +323,9 @@ int cmd_train(int argc, char **argv)
         }
         cdx_train_batch tb = {batch, pix, ids, lens};
         double rate = cdx_train_lr(sched, lr, warmup, steps, step);
-        if (cdx_train_grad(tm, &tb, &loss) || cdx_train_adamw_step(tm, &adamw, rate)) {
+        cdx_status gs = sub_batch ? cdx_train_grad_cached(tm, &tb, sub_batch, &loss)
+                                  : cdx_train_grad(tm, &tb, &loss);
+        if (gs || cdx_train_adamw_step(tm, &adamw, rate)) {
             ret = error("%s", cdx_last_error());
             goto out;
         }

@@ -59,7 +59,7 @@ const cdx_cmd cdx_commands[] = {
      "[--threads N] [--cache-mb MB]",
      "the library as a local web app (search, photos, dupes, moderation) and JSON API"},
     {"train", cmd_train,
-     "clipdex train [--model DIR] --data PAIRS --out DIR [--lr LR] [--weight-decay WD] [--batch B] "
+     "clipdex train [--model DIR] --data PAIRS --out DIR [--lr LR] [--weight-decay WD] [--batch B] [--sub-batch N] "
      "[--steps N | --epochs E] [--warmup N] [--schedule cosine|constant] [--seed S] "
      "[--order file|shuffle] [--lock image|text] [--unlock-last N] [--augment none] "
      "[--preprocess exact|fast] [--log FILE]",

@@ -780,6 +780,56 @@ out:
     return st;
 }
 
+/* The k-th sub-batch of b: pairs k*sb .. and their token ids. */
+static cdx_train_batch sub_of(const cdx_train_batch *b, int first, int count, size_t per)
+{
+    int64_t ids_off = 0;
+    for (int i = 0; i < first; i++) ids_off += b->lens[i];
+    cdx_train_batch s = {count, b->pixels + per * (size_t)first, b->ids + ids_off, b->lens + first};
+    return s;
+}
+
+cdx_status cdx_train_grad_cached(cdx_train_model *m, const cdx_train_batch *b, int sub_batch,
+                                 double *loss)
+{
+    if (!m || !b || b->n < 1 || sub_batch < 1)
+        return cdx_fail(CDX_ERR_ARG, "cdx_train_grad_cached: invalid argument");
+    if (sub_batch >= b->n) return cdx_train_grad(m, b, loss);
+    const int E = m->cfg.projection_dim, n = b->n, S = m->cfg.vision.image_size;
+    const size_t per = 3 * (size_t)S * S;
+    float *buf = malloc(sizeof(float) * 4 * (size_t)n * E), d_t = 0;
+    cdx_status st = CDX_OK;
+    if (!buf) return cdx_fail(CDX_ERR_NOMEM, "out of memory");
+    float *img = buf, *txt = img + (size_t)n * E, *di = txt + (size_t)n * E, *dt = di + (size_t)n * E;
+    cdx_train_zero_grad(m);
+    /* 1: the embeddings, one sub-batch's activations at a time */
+    for (int i = 0; i < n; i += sub_batch) {
+        int c = n - i < sub_batch ? n - i : sub_batch;
+        cdx_train_batch s = sub_of(b, i, c, per);
+        if ((st = cdx_train_forward(m, &s, img + (size_t)i * E, txt + (size_t)i * E))) goto out;
+    }
+    /* 2: the loss over the whole batch, its gradient w.r.t. the embeddings */
+    double l = cdx_train_clip_loss(img, txt, n, E, m->logit_scale->w[0], di, dt, &d_t);
+    if (isnan(l)) {
+        st = cdx_fail(CDX_ERR_NOMEM, "out of memory for the loss");
+        goto out;
+    }
+    /* 3: each sub-batch again, backpropagated with its rows */
+    for (int i = 0; i < n; i += sub_batch) {
+        int c = n - i < sub_batch ? n - i : sub_batch;
+        cdx_train_batch s = sub_of(b, i, c, per);
+        /* the embeddings land in img/txt again: the same numbers */
+        if ((st = cdx_train_forward(m, &s, img + (size_t)i * E, txt + (size_t)i * E)) ||
+            (st = cdx_train_backward(m, di + (size_t)i * E, dt + (size_t)i * E)))
+            goto out;
+    }
+    if (m->logit_scale->trainable) m->logit_scale->g[0] += d_t;
+    *loss = l;
+out:
+    free(buf);
+    return st;
+}
+
 /* ---------------------------------------------------------------- AdamW */
 
 /* torch.optim.AdamW's single-tensor step, operation for operation:

@@ -114,6 +114,16 @@ double cdx_train_clip_loss(const float *img, const float *txt, int n, int E, flo
  * gradient of logit_scale).  *loss receives the loss. */
 cdx_status cdx_train_grad(cdx_train_model *m, const cdx_train_batch *b, double *loss);
 
+/* The same gradient with a contrastive batch not bounded by memory
+ * (gradient caching): the batch's embeddings are computed sub_batch pairs
+ * at a time (activations of one sub-batch alive at once), the loss and
+ * its gradient with respect to the embeddings taken over the whole
+ * batch, then each sub-batch's forward is run again and backpropagated
+ * with its rows of that gradient, the parameter gradients accumulating.
+ * Costs one extra forward pass; sub_batch >= n is cdx_train_grad. */
+cdx_status cdx_train_grad_cached(cdx_train_model *m, const cdx_train_batch *b, int sub_batch,
+                                 double *loss);
+
 /* AdamW, as torch.optim.AdamW (decoupled weight decay on the parameters
  * with decay set) over the trainable parameters, then logit_scale clamped
  * to [0, ln 100].  lr is this step's rate (cdx_train_lr). */

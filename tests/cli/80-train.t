@@ -12,7 +12,10 @@ gradient and the exact training trajectory.
    trainable parameter; each tensor must satisfy
    ||g - g_ref|| / ||g_ref|| <= 1e-4, in full fine-tuning, --lock image,
    --lock text and --unlock-last 1, and exactly the trainable tensors
-   must be there.  (The attention key bias has an exact gradient of zero:
+   must be there; also through gradient caching (--sub-batch 1 and 3:
+   the embeddings first, the loss over the whole batch, then
+   backpropagation a sub-batch at a time), which must give the direct
+   path's gradients within 1e-5.  (The attention key bias has an exact gradient of zero:
    it shifts a whole row of scores, which softmax cancels; there
    ||g - g_ref|| must be below 1e-9 of the whole gradient's norm.)
    grad_dump also checks the training forward's embeddings against the
@@ -89,12 +92,16 @@ with open(ids_path, "w") as f:
 
 MODES = [("full", [], None, 0), ("--lock image", ["--lock", "image"], "vision", 0),
          ("--lock text", ["--lock", "text"], "text", 0), ("--unlock-last 1", ["--unlock-last", "1"], None, 1)]
+# gradient caching: the same gradient backpropagated a sub-batch at a time
+CACHED = [("full --sub-batch 1", ["--sub-batch", "1"], None, 0),
+          ("--lock image --sub-batch 3", ["--lock", "image", "--sub-batch", "3"], "vision", 0)]
+direct = {}
 for model in ("tiny", "tiny-gelu"):
     mdir = os.path.join(MODELS, model)
     ref_loss, gref = train_ref.grads(mdir, pix, seqs)  # every parameter; modes take subsets
     total = np.sqrt(sum((g ** 2).sum() for g in gref.values()))
     ref_model = train_ref.Model(mdir)
-    for label, args, lock, unlock in MODES:
+    for label, args, lock, unlock in MODES + (CACHED if model == "tiny" else []):
         out = os.path.join(tmp, "g-%s.st" % model)
         p = subprocess.run([GRAD_DUMP, mdir, pix_path, ids_path, out] + args, capture_output=True, text=True)
         if not T.ok(p.returncode == 0, "%s %s: grad_dump runs (forward = engine within 1e-6)" % (model, label)):
@@ -126,6 +133,13 @@ for model in ("tiny", "tiny-gelu"):
              % (model, label, worst, worst_name))
         for b in bad[:5]:
             T.diag(b)
+        if "--sub-batch" not in args:
+            direct[(model, lock, unlock)] = g
+        elif (model, lock, unlock) in direct:
+            d = direct[(model, lock, unlock)]
+            e = max(rel(g[k].numpy(), d[k].numpy()) for k in g if np.linalg.norm(gref[k]) > 1e-9 * total)
+            T.ok(e <= 1e-5, "%s %s: gradient caching gives the direct path's gradients (max rel %.2g)"
+                 % (model, label, e))
 
 # ---------------------------------------------------------------- 2. training
 

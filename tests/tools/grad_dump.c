@@ -2,14 +2,15 @@
  * grad_dump.c - one gradient of clipdex's training, for the tests to
  * compare with PyTorch autograd (tests/cli/80-train.t, tests/ref/train_ref.py).
  *
- *   grad_dump MODEL PIXELS IDS OUT [--lock image|text] [--unlock-last N]
+ *   grad_dump MODEL PIXELS IDS OUT [--lock image|text] [--unlock-last N] [--sub-batch N]
  *
  * PIXELS: n images as raw float32 (n,3,S,S); IDS: n lines of token ids
  * (decimal, space-separated, each line with an end-of-text token).  Runs
  * the training forward pass, checks its embeddings against the inference
  * engine's (cdx_model_encode_images / _tokens, float32) to 1e-6, then the
  * loss and backward pass, and writes the trainable parameters' gradients
- * to OUT (safetensors).  Prints "loss L", "logit_scale T" and
+ * to OUT (safetensors).  --sub-batch N takes the gradient-caching path
+ * (cdx_train_grad_cached) N pairs at a time.  Prints "loss L", "logit_scale T" and
  * "embed_maxdiff D".  Exit 0, or 1 on a failure (message on stderr).
  */
 #include <math.h>
@@ -29,7 +30,7 @@ static int die(const char *what)
 int main(int argc, char **argv)
 {
     unsigned locked = 0;
-    int unlock = 0;
+    int unlock = 0, sub = 0;
     if (argc < 5) {
         fprintf(stderr, "usage: grad_dump MODEL PIXELS IDS OUT [--lock image|text] [--unlock-last N]\n");
         return 2;
@@ -38,6 +39,8 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "--lock") && i + 1 < argc) {
             i++;
             locked |= !strcmp(argv[i], "image") ? CDX_TRAIN_VISION : CDX_TRAIN_TEXT;
+        } else if (!strcmp(argv[i], "--sub-batch") && i + 1 < argc) {
+            sub = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--unlock-last") && i + 1 < argc) {
             unlock = atoi(argv[++i]);
         } else {
@@ -117,7 +120,7 @@ int main(int argc, char **argv)
     printf("embed_maxdiff %.3g\n", md);
 
     double loss = 0;
-    if (cdx_train_grad(tm, &b, &loss)) return die("grad");
+    if (sub ? cdx_train_grad_cached(tm, &b, sub, &loss) : cdx_train_grad(tm, &b, &loss)) return die("grad");
     printf("loss %.9g\n", loss);
     printf("logit_scale %.9g\n", cdx_train_param_find(tm, "logit_scale")->w[0]);
     if (cdx_train_save_grads(tm, argv[4])) return die("save");
