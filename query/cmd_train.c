@@ -14,6 +14,14 @@
  * kB .. kB+B-1.  --order file: the stream is the file's pairs repeated;
  * --order shuffle: each epoch a permutation drawn from --seed and the
  * epoch number (so a step's batch never depends on earlier steps).
+ *
+ * Checkpoints (--save-every, --until, and the end): the output directory
+ * with the training state inside it (core/train/train_save.c), in one
+ * atomic rename.  --resume reopens that directory, its AdamW moments and
+ * step count, and the run's settings saved beside them; as the batch
+ * order is a function of (seed, epoch, step) and the kernels are
+ * deterministic, the resumed run ends bit-identical to an uninterrupted
+ * one.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -21,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <cJSON.h>
 
 #include "cmd.h"
 #include "train/train.h"
@@ -141,7 +151,7 @@ int cmd_train(int argc, char **argv)
 {
     const cdx_cmd *self = cmd_find("train");
     enum { O_MODEL = 1, O_DATA, O_OUT, O_LR, O_WD, O_BATCH, O_STEPS, O_EPOCHS, O_WARMUP, O_SCHED,
-           O_SEED, O_ORDER, O_LOCK, O_UNLOCK, O_AUGMENT, O_PREPROCESS, O_LOG, O_SUB };
+           O_SEED, O_ORDER, O_LOCK, O_UNLOCK, O_AUGMENT, O_PREPROCESS, O_LOG, O_SUB, O_RESUME, O_UNTIL, O_SAVE_EVERY };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},   {"data", required_argument, NULL, O_DATA},
         {"out", required_argument, NULL, O_OUT},       {"lr", required_argument, NULL, O_LR},
@@ -153,11 +163,16 @@ int cmd_train(int argc, char **argv)
         {"augment", required_argument, NULL, O_AUGMENT},
         {"preprocess", required_argument, NULL, O_PREPROCESS},
         {"log", required_argument, NULL, O_LOG},       {"sub-batch", required_argument, NULL, O_SUB},
+        {"resume", no_argument, NULL, O_RESUME},       {"until", required_argument, NULL, O_UNTIL},
+        {"save-every", required_argument, NULL, O_SAVE_EVERY},
         {NULL, 0, NULL, 0},
     };
     const char *model_opt = NULL, *data = NULL, *out_dir = NULL, *log_path = NULL, *model_dir;
     double lr = 1e-5, v;
     cdx_train_adamw adamw = CDX_TRAIN_ADAMW_DEFAULTS;
+    int resume = 0, n_settings = 0, saved_pairs = 0;
+    int64_t until = 0, save_every = 0;
+    char *settings = NULL, *data_abs = NULL;
     int batch = 32, sub_batch = 0, shuffle = 1, unlock = 0, fast = 0, c, ret = EXIT_OK, n = 0, skipped = 0;
     int64_t steps = 0, warmup = 0, perm_epoch = -1;
     double epochs = 0;
@@ -175,7 +190,19 @@ int cmd_train(int argc, char **argv)
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        /* the options that make a run's settings (--resume restores them) */
+        if (c != O_OUT && c != O_LOG && c != O_RESUME && c != O_UNTIL && c != O_SAVE_EVERY && c != '?')
+            n_settings++;
         switch (c) {
+        case O_RESUME: resume = 1; break;
+        case O_UNTIL:
+            if (parse_num(self, "until", optarg, 1, 1e12, &v)) return EXIT_USAGE;
+            until = (int64_t)v;
+            break;
+        case O_SAVE_EVERY:
+            if (parse_num(self, "save-every", optarg, 1, 1e12, &v)) return EXIT_USAGE;
+            save_every = (int64_t)v;
+            break;
         case O_MODEL: model_opt = optarg; break;
         case O_DATA: data = optarg; break;
         case O_OUT: out_dir = optarg; break;
@@ -241,12 +268,89 @@ int cmd_train(int argc, char **argv)
         }
     }
     if (optind < argc) return usage_error(self, "unexpected argument '%s'", argv[optind]);
-    if (!data || !out_dir) return usage_error(self, "--data PAIRS and --out DIR are required");
-    if (steps && epochs) return usage_error(self, "give --steps or --epochs, not both");
-    if (!(model_dir = resolve_model_dir(model_opt))) return EXIT_USAGE;
-
-    if (cdx_model_open(model_dir, CDX_TOWER_TEXT | CDX_TOWER_VISION, &m) ||
-        cdx_train_open(model_dir, &tm)) {
+    if (!out_dir) return usage_error(self, "--out DIR is required");
+    if (resume && n_settings)
+        return usage_error(self, "--resume continues with the interrupted run's settings: "
+                                 "give only --out, --log, --until and --save-every with it");
+    if (resume) {
+        /* the checkpoint is the model; the settings come with it */
+        model_dir = out_dir;
+        if (cdx_train_open(model_dir, &tm)) {
+            ret = error("%s", cdx_last_error());
+            goto out;
+        }
+        char *saved = NULL;
+        cdx_train_model *probe = tm; /* trainable set first: read the lock from the settings */
+        char *path = path_join(out_dir, "train_state.json");
+        char *text = NULL;
+        FILE *sf = fopen(path, "r");
+        if (sf) {
+            size_t cap = 0;
+            if (getdelim(&text, &cap, 0, sf) < 0) {
+                free(text);
+                text = NULL;
+            }
+            fclose(sf);
+        }
+        cJSON *root = text ? cJSON_Parse(text) : NULL, *set = cJSON_GetObjectItemCaseSensitive(root, "settings");
+        free(text);
+        free(path);
+        if (!set) {
+            cJSON_Delete(root);
+            ret = error("%s: no training state to resume (train_state.json)", out_dir);
+            goto out;
+        }
+#define GETN(key) (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(set, key)) ? \
+                   cJSON_GetObjectItemCaseSensitive(set, key)->valuedouble : -1)
+#define GETS(key) (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(set, key)) ? \
+                   cJSON_GetObjectItemCaseSensitive(set, key)->valuestring : "")
+        data_abs = xstrdup(GETS("data"));
+        lr = GETN("lr");
+        adamw.weight_decay = GETN("weight_decay");
+        batch = (int)GETN("batch");
+        sub_batch = (int)GETN("sub_batch");
+        steps = (int64_t)GETN("steps");
+        warmup = (int64_t)GETN("warmup");
+        seed = (uint64_t)GETN("seed");
+        shuffle = strcmp(GETS("order"), "file") != 0;
+        sched = strcmp(GETS("schedule"), "constant") == 0 ? CDX_TRAIN_CONSTANT : CDX_TRAIN_COSINE;
+        locked = (unsigned)GETN("lock");
+        unlock = (int)GETN("unlock_last");
+        fast = (int)GETN("fast");
+        saved_pairs = (int)GETN("pairs");
+#undef GETN
+#undef GETS
+        cJSON_Delete(root);
+        if (!*data_abs || batch < 2 || steps < 1 || lr < 0 || sub_batch < 0) {
+            ret = error("%s/train_state.json: incomplete settings", out_dir);
+            goto out;
+        }
+        data = data_abs;
+        if (cdx_train_set_trainable(probe, locked, unlock) || cdx_train_load_state(tm, out_dir, &saved)) {
+            ret = error("%s", cdx_last_error());
+            goto out;
+        }
+        free(saved);
+        if (cdx_train_steps_done(tm) >= steps) {
+            ret = error("%s: the run is complete (%lld of %lld steps)", out_dir,
+                        (long long)cdx_train_steps_done(tm), (long long)steps);
+            goto out;
+        }
+    } else {
+        if (!data) return usage_error(self, "--data PAIRS and --out DIR are required");
+        if (steps && epochs) return usage_error(self, "give --steps or --epochs, not both");
+        if (!(model_dir = resolve_model_dir(model_opt))) return EXIT_USAGE;
+        if (cdx_train_open(model_dir, &tm)) {
+            ret = error("%s", cdx_last_error());
+            goto out;
+        }
+        if (cdx_train_set_trainable(tm, locked, unlock)) {
+            ret = usage_error(self, "%s", cdx_last_error());
+            goto out;
+        }
+        data_abs = path_absolute(data, NULL);
+    }
+    if (cdx_model_open(model_dir, CDX_TOWER_TEXT | CDX_TOWER_VISION, &m)) {
         ret = error("%s", cdx_last_error());
         goto out;
     }
@@ -254,10 +358,6 @@ int cmd_train(int argc, char **argv)
     if (info->family != CDX_FAMILY_CLIP) {
         ret = error("%s: training %s models is not implemented yet (CLIP only)", model_dir,
                     cdx_family_name(info->family));
-        goto out;
-    }
-    if (cdx_train_set_trainable(tm, locked, unlock)) {
-        ret = usage_error(self, "%s", cdx_last_error());
         goto out;
     }
     if ((ret = read_pairs(data, cdx_model_tokenizer(m), info->text.max_positions, &pairs, &n, &skipped)))
@@ -287,11 +387,38 @@ int cmd_train(int argc, char **argv)
         ret = error("%s: %d usable pairs (%d skipped): training needs at least 2", data, n, skipped);
         goto out;
     }
+    if (resume && n != saved_pairs) {
+        ret = error("%s: %d usable pairs, the interrupted run had %d: the data changed, its batches "
+                    "cannot be resumed", data, n, saved_pairs);
+        goto out;
+    }
     if (batch > n) {
         ret = usage_error(self, "--batch %d is larger than the %d usable pairs", batch, n);
         goto out;
     }
     if (!steps) steps = (int64_t)ceil((epochs ? epochs : 1.0) * n / batch);
+    {
+        /* what --resume needs to take the same batches and rates */
+        cJSON *set = cJSON_CreateObject();
+        if (!set) abort();
+        cJSON_AddStringToObject(set, "data", data_abs);
+        cJSON_AddNumberToObject(set, "pairs", n);
+        cJSON_AddNumberToObject(set, "lr", lr);
+        cJSON_AddNumberToObject(set, "weight_decay", adamw.weight_decay);
+        cJSON_AddNumberToObject(set, "batch", batch);
+        cJSON_AddNumberToObject(set, "sub_batch", sub_batch);
+        cJSON_AddNumberToObject(set, "steps", (double)steps);
+        cJSON_AddNumberToObject(set, "warmup", (double)warmup);
+        cJSON_AddNumberToObject(set, "seed", (double)seed);
+        cJSON_AddStringToObject(set, "order", shuffle ? "shuffle" : "file");
+        cJSON_AddStringToObject(set, "schedule", sched == CDX_TRAIN_CONSTANT ? "constant" : "cosine");
+        cJSON_AddNumberToObject(set, "lock", locked);
+        cJSON_AddNumberToObject(set, "unlock_last", unlock);
+        cJSON_AddNumberToObject(set, "fast", fast);
+        settings = cJSON_PrintUnformatted(set);
+        cJSON_Delete(set);
+        if (!settings) abort();
+    }
     if (log_path && !(logf = fopen(log_path, "w"))) {
         ret = error("%s: %s", log_path, strerror(errno));
         goto out;
@@ -306,7 +433,9 @@ int cmd_train(int argc, char **argv)
     const int tty = isatty(STDERR_FILENO);
     const int64_t t0 = now_ms();
     double loss = 0, first_loss = 0;
-    for (int64_t step = 0; step < steps; step++) {
+    const int64_t start = cdx_train_steps_done(tm), stop = until && until < steps ? until : steps;
+    if (start) fprintf(stderr, "clipdex: train: resuming at step %lld\n", (long long)start);
+    for (int64_t step = start; step < stop; step++) {
         int total = 0;
         for (int b = 0; b < batch; b++) {
             int k = stream_at(step * batch + b, n, shuffle, seed, perm, &perm_epoch);
@@ -329,14 +458,19 @@ int cmd_train(int argc, char **argv)
             ret = error("%s", cdx_last_error());
             goto out;
         }
-        if (step == 0) first_loss = loss;
+        if (step == start) first_loss = loss;
         if (logf) fprintf(logf, "%lld\t%.9g\t%.9g\n", (long long)step, rate, loss);
         if (tty) {
-            double secs = (double)(now_ms() - t0) / 1000.0, pps = (double)(step + 1) * batch / (secs > 0 ? secs : 1e-3);
-            double eta = secs / (double)(step + 1) * (double)(steps - step - 1);
+            double secs = (double)(now_ms() - t0) / 1000.0, done = (double)(step + 1 - start);
+            double pps = done * batch / (secs > 0 ? secs : 1e-3), eta = secs / done * (double)(stop - step - 1);
             fprintf(stderr, "\rclipdex: train: step %lld/%lld  loss %.4f  %.1f pairs/s  ETA %d:%02d ",
                     (long long)step + 1, (long long)steps, loss, pps, (int)eta / 60, (int)eta % 60);
-            if (step + 1 == steps) fputc('\n', stderr);
+            if (step + 1 == stop) fputc('\n', stderr);
+        }
+        if (save_every && (step + 1) % save_every == 0 && step + 1 < stop &&
+            cdx_train_save(tm, out_dir, settings)) {
+            ret = error("%s", cdx_last_error());
+            goto out;
         }
     }
     (void)E;
@@ -348,12 +482,16 @@ int cmd_train(int argc, char **argv)
             goto out;
         }
     }
-    if (cdx_train_save(tm, out_dir)) {
+    if (cdx_train_save(tm, out_dir, settings)) {
         ret = error("%s", cdx_last_error());
         goto out;
     }
-    printf("trained %lld steps on %d pairs: loss %.4f -> %.4f; model written to %s\n",
-           (long long)steps, n, first_loss, loss, out_dir);
+    if (stop < steps)
+        printf("stopped after step %lld of %lld (loss %.4f); checkpoint in %s: continue with "
+               "clipdex train --resume --out %s\n", (long long)stop, (long long)steps, loss, out_dir, out_dir);
+    else
+        printf("trained %lld steps on %d pairs: loss %.4f -> %.4f; model written to %s\n",
+               (long long)(steps - start), n, first_loss, loss, out_dir);
 
 out:
     if (logf) fclose(logf);
@@ -366,5 +504,7 @@ out:
     free(lens);
     free(perm);
     free(ok);
+    free(settings);
+    free(data_abs);
     return ret;
 }

@@ -147,8 +147,20 @@ double cdx_train_lr(cdx_train_schedule s, double lr, int64_t warmup, int64_t tot
  * with every float tensor of the source checkpoint under its name, in
  * float32, trained ones with their current values.  Atomic: written to a
  * temporary directory beside out_dir, fsynced, then renamed (swapped
- * with an existing out_dir, which is then removed). */
-cdx_status cdx_train_save(cdx_train_model *m, const char *out_dir);
+ * with an existing out_dir, which is then removed).  An existing out_dir
+ * that is neither empty nor a model directory is refused.
+ * With settings non-NULL (a JSON text: the caller's run settings) the
+ * training state goes into the same directory, in the same rename:
+ * AdamW's moments (train_state.safetensors) and the step count with the
+ * settings (train_state.json), for cdx_train_load_state. */
+cdx_status cdx_train_save(cdx_train_model *m, const char *out_dir, const char *settings);
+
+/* Continue a run: read the moments and step count that cdx_train_save
+ * wrote into dir (m opened from dir, with the same trainable set).
+ * *settings receives the saved settings (heap string, caller frees; NULL
+ * if none).  Resuming then gives bit-identical results to a run that was
+ * never interrupted. */
+cdx_status cdx_train_load_state(cdx_train_model *m, const char *dir, char **settings);
 
 /* Write the gradients of the trainable parameters (g, under the
  * parameters' names and shapes) as one float32 safetensors file: what the

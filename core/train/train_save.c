@@ -12,15 +12,26 @@
  * fsynced, then moved into place with one rename (or an atomic swap with
  * renameat2 when the target exists, whose old contents are then removed):
  * a crash leaves either the old model or the new one, never a mixture.
+ *
+ * The training state, when asked for, goes into the same directory (so
+ * the one rename publishes weights and state together):
+ *   train_state.safetensors  NAME.exp_avg and NAME.exp_avg_sq of every
+ *                            trainable tensor (AdamW's moments, F32)
+ *   train_state.json         {"step": steps done, "settings": the caller's}
+ * Neither is a weights file for the loaders, and is_weights_file keeps
+ * train_state.safetensors out of a later run's copy.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cJSON.h>
 
 #include "internal.h"
 #include "train_impl.h"
@@ -234,7 +245,144 @@ static char *parent_of(const char *path)
     return p;
 }
 
-cdx_status cdx_train_save(cdx_train_model *m, const char *out_dir)
+/* The state files into dir. */
+static cdx_status write_state(cdx_train_model *m, const char *dir, const char *settings)
+{
+    struct st_entry *e = calloc(2 * (size_t)m->n_params, sizeof *e);
+    char (*names)[160] = calloc(2 * (size_t)m->n_params, sizeof *names);
+    float *zeros = NULL;
+    char *path = NULL, *json = NULL;
+    cJSON *root = NULL, *set = NULL;
+    int64_t big = 1;
+    int n = 0, fd = -1;
+    cdx_status st = CDX_OK;
+    if (!e || !names) goto nomem;
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].numel > big) big = m->params[i].numel;
+    if (!(zeros = calloc((size_t)big, sizeof(float)))) goto nomem;
+    for (int i = 0; i < m->n_params; i++) {
+        const cdx_train_param *p = &m->params[i];
+        if (!p->trainable) continue;
+        for (int k = 0; k < 2; k++) {
+            snprintf(names[n], sizeof names[n], "%s.%s", p->name, k ? "exp_avg_sq" : "exp_avg");
+            e[n].name = names[n];
+            e[n].ndim = p->ndim;
+            memcpy(e[n].shape, p->shape, sizeof p->shape);
+            e[n].numel = p->numel;
+            e[n].data = (k ? p->v : p->m) ? (k ? p->v : p->m) : zeros;
+            n++;
+        }
+    }
+    if (!(path = cdx_path_join(dir, "train_state.safetensors"))) goto nomem;
+    if ((st = write_safetensors(path, e, n))) goto out;
+    free(path);
+    if (!(path = cdx_path_join(dir, "train_state.json"))) goto nomem;
+    if (!(root = cJSON_CreateObject()) || !cJSON_AddNumberToObject(root, "step", (double)m->steps)) goto nomem;
+    if (settings) {
+        if (!(set = cJSON_Parse(settings))) {
+            st = cdx_fail(CDX_ERR_ARG, "cdx_train_save: the settings are not JSON");
+            goto out;
+        }
+        cJSON_AddItemToObject(root, "settings", set);
+    }
+    if (!(json = cJSON_Print(root))) goto nomem;
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || !write_all(fd, json, strlen(json)) || !write_all(fd, "\n", 1) || fsync(fd) != 0) {
+        st = cdx_fail(CDX_ERR_IO, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    goto out;
+nomem:
+    st = cdx_fail(CDX_ERR_NOMEM, "out of memory writing the training state");
+out:
+    if (fd >= 0) close(fd);
+    cJSON_Delete(root);
+    free(json);
+    free(path);
+    free(zeros);
+    free(names);
+    free(e);
+    return st;
+}
+
+cdx_status cdx_train_load_state(cdx_train_model *m, const char *dir, char **settings)
+{
+    char *path = NULL, *text = NULL, *hdr = NULL, name[160];
+    size_t len = 0;
+    cJSON *root = NULL, *h = NULL;
+    FILE *f = NULL;
+    cdx_status st = CDX_OK;
+    if (!m || !dir || !settings) return cdx_fail(CDX_ERR_ARG, "cdx_train_load_state: NULL argument");
+    *settings = NULL;
+    if (!(path = cdx_path_join(dir, "train_state.json"))) goto nomem;
+    if ((st = cdx_read_file(path, 1 << 20, &text, &len))) goto out;
+    root = cJSON_Parse(text);
+    const cJSON *step = root ? cJSON_GetObjectItemCaseSensitive(root, "step") : NULL;
+    if (!cJSON_IsNumber(step) || step->valuedouble < 0 || step->valuedouble != floor(step->valuedouble)) {
+        st = cdx_fail(CDX_ERR_FORMAT, "%s: no step count", path);
+        goto out;
+    }
+    const cJSON *set = cJSON_GetObjectItemCaseSensitive(root, "settings");
+    if (set && !(*settings = cJSON_PrintUnformatted(set))) goto nomem;
+
+    /* the moments: our own file, read back by its header */
+    free(path);
+    if (!(path = cdx_path_join(dir, "train_state.safetensors"))) goto nomem;
+    if (!(f = fopen(path, "rb"))) {
+        st = cdx_fail(CDX_ERR_IO, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    uint8_t lb[8];
+    uint64_t hl = 0;
+    if (fread(lb, 1, 8, f) != 8) goto bad;
+    for (int i = 0; i < 8; i++) hl |= (uint64_t)lb[i] << (8 * i);
+    if (hl > (1u << 26) || !(hdr = malloc(hl + 1)) || fread(hdr, 1, hl, f) != hl) goto bad;
+    hdr[hl] = 0;
+    if (!(h = cJSON_Parse(hdr))) goto bad;
+    const long base = 8 + (long)hl;
+    for (int i = 0; i < m->n_params; i++) {
+        cdx_train_param *p = &m->params[i];
+        if (!p->trainable) continue;
+        for (int k = 0; k < 2; k++) {
+            snprintf(name, sizeof name, "%s.%s", p->name, k ? "exp_avg_sq" : "exp_avg");
+            const cJSON *t = cJSON_GetObjectItemCaseSensitive(h, name);
+            const cJSON *off = t ? cJSON_GetObjectItemCaseSensitive(t, "data_offsets") : NULL;
+            if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 ||
+                cJSON_GetArrayItem(off, 1)->valuedouble - cJSON_GetArrayItem(off, 0)->valuedouble !=
+                    (double)p->numel * 4) {
+                st = cdx_fail(CDX_ERR_FORMAT, "%s: no moments for %s of this model and lock",
+                              path, p->name);
+                goto out;
+            }
+            float **dst = k ? &p->v : &p->m;
+            if (!*dst && !(*dst = malloc(sizeof(float) * (size_t)p->numel))) goto nomem;
+            if (fseek(f, base + (long)cJSON_GetArrayItem(off, 0)->valuedouble, SEEK_SET) != 0 ||
+                fread(*dst, 4, (size_t)p->numel, f) != (size_t)p->numel)
+                goto bad;
+        }
+    }
+    m->steps = (int64_t)step->valuedouble;
+    goto out;
+bad:
+    st = cdx_fail(CDX_ERR_FORMAT, "%s: truncated or corrupt", path);
+    goto out;
+nomem:
+    st = cdx_fail(CDX_ERR_NOMEM, "out of memory reading the training state");
+out:
+    if (f) fclose(f);
+    if (st) {
+        free(*settings);
+        *settings = NULL;
+    }
+    cJSON_Delete(root);
+    cJSON_Delete(h);
+    free(hdr);
+    free(text);
+    free(path);
+    return st;
+}
+
+cdx_status cdx_train_save(cdx_train_model *m, const char *out_dir, const char *state)
 {
     char *tmp = NULL, *src = NULL, *dst = NULL, *parent = NULL, *cfg = NULL;
     struct st_entry *e = NULL;
@@ -278,7 +426,9 @@ cdx_status cdx_train_save(cdx_train_model *m, const char *out_dir)
         goto out;
     }
     while ((de = readdir(d))) {
-        if (de->d_name[0] == '.' || is_weights_file(de->d_name)) continue;
+        if (de->d_name[0] == '.' || is_weights_file(de->d_name) ||
+            !strcmp(de->d_name, "train_state.json"))
+            continue;
         free(src);
         free(dst);
         src = cdx_path_join(m->dir, de->d_name);
@@ -308,6 +458,7 @@ cdx_status cdx_train_save(cdx_train_model *m, const char *out_dir)
     free(dst);
     if (!(dst = cdx_path_join(tmp, "model.safetensors"))) goto nomem;
     if ((st = write_safetensors(dst, e, n))) goto out;
+    if (state && (st = write_state(m, tmp, state))) goto out;
     if (!fsync_dir(tmp)) {
         st = cdx_fail(CDX_ERR_IO, "%s: %s", tmp, strerror(errno));
         goto out;

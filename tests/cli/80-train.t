@@ -34,7 +34,8 @@ gradient and the exact training trajectory.
 3. The command: bad and missing images skipped with one line each and
    counted, usage errors, shuffle order reproducible from its seed,
    a re-run replacing the output directory atomically, a directory that is
-   not a model refused.
+   not a model refused; --until then --resume ending bit-identical (weights
+   and AdamW moments) to the run that was never stopped.
 """
 import json
 import os
@@ -276,6 +277,27 @@ T.ok(sh[0] != sh[2], "--order shuffle: another seed gives other weights")
 T.ok(not [e for e in os.listdir(tmp) if ".tmp-" in e], "no temporary directories left behind")
 T.ok(sorted(os.listdir(os.path.join(tmp, "shuf"))) == sorted(os.listdir(first_out or tiny)),
      "the output directory holds config, tokenizer, processor and weights files")
+
+# --until, then --resume: bit-identical to the run that was never stopped
+common = ["--data", pairs, "--steps", "6", "--batch", "4", "--seed", "3", "--lr", "1e-3", "--warmup", "2",
+          "--sub-batch", "2"]
+ra, rb = os.path.join(tmp, "whole"), os.path.join(tmp, "parts")
+p1 = qf.run("train", "--out", ra, *common, model=tiny)
+p2 = qf.run("train", "--out", rb, "--until", "4", *common, model=tiny)
+st = json.load(open(os.path.join(rb, "train_state.json"))) if p2.returncode == 0 else {}
+T.ok(p1.returncode == 0 and p2.returncode == 0 and st.get("step") == 4 and b"--resume" in p2.stdout,
+     "--until 4: stops with a checkpoint at step 4")
+p3 = qf.run("train", "--resume", "--out", rb, model=None)
+same = p3.returncode == 0 and all(
+    open(os.path.join(ra, f), "rb").read() == open(os.path.join(rb, f), "rb").read()
+    for f in ("model.safetensors", "train_state.safetensors"))
+T.ok(same, "--resume: weights and AdamW moments bit-identical to the uninterrupted run")
+if not same:
+    T.diag((p3.stdout + p3.stderr).decode())
+p4 = qf.run("train", "--resume", "--out", rb, "--lr", "1", model=None)
+T.ok(p4.returncode == 2, "--resume with a training option: usage error")
+p5 = qf.run("train", "--resume", "--out", rb, model=None)
+T.ok(p5.returncode == 3 and b"complete" in p5.stderr, "--resume of a finished run: refused")
 
 shutil.rmtree(tmp, ignore_errors=True)
 sys.exit(T.done())
