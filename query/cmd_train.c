@@ -459,7 +459,9 @@ int cmd_train(int argc, char **argv)
             goto out;
         }
         if (step == start) first_loss = loss;
-        if (logf) fprintf(logf, "%lld\t%.9g\t%.9g\n", (long long)step, rate, loss);
+        if (logf)
+            fprintf(logf, "%lld\t%.9g\t%.9g\t%.3f\n", (long long)step, rate, loss,
+                    (double)(now_ms() - t0) / 1000.0);
         if (tty) {
             double secs = (double)(now_ms() - t0) / 1000.0, done = (double)(step + 1 - start);
             double pps = done * batch / (secs > 0 ? secs : 1e-3), eta = secs / done * (double)(stop - step - 1);

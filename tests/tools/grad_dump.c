@@ -3,6 +3,7 @@
  * compare with PyTorch autograd (tests/cli/80-train.t, tests/ref/train_ref.py).
  *
  *   grad_dump MODEL PIXELS IDS OUT [--lock image|text] [--unlock-last N] [--sub-batch N]
+ *            [--threads N]
  *
  * PIXELS: n images as raw float32 (n,3,S,S); IDS: n lines of token ids
  * (decimal, space-separated, each line with an end-of-text token).  Runs
@@ -30,15 +31,18 @@ static int die(const char *what)
 int main(int argc, char **argv)
 {
     unsigned locked = 0;
-    int unlock = 0, sub = 0;
+    int unlock = 0, sub = 0, threads = 0;
     if (argc < 5) {
-        fprintf(stderr, "usage: grad_dump MODEL PIXELS IDS OUT [--lock image|text] [--unlock-last N]\n");
+        fprintf(stderr, "usage: grad_dump MODEL PIXELS IDS OUT [--lock image|text] [--unlock-last N] "
+                        "[--sub-batch N] [--threads N]\n");
         return 2;
     }
     for (int i = 5; i < argc; i++) {
         if (!strcmp(argv[i], "--lock") && i + 1 < argc) {
             i++;
             locked |= !strcmp(argv[i], "image") ? CDX_TRAIN_VISION : CDX_TRAIN_TEXT;
+        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            threads = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--sub-batch") && i + 1 < argc) {
             sub = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--unlock-last") && i + 1 < argc) {
@@ -48,7 +52,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    cdx_threads_set(0);
+    cdx_threads_set(threads);
     cdx_train_model *tm = NULL;
     cdx_model *m = NULL;
     if (cdx_train_open(argv[1], &tm)) return die("open");
