@@ -136,6 +136,19 @@ static void free_pairs(struct pair *p, int n)
     free(p);
 }
 
+/* The inference model: tokenizer and image preprocessing for the pairs.
+ * Only CLIP checkpoints train for now (SigLIP's loss and OpenCLIP's
+ * layout are the next families' work). */
+static int open_model(const char *dir, cdx_model **m)
+{
+    if (cdx_model_open(dir, CDX_TOWER_TEXT | CDX_TOWER_VISION, m)) return error("%s", cdx_last_error());
+    const cdx_model_info *info = cdx_model_get_info(*m);
+    if (info->family != CDX_FAMILY_CLIP)
+        return error("%s: training %s models is not implemented yet (CLIP only)", dir,
+                     cdx_family_name(info->family));
+    return 0;
+}
+
 static int parse_num(const cdx_cmd *self, const char *opt, const char *s, double lo, double hi, double *out)
 {
     char *end;
@@ -184,7 +197,7 @@ int cmd_train(int argc, char **argv)
     struct pair *pairs = NULL;
     float *cache = NULL, *pix = NULL;
     int32_t *ids = NULL;
-    int *lens = NULL, *perm = NULL, *ok = NULL;
+    int *lens = NULL, *perm = NULL;
     FILE *logf = NULL;
 
     optind = 1;
@@ -275,6 +288,7 @@ int cmd_train(int argc, char **argv)
     if (resume) {
         /* the checkpoint is the model; the settings come with it */
         model_dir = out_dir;
+        if ((ret = open_model(model_dir, &m))) goto out;
         if (cdx_train_open(model_dir, &tm)) {
             ret = error("%s", cdx_last_error());
             goto out;
@@ -340,6 +354,7 @@ int cmd_train(int argc, char **argv)
         if (!data) return usage_error(self, "--data PAIRS and --out DIR are required");
         if (steps && epochs) return usage_error(self, "give --steps or --epochs, not both");
         if (!(model_dir = resolve_model_dir(model_opt))) return EXIT_USAGE;
+        if ((ret = open_model(model_dir, &m))) goto out;
         if (cdx_train_open(model_dir, &tm)) {
             ret = error("%s", cdx_last_error());
             goto out;
@@ -350,16 +365,7 @@ int cmd_train(int argc, char **argv)
         }
         data_abs = path_absolute(data, NULL);
     }
-    if (cdx_model_open(model_dir, CDX_TOWER_TEXT | CDX_TOWER_VISION, &m)) {
-        ret = error("%s", cdx_last_error());
-        goto out;
-    }
     const cdx_model_info *info = cdx_model_get_info(m);
-    if (info->family != CDX_FAMILY_CLIP) {
-        ret = error("%s: training %s models is not implemented yet (CLIP only)", model_dir,
-                    cdx_family_name(info->family));
-        goto out;
-    }
     if ((ret = read_pairs(data, cdx_model_tokenizer(m), info->text.max_positions, &pairs, &n, &skipped)))
         goto out;
 
@@ -505,7 +511,6 @@ out:
     free(ids);
     free(lens);
     free(perm);
-    free(ok);
     free(settings);
     free(data_abs);
     return ret;
