@@ -62,6 +62,8 @@ static cdx_status add_param(cdx_train_model *m, const char *name, int ndim, int6
         return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory for %s", m->dir, name);
     }
     memcpy(p->w, src, sizeof(float) * (size_t)p->numel);
+    /* the copy is what trains: the checkpoint's pages can leave memory */
+    cdx_weights_drop_pages(m->w, src, (size_t)p->numel);
     p->decay = ndim >= 2;
     p->trainable = 1;
     p->tower = tower;
