@@ -120,6 +120,13 @@ $(BUILD)/%.o: %.cc $(BUILD)/.flags
 # FAISS's own code; core/pool.h says why our threads are our own).
 $(BUILD)/core/engine/kernels.o $(BUILD)/core/engine/linear.o $(BUILD)/core/engine/qlinear.o $(BUILD)/core/engine/qgram.o: KFLAGS = -O3 -fopenmp-simd
 
+# ---- core/train/: contrastive training (clipdex train): trainable
+# parameters, forward with activations, backward, loss, AdamW, saving ----
+CORE_OBJS += core/train/train.o core/train/grad_kernels.o core/train/train_save.o
+TEST_TOOLS += tests/tools/grad_dump
+UNIT_TESTS += test_grad
+$(BUILD)/core/train/grad_kernels.o: KFLAGS = -O3 -fopenmp-simd
+
 # ---- core/image/: decoders, EXIF, orientation, resampling,
 # preprocessing, perceptual hash ----
 CORE_OBJS += core/image/image.o core/image/resample.o core/image/preprocess.o core/image/phash.o core/image/ingest.o
@@ -161,6 +168,8 @@ QUERY_OBJS += query/cmd_check.o query/cmd_status.o query/cmd_index.o
 QUERY_OBJS += query/filters.o query/output.o query/gallery.o query/labels.o
 QUERY_OBJS += query/cmd_search.o query/cmd_dupes.o query/cmd_moderate.o query/cmd_stats.o
 QUERY_OBJS += query/cmd_info.o query/search_query.o
+# clipdex train (core/train/)
+QUERY_OBJS += query/cmd_train.o
 # clipdex serve: HTTP (libmicrohttpd), the API, the page (query/web/)
 # built in as a C table (web2c.awk)
 QUERY_OBJS += query/cmd_serve.o query/serve_api.o query/serve_files.o gen/web.o
