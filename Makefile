@@ -119,11 +119,12 @@ TEST_TOOLS += tests/preprocess_dump tests/imgcheck
 # bench/run-image.sh: decode + preprocess timings (fast, exact, Pillow).
 BENCHES += image_bench
 
-# ---- core/store/: SQLite truth, FAISS vector index, search, check, join,
-# scan; schema/NNN_*.sql become C strings in the library
-# (schema/sql2c.awk) ----
-CORE_OBJS += core/store/store.o core/store/store_vindex.o core/store/store_search.o core/store/store_check.o
-CORE_OBJS += core/store/store_scan.o core/store/store_join.o core/store/faiss_dist.o
+# ---- core/store/: SQLite truth and its change log (store*.c,
+# store_internal.h), which feeds the FAISS-only vector index (vindex.c,
+# faiss_dist.c, store_scan.c: vindex.h); search, check, join;
+# schema/NNN_*.sql become C strings in the library (schema/sql2c.awk) ----
+CORE_OBJS += core/store/store.o core/store/store_changes.o core/store/store_search.o core/store/store_check.o
+CORE_OBJS += core/store/store_join.o core/store/vindex.o core/store/store_scan.o core/store/faiss_dist.o
 CORE_OBJS += core/store/store_backup.o core/store/store_review.o
 CORE_OBJS += gen/schema.o
 UNIT_TESTS += test_store_f16 test_store_scan test_faiss_dist test_store test_store_schema
