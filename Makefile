@@ -227,10 +227,11 @@ $(BUILD)/tests/tools/powercut.so: tests/tools/powercut.c
 	@mkdir -p $(dir $@)
 	$(call say,LINK,$@)$(CC) -std=c11 -D_GNU_SOURCE -O1 -g $(WARN) -shared -fPIC -o $@ $< -ldl -pthread
 # Reduced precision vs float32 over a store-sized vector set (12-precision.t);
-# it scores moderation with the clipdex moderate label sets (query/labels.o).
-$(BUILD)/tests/tools/precision_agree: tests/tools/precision_agree.c $(BUILD)/query/labels.o $(LIB) $(BUILD)/.flags $(FAISS_LIBS)
+# it scores moderation with the clipdex moderate label sets (query/labels.o,
+# which allocates through common/util.o).
+$(BUILD)/tests/tools/precision_agree: tests/tools/precision_agree.c $(BUILD)/query/labels.o $(O_COMMON) $(LIB) $(BUILD)/.flags $(FAISS_LIBS)
 	@mkdir -p $(dir $@)
-	$(call say,LINK,$@)$(CC) $(ALL_CFLAGS) -Icommon -o $@ $< $(BUILD)/query/labels.o $(LIB) $(LDLIBS)
+	$(call say,LINK,$@)$(CC) $(ALL_CFLAGS) -Icommon -o $@ $< $(BUILD)/query/labels.o $(O_COMMON) $(LIB) $(LDLIBS)
 
 $(FAISS_C):
 	scripts/deps.sh
