@@ -336,6 +336,9 @@ install: all
 	install -m 644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 	install -m 644 man/*.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -d $(DESTDIR)$(PREFIX)/share/clipdex/clip
+	install -m 644 data/clip/vocab.json data/clip/merges.txt data/clip/README.md \
+		$(DESTDIR)$(PREFIX)/share/clipdex/clip/
 	sed 's|^ExecStart=/usr/local/bin/|ExecStart=$(PREFIX)/bin/|' indexer/clipdexd.service \
 		> $(DESTDIR)$(PREFIX)/lib/systemd/user/clipdexd.service
 	sed 's|^ExecStart=/usr/local/bin/|ExecStart=$(PREFIX)/bin/|' query/clipdex-serve.service \
