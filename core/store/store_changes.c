@@ -147,6 +147,15 @@ cleanup:
 
 /* ---- replaying the change log ---- */
 
+static cdx_status push_id(int64_t **v, size_t *n, size_t *cap, int64_t id)
+{
+    int64_t *p = cdx_grow(*v, cap, *n + 1, sizeof *p, 64);
+    if (!p) return cdx_fail(CDX_ERR_NOMEM, "out of memory");
+    *v = p;
+    (*v)[(*n)++] = id;
+    return CDX_OK;
+}
+
 /* Apply the log after the index's position up to the head of the current
  * transaction.  *bad receives a reason when the log does not fit the
  * index (the caller rebuilds); the return status is for real failures. */
@@ -204,15 +213,7 @@ static cdx_status replay(cdx_store *s, cdx_vindex *vx, int64_t model_id, const c
         if (op == CDX_CHANGE_ADD) {
             if (sqlite3_column_type(q, 2) == SQLITE_NULL) {
                 /* Removed again later in the log: remember to expect it. */
-                if (n_ghost == cap_ghost) {
-                    int64_t *p = cdx_grow(ghost, &cap_ghost, n_ghost + 1, sizeof *ghost, 64);
-                    if (!p) {
-                        st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
-                        goto cleanup;
-                    }
-                    ghost = p;
-                }
-                ghost[n_ghost++] = id;
+                if ((st = push_id(&ghost, &n_ghost, &cap_ghost, id)) != CDX_OK) goto cleanup;
                 continue;
             }
             st = cdx_vec_decode(sqlite3_column_blob(q, 2), (size_t)sqlite3_column_bytes(q, 2), dim,
@@ -226,15 +227,7 @@ static cdx_status replay(cdx_store *s, cdx_vindex *vx, int64_t model_id, const c
             for (size_t i = 0; i < n_ghost && !found; i++)
                 if (ghost[i] == id) ghost[i] = ghost[--n_ghost], found = 1;
             if (found) continue;
-            if (n_rm == cap_rm) {
-                int64_t *p = cdx_grow(rm, &cap_rm, n_rm + 1, sizeof *rm, 64);
-                if (!p) {
-                    st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
-                    goto cleanup;
-                }
-                rm = p;
-            }
-            rm[n_rm++] = id;
+            if ((st = push_id(&rm, &n_rm, &cap_rm, id)) != CDX_OK) goto cleanup;
         } else {
             *bad = "unknown operation in the change log";
             goto cleanup;
