@@ -153,9 +153,10 @@ int cmd_stats(int argc, char **argv)
         ret = error("%s", cdx_last_error());
         goto cleanup;
     }
-    qsort(s.ext.v, s.ext.n, sizeof *s.ext.v, by_count);
-    qsort(s.year.v, s.year.n, sizeof *s.year.v, by_key);
-    qsort(s.camera.v, s.camera.n, sizeof *s.camera.v, by_count);
+    /* (an empty store has no arrays: qsort must not be given NULL) */
+    if (s.ext.n) qsort(s.ext.v, s.ext.n, sizeof *s.ext.v, by_count);
+    if (s.year.n) qsort(s.year.v, s.year.n, sizeof *s.year.v, by_key);
+    if (s.camera.n) qsort(s.camera.v, s.camera.n, sizeof *s.camera.v, by_count);
 
     if (json) {
         fputs("{\"store\":", stdout);
