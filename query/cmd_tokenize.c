@@ -34,8 +34,15 @@ int cmd_tokenize(int argc, char **argv)
     }
     if (optind >= argc) return usage_error(self, "no text given");
     if (!(dir = resolve_model_dir(model_opt))) return EXIT_USAGE;
-    vocab = path_join(dir, "vocab.json");
-    merges = path_join(dir, "merges.txt");
+    size_t n = strlen(dir);
+    vocab = malloc(n + 16);
+    merges = malloc(n + 16);
+    if (!vocab || !merges) {
+        ret = error("out of memory");
+        goto out;
+    }
+    snprintf(vocab, n + 16, "%s/vocab.json", dir);
+    snprintf(merges, n + 16, "%s/merges.txt", dir);
     if (cdx_tokenizer_open(vocab, merges, &tok)) {
         ret = error("%s", cdx_last_error());
         goto out;
