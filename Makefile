@@ -137,11 +137,12 @@ TEST_TOOLS += tests/preprocess_dump tests/imgcheck
 # bench/run-image.sh: decode + preprocess timings (fast, exact, Pillow).
 BENCHES += image_bench
 
-# ---- core/store/: SQLite truth, FAISS vector index, search, check, join,
-# scan; schema/NNN_*.sql become C strings in the library
-# (schema/sql2c.awk) ----
-CORE_OBJS += core/store/store.o core/store/store_vindex.o core/store/store_search.o core/store/store_check.o
-CORE_OBJS += core/store/store_scan.o core/store/store_join.o core/store/faiss_dist.o
+# ---- core/store/: SQLite truth and its change log (store*.c,
+# store_internal.h), which feeds the FAISS-only vector index (vindex.c,
+# faiss_dist.c, store_scan.c: vindex.h); search, check, join;
+# schema/NNN_*.sql become C strings in the library (schema/sql2c.awk) ----
+CORE_OBJS += core/store/store.o core/store/store_changes.o core/store/store_search.o core/store/store_check.o
+CORE_OBJS += core/store/store_join.o core/store/vindex.o core/store/store_scan.o core/store/faiss_dist.o
 CORE_OBJS += core/store/store_backup.o core/store/store_review.o
 CORE_OBJS += gen/schema.o
 UNIT_TESTS += test_store_f16 test_store_scan test_faiss_dist test_store test_store_schema
@@ -248,10 +249,11 @@ $(BUILD)/tests/tools/powercut.so: tests/tools/powercut.c
 	@mkdir -p $(dir $@)
 	$(call say,LINK,$@)$(CC) -std=c11 -D_GNU_SOURCE -O1 -g $(WARN) -shared -fPIC -o $@ $< -ldl -pthread
 # Reduced precision vs float32 over a store-sized vector set (12-precision.t);
-# it scores moderation with the clipdex moderate label sets (query/labels.o).
-$(BUILD)/tests/tools/precision_agree: tests/tools/precision_agree.c $(BUILD)/query/labels.o $(LIB) $(BUILD)/.flags $(FAISS_LIBS)
+# it scores moderation with the clipdex moderate label sets (query/labels.o,
+# which allocates through common/util.o).
+$(BUILD)/tests/tools/precision_agree: tests/tools/precision_agree.c $(BUILD)/query/labels.o $(O_COMMON) $(LIB) $(BUILD)/.flags $(FAISS_LIBS)
 	@mkdir -p $(dir $@)
-	$(call say,LINK,$@)$(CC) $(ALL_CFLAGS) -Icommon -o $@ $< $(BUILD)/query/labels.o $(LIB) $(LDLIBS)
+	$(call say,LINK,$@)$(CC) $(ALL_CFLAGS) -Icommon -o $@ $< $(BUILD)/query/labels.o $(O_COMMON) $(LIB) $(LDLIBS)
 
 $(FAISS_C):
 	scripts/deps.sh
@@ -356,6 +358,9 @@ install: all
 	install -m 644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 	install -m 644 man/*.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -d $(DESTDIR)$(PREFIX)/share/clipdex/clip
+	install -m 644 data/clip/vocab.json data/clip/merges.txt data/clip/README.md \
+		$(DESTDIR)$(PREFIX)/share/clipdex/clip/
 	sed 's|^ExecStart=/usr/local/bin/|ExecStart=$(PREFIX)/bin/|' indexer/clipdexd.service \
 		> $(DESTDIR)$(PREFIX)/lib/systemd/user/clipdexd.service
 	sed 's|^ExecStart=/usr/local/bin/|ExecStart=$(PREFIX)/bin/|' query/clipdex-serve.service \

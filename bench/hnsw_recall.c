@@ -29,7 +29,7 @@
 #include <faiss/c_api/Index_c.h>
 #include <faiss/c_api/index_factory_c.h>
 
-#include "store/store_internal.h" /* cdx_faiss_dist_impl: FAISS's distance kernels */
+#include "store/vindex.h" /* cdx_faiss_dist_impl: FAISS's distance kernels */
 
 #define D 512
 #define K 10

@@ -40,10 +40,7 @@
 static void heap_push(indexer *d, int64_t due, const char *path)
 {
     size_t i;
-    if (d->n_heap == d->cap_heap) {
-        d->cap_heap = d->cap_heap ? 2 * d->cap_heap : 256;
-        d->heap = xrealloc(d->heap, d->cap_heap * sizeof *d->heap);
-    }
+    d->heap = xgrow(d->heap, &d->cap_heap, d->n_heap + 1, sizeof *d->heap, 256);
     i = d->n_heap++;
     while (i > 0) {
         size_t parent = (i - 1) / 2;

@@ -110,11 +110,9 @@ int watch_add(watcher *w, const char *dir, int is_root)
     wd = inotify_add_watch(w->fd, dir, DIR_MASK);
     if (wd < 0) return errno == ENOSPC ? 1 : -1;
     if ((size_t)wd >= w->cap) {
-        size_t nc = w->cap ? w->cap : 64;
-        while (nc <= (size_t)wd) nc *= 2;
-        w->by_wd = xrealloc(w->by_wd, nc * sizeof *w->by_wd);
-        memset(w->by_wd + w->cap, 0, (nc - w->cap) * sizeof *w->by_wd);
-        w->cap = nc;
+        size_t old = w->cap;
+        w->by_wd = xgrow(w->by_wd, &w->cap, (size_t)wd + 1, sizeof *w->by_wd, 64);
+        memset(w->by_wd + old, 0, (w->cap - old) * sizeof *w->by_wd); /* indexed by wd: no holes */
     }
     e = &w->by_wd[wd];
     if (e->path && strcmp(e->path, dir) == 0) {
@@ -221,10 +219,7 @@ static void handle(watcher *w, const struct inotify_event *ev,
     }
     path = path_join(e->path, ev->name);
     if (ev->mask & IN_MOVED_FROM) {
-        if (w->n_moves == w->cap_moves) {
-            w->cap_moves = w->cap_moves ? 2 * w->cap_moves : 16;
-            w->moves = xrealloc(w->moves, w->cap_moves * sizeof *w->moves);
-        }
+        w->moves = xgrow(w->moves, &w->cap_moves, w->n_moves + 1, sizeof *w->moves, 16);
         w->moves[w->n_moves++] = (pending_move){ev->cookie, path, is_dir};
         return; /* path now owned by the move */
     }

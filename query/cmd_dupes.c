@@ -152,12 +152,13 @@ static int pair_visual(struct dupes *d)
     int ret = EXIT_ERROR;
     const int r = d->bits / MIH_CHUNKS;
 
-    if (!(ord = malloc((d->n + 1) * sizeof *ord))) goto oom;
+    ord = xmalloc((d->n + 1) * sizeof *ord);
     for (size_t i = 0; i < d->n; i++)
         if (d->e[i].fi.meta.has_phash) ord[n++] = (int32_t)i;
     /* Equal hashes are distance 0: unite them, keep one per value. */
     qsort_r(ord, n, sizeof *ord, cmp_phash, d->e);
-    if (!(hs = malloc((n + 1) * sizeof *hs)) || !(rep = malloc((n + 1) * sizeof *rep))) goto oom;
+    hs = xmalloc((n + 1) * sizeof *hs);
+    rep = xmalloc((n + 1) * sizeof *rep);
     for (size_t i = 0; i < n; i++) {
         uint64_t h = d->e[ord[i]].fi.meta.phash;
         if (i && h == d->e[ord[i - 1]].fi.meta.phash) {
@@ -172,13 +173,12 @@ static int pair_visual(struct dupes *d)
         goto cleanup;
     }
     /* the chunk masks with at most r bits set */
-    if (!(masks = malloc(MIH_VALUES * sizeof *masks))) goto oom;
+    masks = xmalloc(MIH_VALUES * sizeof *masks);
     for (unsigned m = 0; m < MIH_VALUES; m++)
         if (__builtin_popcount(m) <= r) masks[n_masks++] = (uint16_t)m;
     /* the tables: ids of table c in ids[c*nh ..], bucket v at start[c][v] */
-    if (!(start = calloc((size_t)MIH_CHUNKS * (MIH_VALUES + 1), sizeof *start)) ||
-        !(ids = malloc((size_t)MIH_CHUNKS * nh * sizeof *ids)))
-        goto oom;
+    start = xcalloc((size_t)MIH_CHUNKS * (MIH_VALUES + 1), sizeof *start);
+    ids = xmalloc((size_t)MIH_CHUNKS * nh * sizeof *ids);
     for (int c = 0; c < MIH_CHUNKS; c++) {
         uint32_t *st = start + (size_t)c * (MIH_VALUES + 1);
         int32_t *tb = ids + (size_t)c * nh;
@@ -207,9 +207,6 @@ static int pair_visual(struct dupes *d)
         }
     }
     ret = 0;
-    goto cleanup;
-oom:
-    error("out of memory");
 cleanup:
     free(ord);
     free(rep);
@@ -249,11 +246,9 @@ static int pair_semantic(struct dupes *d)
     size_t n = 0, nv = 0;
     int ret = EXIT_ERROR;
 
-    if (!(ord = malloc((d->n + 1) * sizeof *ord)) || !(first = malloc((d->n + 1) * sizeof *first)) ||
-        !(vids = malloc((d->n + 1) * sizeof *vids))) {
-        error("out of memory");
-        goto cleanup;
-    }
+    ord = xmalloc((d->n + 1) * sizeof *ord);
+    first = xmalloc((d->n + 1) * sizeof *first);
+    vids = xmalloc((d->n + 1) * sizeof *vids);
     /* Only files that passed the filters are here; files sharing a
      * vector are one group at once, and each distinct vector joins once. */
     for (size_t i = 0; i < d->n; i++)
@@ -317,32 +312,21 @@ static int cmp_group(const void *a, const void *b, void *ctx)
 
 static int make_groups(struct dupes *d, struct group **out, size_t *n_out)
 {
-    int32_t *count = calloc(d->n + 1, sizeof *count), *slot = NULL;
+    int32_t *count = xcalloc(d->n + 1, sizeof *count), *slot = NULL;
     struct group *g = NULL;
     size_t ng = 0;
 
-    if (!count) return error("out of memory");
     for (size_t i = 0; i < d->n; i++) count[find(d->e, (int32_t)i)]++;
     for (size_t i = 0; i < d->n; i++)
         if (count[i] > 1) ng++;
-    if (!(g = calloc(ng + 1, sizeof *g)) || !(slot = malloc((d->n + 1) * sizeof *slot))) {
-        free(count);
-        free(g);
-        return error("out of memory");
-    }
+    g = xcalloc(ng + 1, sizeof *g);
+    slot = xmalloc((d->n + 1) * sizeof *slot);
     ng = 0;
     for (size_t i = 0; i < d->n; i++) {
         slot[i] = -1;
         if (count[i] > 1) {
             slot[i] = (int32_t)ng;
-            g[ng].m = malloc((size_t)count[i] * sizeof *g[ng].m);
-            if (!g[ng].m) {
-                for (size_t k = 0; k < ng; k++) free(g[k].m);
-                free(g);
-                free(slot);
-                free(count);
-                return error("out of memory");
-            }
+            g[ng].m = xmalloc((size_t)count[i] * sizeof *g[ng].m);
             ng++;
         }
     }
@@ -418,22 +402,15 @@ static int print_groups(struct dupes *d, struct group *g, size_t ng)
 
     if ((ret = out_open(&out, d->output)) != 0) return ret;
     if (d->methods & M_SEMANTIC) {
-        vb = malloc((size_t)d->c.dim * sizeof *vb);
-        tmp = malloc((size_t)d->c.dim * sizeof *tmp);
-        if (!vb || !tmp) {
-            ret = error("out of memory");
-            goto cleanup;
-        }
+        vb = xmalloc((size_t)d->c.dim * sizeof *vb);
+        tmp = xmalloc((size_t)d->c.dim * sizeof *tmp);
     }
     if (d->format == OUT_HTML) {
         size_t nf = 0;
         for (size_t k = 0; k < ng; k++) nf += g[k].n;
         snprintf(sub, sizeof sub, "%zu group%s, %zu files; the first picture of each group is the copy to keep",
                  ng, ng == 1 ? "" : "s", nf);
-        if (!(gal = gallery_new(out.f, "clipdex dupes", sub))) {
-            ret = error("out of memory");
-            goto cleanup;
-        }
+        gal = gallery_new(out.f, "clipdex dupes", sub);
     }
     for (size_t k = 0; k < ng; k++) {
         const cdx_file_info *b = &d->e[g[k].m[0]].fi;
@@ -496,12 +473,6 @@ static int print_groups(struct dupes *d, struct group *g, size_t ng)
     ret = out_close(&out, 1);
     if (ret == 0 && d->output && d->format == OUT_HTML)
         fprintf(stderr, "clipdex: wrote %zu group%s to %s\n", ng, ng == 1 ? "" : "s", d->output);
-    free(vb);
-    free(tmp);
-    return ret;
-cleanup:
-    gallery_finish(gal);
-    out_close(&out, 0);
     free(vb);
     free(tmp);
     return ret;
@@ -622,8 +593,8 @@ int cmd_dupes(int argc, char **argv)
         ret = error("%s", cdx_last_error());
         goto cleanup;
     }
-    if (d.oom) {
-        ret = error("out of memory");
+    if (d.oom) { /* cdx_file_info_copy failed */
+        ret = error("%s", cdx_last_error());
         goto cleanup;
     }
     if (d.methods & M_EXACT) pair_exact(&d);
@@ -663,17 +634,14 @@ int dupes_groups(qctx *c, const cdx_store_filter *f, int bits, dupes_group_fn fn
         ret = error("%s", cdx_last_error());
         goto cleanup;
     }
-    if (d.oom) {
-        ret = error("out of memory");
+    if (d.oom) { /* cdx_file_info_copy failed */
+        ret = error("%s", cdx_last_error());
         goto cleanup;
     }
     pair_exact(&d);
     if ((ret = pair_visual(&d)) != 0) goto cleanup;
     if ((ret = make_groups(&d, &groups, &ng)) != 0) goto cleanup;
-    if (!(members = malloc((d.n + 1) * sizeof *members))) {
-        ret = error("out of memory");
-        goto cleanup;
-    }
+    members = xmalloc((d.n + 1) * sizeof *members);
     for (size_t k = 0; k < ng; k++) {
         for (size_t i = 0; i < groups[k].n; i++) members[i] = &d.e[groups[k].m[i]].fi;
         if (fn(members, groups[k].n, user)) break;

@@ -67,8 +67,7 @@ int cmd_embed(int argc, char **argv)
     float *emb = NULL, *pixels = NULL;
     cdx_status st;
 
-    inputs = calloc((size_t)argc, sizeof *inputs);
-    if (!inputs) return error("out of memory");
+    inputs = xcalloc((size_t)argc, sizeof *inputs);
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -127,20 +126,12 @@ int cmd_embed(int argc, char **argv)
     const cdx_model_info *info = cdx_model_get_info(m);
     const int E = info->projection_dim, S = info->vision.image_size;
     const size_t per = 3 * (size_t)S * (size_t)S;
-    emb = calloc((size_t)n_inputs * (size_t)E, sizeof(float));
-    if (n_images) pixels = malloc(per * sizeof(float) * (size_t)n_images);
-    if (!emb || (n_images && !pixels)) {
-        ret = error("out of memory");
-        goto out;
-    }
+    emb = xcalloc((size_t)n_inputs * (size_t)E, sizeof(float));
+    if (n_images) pixels = xmalloc(per * sizeof(float) * (size_t)n_images);
 
     /* Decode and preprocess every image first, then one batched pass. */
     int n_ok_images = 0;
-    int *slot = calloc((size_t)n_inputs, sizeof(int));
-    if (!slot) {
-        ret = error("out of memory");
-        goto out;
-    }
+    int *slot = xcalloc((size_t)n_inputs, sizeof(int));
     for (int i = 0; i < n_inputs; i++) {
         if (!inputs[i].is_image) {
             st = cdx_model_encode_text(m, inputs[i].value, emb + (size_t)i * E, !raw);
@@ -166,12 +157,7 @@ int cmd_embed(int argc, char **argv)
         inputs[i].ok = 1;
     }
     if (n_ok_images) {
-        float *iemb = malloc(sizeof(float) * (size_t)E * (size_t)n_ok_images);
-        if (!iemb) {
-            free(slot);
-            ret = error("out of memory");
-            goto out;
-        }
+        float *iemb = xmalloc(sizeof(float) * (size_t)E * (size_t)n_ok_images);
         st = cdx_model_encode_images(m, pixels, n_ok_images, iemb, !raw);
         if (st) {
             free(iemb);

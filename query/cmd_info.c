@@ -164,7 +164,7 @@ int cmd_info(int argc, char **argv)
     /* The first warning of each file is part of the output; the library's
      * log lines would repeat it on stderr (CLIPDEX_DEBUG keeps them). */
     if (!getenv("CLIPDEX_DEBUG")) cdx_log_set(NULL, NULL, CDX_LOG_ERROR);
-    if (!(rows = calloc((size_t)n, sizeof *rows))) return error("out of memory");
+    rows = xcalloc((size_t)n, sizeof *rows);
 
     for (int i = 0; i < n; i++) {
         struct row *r = &rows[i];
@@ -178,12 +178,8 @@ int cmd_info(int argc, char **argv)
             size_t pl = strlen(r->path);
             error("%s", e);
             if (strncmp(e, r->path, pl) == 0 && e[pl] == ':' && e[pl + 1] == ' ') e += pl + 2;
-            r->error = strdup(e);
+            r->error = xstrdup(e);
             failed++;
-            if (!r->error) {
-                free(rows);
-                return error("out of memory");
-            }
         }
         cdx_image_release(&img);
         if (json) print_json_row(r);

@@ -92,10 +92,7 @@ static int print_hits(const struct search_opts *o, const char *title, const cdx_
     if ((ret = out_open(&out, o->output)) != 0) return ret;
     if (o->format == OUT_HTML) {
         describe(o, desc, sizeof desc);
-        if (!(g = gallery_new(out.f, title, desc))) {
-            out_close(&out, 0);
-            return error("out of memory");
-        }
+        g = gallery_new(out.f, title, desc);
     }
     for (size_t i = 0; i < n && rank < o->limit; i++) {
         const cdx_file_info *fi = &hits[i].file;
@@ -175,10 +172,7 @@ static int search_and_print(const cdx_cmd *self, struct search_opts *o, qfilter 
     if (!towers) towers = CDX_TOWER_TEXT; /* only for the model's identity */
     if ((ret = qctx_open_model(c, towers)) != 0) return ret;
 
-    if (!(q = calloc((size_t)c->dim, sizeof *q))) {
-        ret = error("out of memory");
-        goto cleanup;
-    }
+    q = xcalloc((size_t)c->dim, sizeof *q);
     if ((ret = query_vector(c, o->terms, o->n_terms, q, similar ? &skip_id : NULL)) != 0) goto cleanup;
     if (cdx_store_search(c->store, q, o->limit + (skip_id ? 1 : 0), flt ? &flt->f : NULL,
                          o->min_score, &hits, &n_hits) != CDX_OK) {
@@ -214,7 +208,7 @@ static int search_main(int argc, char **argv, int similar)
     o.limit = DEFAULT_LIMIT;
     o.min_score = -2.0f;
     o.format = OUT_TABLE;
-    if (!(o.terms = calloc((size_t)argc + 1, sizeof *o.terms))) return error("out of memory");
+    o.terms = xcalloc((size_t)argc + 1, sizeof *o.terms);
     optind = 1;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, similar ? "n:o:0" : "n:o:w:0", search_long, NULL)) != -1) {
@@ -283,10 +277,7 @@ static int search_main(int argc, char **argv, int similar)
     } else if (optind < argc) {
         /* The QUERY words are one text, as typed without quotes. */
         for (int i = optind; i < argc; i++) len += strlen(argv[i]) + 1;
-        if (!(o.joined = malloc(len))) {
-            ret = error("out of memory");
-            goto cleanup;
-        }
+        o.joined = xmalloc(len);
         o.joined[0] = 0;
         for (int i = optind, at = 0; i < argc; i++)
             at += snprintf(o.joined + at, len - (size_t)at, "%s%s", i > optind ? " " : "", argv[i]);

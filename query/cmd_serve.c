@@ -196,8 +196,9 @@ static void route(serve *s, const request *r, reply *out)
         if (strcmp(w->path, r->path) == 0) {
             out->status = MHD_HTTP_OK;
             out->type = w->type;
-            if ((out->body = malloc(w->len ? w->len : 1))) memcpy(out->body, w->data, w->len);
-            out->len = out->body ? w->len : 0;
+            out->body = xmalloc(w->len ? w->len : 1);
+            memcpy(out->body, w->data, w->len);
+            out->len = w->len;
             out->cache = "no-cache";
             return;
         }
@@ -224,7 +225,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     (void)version;
 
     if (!cs) {
-        if (!(cs = calloc(1, sizeof *cs))) return MHD_NO;
+        cs = xcalloc(1, sizeof *cs);
         *con_cls = cs;
         return MHD_YES;
     }
@@ -232,15 +233,11 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         if (cs->too_big || cs->len + *upload_data_size > SERVE_MAX_UPLOAD) {
             cs->too_big = 1;
         } else {
-            char *p = realloc(cs->body, cs->len + *upload_data_size + 1);
-            if (!p) {
-                cs->too_big = 1;
-            } else {
-                memcpy(p + cs->len, upload_data, *upload_data_size);
-                cs->body = p;
-                cs->len += *upload_data_size;
-                p[cs->len] = 0;
-            }
+            char *p = xrealloc(cs->body, cs->len + *upload_data_size + 1);
+            memcpy(p + cs->len, upload_data, *upload_data_size);
+            cs->body = p;
+            cs->len += *upload_data_size;
+            p[cs->len] = 0;
         }
         *upload_data_size = 0;
         return MHD_YES;
@@ -352,8 +349,7 @@ static int parse_listen(const char *spec, struct sockaddr_storage *ss, socklen_t
 static char *make_token(void)
 {
     unsigned char raw[24];
-    char *t = malloc(2 * sizeof raw + 1);
-    if (!t) return NULL;
+    char *t = xmalloc(2 * sizeof raw + 1);
     if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) {
         free(t);
         return NULL;

@@ -26,20 +26,18 @@ struct tally {
 struct stats {
     struct tally ext, year, camera;
     int64_t files, ok, failed;
-    int oom;
 };
 
-static int bump(struct tally *t, const char *key)
+static void bump(struct tally *t, const char *key)
 {
     for (size_t i = 0; i < t->n; i++)
         if (strcmp(t->v[i].key, key) == 0) {
             t->v[i].n++;
-            return 0;
+            return;
         }
     t->v = xgrow(t->v, &t->cap, t->n + 1, sizeof *t->v, 16);
-    if (!(t->v[t->n].key = strdup(key))) return -1;
+    t->v[t->n].key = xstrdup(key);
     t->v[t->n++].n = 1;
-    return 0;
 }
 
 static void tally_free(struct tally *t)
@@ -70,19 +68,19 @@ static int count_cb(const cdx_file_info *fi, void *user)
         return 0;
     }
     s->ok++;
-    if (bump(&s->ext, fi->ext && *fi->ext ? fi->ext : "(none)") != 0) return s->oom = 1;
+    bump(&s->ext, fi->ext && *fi->ext ? fi->ext : "(none)");
     time_t t = (time_t)file_when(fi);
     struct tm tm;
     if (gmtime_r(&t, &tm)) snprintf(buf, sizeof buf, "%04d", tm.tm_year + 1900);
     else snprintf(buf, sizeof buf, "?");
-    if (bump(&s->year, buf) != 0) return s->oom = 1;
+    bump(&s->year, buf);
     const char *mk = fi->meta.camera_make ? fi->meta.camera_make : "";
     const char *md = fi->meta.camera_model ? fi->meta.camera_model : "";
     size_t ml = strlen(mk);
     if (!*mk && !*md) snprintf(buf, sizeof buf, "(unknown)");
     else if (ml && strncasecmp(md, mk, ml) == 0) snprintf(buf, sizeof buf, "%s", md); /* "Canon Canon EOS" */
     else snprintf(buf, sizeof buf, "%s%s%s", mk, *mk && *md ? " " : "", md);
-    if (bump(&s->camera, buf) != 0) return s->oom = 1;
+    bump(&s->camera, buf);
     return 0;
 }
 
@@ -155,13 +153,10 @@ int cmd_stats(int argc, char **argv)
         ret = error("%s", cdx_last_error());
         goto cleanup;
     }
-    if (s.oom) {
-        ret = error("out of memory");
-        goto cleanup;
-    }
-    qsort(s.ext.v, s.ext.n, sizeof *s.ext.v, by_count);
-    qsort(s.year.v, s.year.n, sizeof *s.year.v, by_key);
-    qsort(s.camera.v, s.camera.n, sizeof *s.camera.v, by_count);
+    /* (an empty store has no arrays: qsort must not be given NULL) */
+    if (s.ext.n) qsort(s.ext.v, s.ext.n, sizeof *s.ext.v, by_count);
+    if (s.year.n) qsort(s.year.v, s.year.n, sizeof *s.year.v, by_key);
+    if (s.camera.n) qsort(s.camera.v, s.camera.n, sizeof *s.camera.v, by_count);
 
     if (json) {
         fputs("{\"store\":", stdout);

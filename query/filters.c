@@ -121,24 +121,21 @@ int64_t file_when(const cdx_file_info *fi)
 /* Filters                                                             */
 /* ------------------------------------------------------------------ */
 
-static int add_ext(qfilter *q, const char *start, size_t len)
+static void add_ext(qfilter *q, const char *start, size_t len)
 {
-    char **v, *e;
+    char *e;
     while (len && *start == '.') {
         start++;
         len--;
     }
-    if (!len) return 0;
-    v = realloc(q->exts, (q->n_exts + 1) * sizeof *v);
-    if (!v) return -1;
-    q->exts = v;
-    if (!(e = malloc(len + 1))) return -1;
+    if (!len) return;
+    q->exts = xrealloc(q->exts, (q->n_exts + 1) * sizeof *q->exts);
+    e = xmalloc(len + 1);
     for (size_t i = 0; i < len; i++) e[i] = (char)tolower((unsigned char)start[i]);
     e[len] = 0;
     q->exts[q->n_exts++] = e;
     q->f.exts = (const char *const *)q->exts;
     q->f.n_exts = q->n_exts;
-    return 0;
 }
 
 int qfilter_option(qfilter *q, const cdx_cmd *self, int c, const char *arg)
@@ -162,8 +159,7 @@ int qfilter_option(qfilter *q, const cdx_cmd *self, int c, const char *arg)
             /* Not on this machine (any more): match it textually. */
             size_t n = strlen(arg);
             while (n > 1 && arg[n - 1] == '/') n--;
-            r = strndup(arg, n);
-            if (!r) return error("out of memory");
+            r = xstrndup(arg, n);
         }
         free(q->under);
         q->under = r;
@@ -178,7 +174,7 @@ int qfilter_option(qfilter *q, const cdx_cmd *self, int c, const char *arg)
         for (;;) {
             const char *comma = strchr(p, ',');
             size_t len = comma ? (size_t)(comma - p) : strlen(p);
-            if (add_ext(q, p, len) != 0) return error("out of memory");
+            add_ext(q, p, len);
             if (!comma) break;
             p = comma + 1;
         }
@@ -244,14 +240,14 @@ static char *choose_model_dir(qctx *c)
     size_t n = 0;
     char *dir = NULL;
 
-    if (c->model_opt && *c->model_opt) return strdup(c->model_opt);
-    if (env && *env) return strdup(env);
+    if (c->model_opt && *c->model_opt) return xstrdup(c->model_opt);
+    if (env && *env) return xstrdup(env);
     if (c->store && cdx_store_models(c->store, &mi, &n) == CDX_OK) {
         for (size_t i = 0; i < n && !dir; i++)
-            if (mi[i].current && mi[i].dir && is_model_dir(mi[i].dir)) dir = strdup(mi[i].dir);
+            if (mi[i].current && mi[i].dir && is_model_dir(mi[i].dir)) dir = xstrdup(mi[i].dir);
         cdx_store_models_free(mi, n);
     }
-    if (!dir && (conf = resolve_model_dir(NULL))) dir = strdup(conf); /* else it said how to get one */
+    if (!dir && (conf = resolve_model_dir(NULL))) dir = xstrdup(conf); /* else it said how to get one */
     return dir;
 }
 

@@ -83,9 +83,8 @@ struct jpeg_out {
 static int encode_jpeg(const uint8_t *rgb, uint32_t w, uint32_t h, int quality, unsigned char **jpeg,
                        size_t *n)
 {
-    struct jpeg_out *j = calloc(1, sizeof *j);
+    struct jpeg_out *j = xcalloc(1, sizeof *j);
     volatile int ok = 0;
-    if (!j) return -1;
     j->ci.err = jpeg_std_error(&j->err.pub);
     j->err.pub.error_exit = on_jpeg_error;
     if (setjmp(j->err.jb) == 0) {
@@ -143,10 +142,7 @@ int thumbnail_jpeg(const char *path, int side, int quality, unsigned char **jpeg
     }
     if (tw < 1) tw = 1;
     if (th < 1) th = 1;
-    if (!(small = malloc((size_t)tw * th * 3))) {
-        snprintf(err, err_n, "out of memory");
-        goto cleanup;
-    }
+    small = xmalloc((size_t)tw * th * 3);
     downscale(img.rgb, img.width, img.height, small, tw, th);
     if (encode_jpeg(small, tw, th, quality, jpeg, n) != 0) {
         snprintf(err, err_n, "%s: JPEG encoding failed", path);
@@ -253,8 +249,7 @@ static const char *const STYLE =
 
 gallery *gallery_new(FILE *f, const char *title, const char *subtitle)
 {
-    gallery *g = calloc(1, sizeof *g);
-    if (!g) return NULL;
+    gallery *g = xcalloc(1, sizeof *g);
     g->f = f;
     fputs("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
           "<meta name=\"generator\" content=\"clipdex " CDX_VERSION "\">\n<title>", f);

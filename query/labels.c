@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "labels.h"
+#include "util.h" /* common/: x* allocators (out of memory aborts) */
 #include "banned.h"
 
 const char *const label_templates[] = {
@@ -159,15 +160,6 @@ static const struct preset presets[] = {
 
 /* ------------------------------------------------------------------ */
 
-static char *dupn(const char *s, size_t n)
-{
-    char *d = malloc(n + 1);
-    if (!d) return NULL;
-    memcpy(d, s, n);
-    d[n] = 0;
-    return d;
-}
-
 /* s[0..n) without surrounding white space. */
 static void trim(const char **s, size_t *n)
 {
@@ -185,13 +177,13 @@ static label *find_label(labelset *s, const char *name)
     return NULL;
 }
 
-/* Append a label; prompts is ';'-separated (or NULL).  0, 1 when the label
- * already existed, -1 out of memory. */
+/* Append a label; prompts is ';'-separated (or NULL).  0, or 1 when the
+ * label already existed. */
 static int add_label(labelset *s, const char *name, size_t name_n, int flag, double threshold,
                      const char *prompts, size_t prompts_n)
 {
-    label l = {0}, *v;
-    if (!(l.name = dupn(name, name_n))) return -1;
+    label l = {0};
+    l.name = xstrndup(name, name_n);
     if (find_label(s, l.name)) {
         free(l.name);
         return 1;
@@ -205,36 +197,23 @@ static int add_label(labelset *s, const char *name, size_t name_n, int flag, dou
         size_t n = semi ? (size_t)(semi - p) : (size_t)(end - p);
         trim(&q, &n);
         if (n) {
-            char **pv = realloc(l.prompts, (l.n_prompts + 1) * sizeof *pv);
-            if (!pv || !(pv[l.n_prompts] = dupn(q, n))) {
-                if (pv) l.prompts = pv;
-                goto oom;
-            }
-            l.prompts = pv;
-            l.n_prompts++;
+            l.prompts = xrealloc(l.prompts, (l.n_prompts + 1) * sizeof *l.prompts);
+            l.prompts[l.n_prompts++] = xstrndup(q, n);
         }
         p = semi ? semi + 1 : end;
     }
-    if (!(v = realloc(s->v, (s->n + 1) * sizeof *v))) goto oom;
-    s->v = v;
+    s->v = xrealloc(s->v, (s->n + 1) * sizeof *s->v);
     s->v[s->n++] = l;
     return 0;
-oom:
-    for (size_t i = 0; i < l.n_prompts; i++) free(l.prompts[i]);
-    free(l.prompts);
-    free(l.name);
-    return -1;
 }
 
-static int name_append(labelset *s, const char *part)
+static void name_append(labelset *s, const char *part)
 {
     size_t a = s->name ? strlen(s->name) : 0, b = strlen(part);
-    char *n = realloc(s->name, a + b + 2);
-    if (!n) return -1;
+    char *n = xrealloc(s->name, a + b + 2);
     if (a) n[a++] = '+';
     memcpy(n + a, part, b + 1);
     s->name = n;
-    return 0;
 }
 
 int labelset_add_preset(labelset *s, const char *preset, char *err, size_t err_n)
@@ -247,14 +226,10 @@ int labelset_add_preset(labelset *s, const char *preset, char *err, size_t err_n
         return -1;
     }
     for (const struct preset_label *l = p->labels; l->name; l++)
-        if (add_label(s, l->name, strlen(l->name), l->flag, l->flag ? l->threshold : 0, l->prompts,
-                      l->prompts ? strlen(l->prompts) : 0) < 0)
-            goto oom;
-    if (name_append(s, p->name) != 0) goto oom;
+        add_label(s, l->name, strlen(l->name), l->flag, l->flag ? l->threshold : 0, l->prompts,
+                  l->prompts ? strlen(l->prompts) : 0);
+    name_append(s, p->name);
     return 0;
-oom:
-    snprintf(err, err_n, "out of memory");
-    return -1;
 }
 
 int labelset_add_all_presets(labelset *s, char *err, size_t err_n)
@@ -338,10 +313,6 @@ int labelset_add_file(labelset *s, const char *path, char *err, size_t err_n)
             }
         }
         int r = add_label(s, field[0], flen[0], flag, thr, nf > 3 ? field[3] : NULL, nf > 3 ? flen[3] : 0);
-        if (r < 0) {
-            snprintf(err, err_n, "out of memory");
-            goto cleanup;
-        }
         if (r == 1) {
             snprintf(err, err_n, "%s:%zu: label '%.*s' is already in the set (given twice, or by a preset)",
                      path, lineno, (int)flen[0], field[0]);
@@ -359,13 +330,8 @@ int labelset_add_file(labelset *s, const char *path, char *err, size_t err_n)
     }
     base = strrchr(path, '/');
     {
-        size_t n = strlen(base ? base + 1 : path) + 6;
-        char *nm = malloc(n);
-        if (!nm || (snprintf(nm, n, "file:%s", base ? base + 1 : path), name_append(s, nm) != 0)) {
-            free(nm);
-            snprintf(err, err_n, "out of memory");
-            goto cleanup;
-        }
+        char *nm = xasprintf("file:%s", base ? base + 1 : path);
+        name_append(s, nm);
         free(nm);
     }
     ret = 0;
@@ -393,9 +359,9 @@ char *label_prompt(const label *l, size_t i)
     const char *hole = strstr(t, "{}");
     size_t n;
     char *out;
-    if (!hole) return strdup(t);
+    if (!hole) return xstrdup(t);
     n = strlen(t) - 2 + strlen(l->name) + 1;
-    if (!(out = malloc(n))) return NULL;
+    out = xmalloc(n);
     snprintf(out, n, "%.*s%s%s", (int)(hole - t), t, l->name, hole + 2);
     return out;
 }

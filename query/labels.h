@@ -52,7 +52,7 @@ int labelset_add_file(labelset *s, const char *path, char *err, size_t err_n);
 size_t labelset_count(const labelset *s, int flagged);
 
 /* The texts to embed for label l: prompt i with {} replaced by the name.
- * Heap string (caller frees) or NULL on out of memory. */
+ * Heap string (caller frees), never NULL (out of memory aborts). */
 char *label_prompt(const label *l, size_t i);
 size_t label_n_prompts(const label *l);
 

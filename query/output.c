@@ -35,13 +35,8 @@ int out_open(out_file *o, const char *path)
         o->f = stdout;
         return 0;
     }
-    size_t n = strlen(path) + 16;
-    if (!(o->path = strdup(path)) || !(o->tmp = malloc(n))) {
-        free(o->path);
-        o->path = NULL;
-        return error("out of memory");
-    }
-    snprintf(o->tmp, n, "%s.tmpXXXXXX", path);
+    o->path = xstrdup(path);
+    o->tmp = xasprintf("%s.tmpXXXXXX", path);
     if ((fd = mkstemp(o->tmp)) < 0 || !(o->f = fdopen(fd, "w"))) {
         int e = errno;
         if (fd >= 0) {

@@ -55,7 +55,7 @@ void out_json_file(FILE *f, const cdx_file_info *fi);
 typedef struct gallery gallery;
 
 /* Start a page on f with a title (plain text) and an optional one-line
- * description.  NULL on out of memory. */
+ * description.  Never NULL (out of memory aborts, common/util.h). */
 gallery *gallery_new(FILE *f, const char *title, const char *subtitle);
 
 /* Start a section (a dupes group, a label): heading is plain text. */

@@ -10,10 +10,9 @@
 
 int query_vector(qctx *c, const qterm *t, size_t n, float *q, int64_t *image_file_id)
 {
-    float *e = calloc((size_t)c->dim, sizeof *e);
+    float *e = xcalloc((size_t)c->dim, sizeof *e);
     int ret = 0;
 
-    if (!e) return error("out of memory");
     memset(q, 0, (size_t)c->dim * sizeof *q);
     if (image_file_id) *image_file_id = 0;
     for (size_t i = 0; i < n; i++) {

@@ -137,7 +137,7 @@ static int search_params(const request *r, struct search_req *p, reply *out)
             reply_json_error(out, 400, "under must be an absolute directory");
             return -1;
         }
-        if (qfilter_option(&p->flt, NULL, OPT_UNDER, v) != 1) goto oom;
+        qfilter_option(&p->flt, NULL, OPT_UNDER, v); /* cannot fail (out of memory aborts) */
     }
     if ((v = req_arg(r, "camera")) && *v) {
         if (strlen(v) > 200) {
@@ -153,7 +153,7 @@ static int search_params(const request *r, struct search_req *p, reply *out)
             reply_json_error(out, 400, "ext is too long");
             return -1;
         }
-        if (qfilter_option(&p->flt, NULL, OPT_EXT, exts[i]) != 1) goto oom;
+        qfilter_option(&p->flt, NULL, OPT_EXT, exts[i]); /* has an extension: cannot fail */
     }
     p->q = req_arg(r, "q");
     if (p->q && strlen(p->q) > SERVE_MAX_QUERY) {
@@ -172,9 +172,6 @@ static int search_params(const request *r, struct search_req *p, reply *out)
             return -1;
         }
     return 0;
-oom:
-    reply_json_error(out, 500, "out of memory");
-    return -1;
 }
 
 /* ---- text embeddings, remembered ----
@@ -202,9 +199,9 @@ static const float *text_vector(serve *s, const char *text)
         }
         if (text_cache[i].used < text_cache[victim].used) victim = i;
     }
-    float *v = malloc((size_t)s->c.dim * sizeof *v);
-    char *t = strdup(text);
-    if (!v || !t || cdx_model_encode_text(s->c.model, text, v, 1) != CDX_OK) {
+    float *v = xmalloc((size_t)s->c.dim * sizeof *v);
+    char *t = xstrdup(text);
+    if (cdx_model_encode_text(s->c.model, text, v, 1) != CDX_OK) {
         free(v);
         free(t);
         return NULL;
@@ -247,10 +244,7 @@ static void do_search(serve *s, struct search_req *p, qterm *extra, size_t n_ext
     }
     for (size_t i = 0; i < p->n_nots; i++)
         if (p->nots[i][strspn(p->nots[i], " \t\r\n")]) t[nt++] = (qterm){0, -1, 1.0, p->nots[i], NULL};
-    if (!(q = malloc((size_t)s->c.dim * sizeof *q))) {
-        reply_json_error(out, 500, "out of memory");
-        return;
-    }
+    q = xmalloc((size_t)s->c.dim * sizeof *q);
     for (size_t i = 0; i < nt; i++)
         if (!t[i].vec && !t[i].image && !(t[i].vec = text_vector(s, t[i].value))) {
             reply_json_error(out, 400, "the query cannot be encoded: %s", cdx_last_error());
@@ -332,10 +326,7 @@ static void api_search(serve *s, const request *r, reply *out)
     if (search_params(r, &p, out) != 0) goto cleanup;
     if (strcmp(r->method, "POST") == 0) {
         qterm t = {1, 1, 1.0, NULL, NULL};
-        if (!(v = malloc((size_t)s->c.dim * sizeof *v))) {
-            reply_json_error(out, 500, "out of memory");
-            goto cleanup;
-        }
+        v = xmalloc((size_t)s->c.dim * sizeof *v);
         pthread_mutex_lock(&s->lock);
         if (embed_upload(s, r, v, out) == 0) {
             t.vec = v;
@@ -365,10 +356,7 @@ static void api_similar(serve *s, const request *r, reply *out)
         return;
     }
     if (search_params(r, &p, out) != 0) goto cleanup;
-    if (!(v = malloc((size_t)s->c.dim * sizeof *v))) {
-        reply_json_error(out, 500, "out of memory");
-        goto cleanup;
-    }
+    v = xmalloc((size_t)s->c.dim * sizeof *v);
     pthread_mutex_lock(&s->lock);
     if (cdx_store_get_file_by_id(s->c.store, id, &fi, &found) != CDX_OK) {
         reply_json_error(out, 500, "%s", cdx_last_error());
@@ -486,21 +474,14 @@ struct mod_row {
 struct mod_ctx {
     struct mod_row *v;
     size_t n, cap;
-    int oom;
 };
 
 static int mod_cb(int64_t vector_id, const char *label, float score, int flagged, void *user)
 {
     struct mod_ctx *m = user;
     if (!flagged) return 0;
-    if (m->n == m->cap) {
-        size_t nc = m->cap ? m->cap * 2 : 256;
-        struct mod_row *p = realloc(m->v, nc * sizeof *p);
-        if (!p) return m->oom = 1;
-        m->v = p;
-        m->cap = nc;
-    }
-    if (!(m->v[m->n].label = strdup(label ? label : ""))) return m->oom = 1;
+    m->v = xgrow(m->v, &m->cap, m->n + 1, sizeof *m->v, 256);
+    m->v[m->n].label = xstrdup(label ? label : "");
     m->v[m->n].vector_id = vector_id;
     m->v[m->n].score = score;
     m->v[m->n].mark = NULL;
@@ -537,13 +518,7 @@ static int vfile_cb(const cdx_file_info *fi, void *user)
 {
     struct vfiles *w = user;
     if (!fi->vector_id) return 0;
-    if (w->n == w->cap) {
-        size_t nc = w->cap ? w->cap * 2 : 1024;
-        cdx_file_info *p = realloc(w->v, nc * sizeof *p);
-        if (!p) return w->oom = 1;
-        w->v = p;
-        w->cap = nc;
-    }
+    w->v = xgrow(w->v, &w->cap, w->n + 1, sizeof *w->v, 1024);
     if (cdx_file_info_copy(fi, &w->v[w->n]) != CDX_OK) return w->oom = 1;
     w->n++;
     return 0;
@@ -604,11 +579,11 @@ static void api_moderation(serve *s, const request *r, reply *out)
     }
     pthread_mutex_lock(&s->lock);
     st = cdx_store_moderation_foreach(s->c.store, set, mod_cb, &m);
-    if (st == CDX_OK && !m.oom) st = cdx_store_mark_foreach(s->c.store, mark_cb, &m);
-    if (st == CDX_OK && !m.oom) st = cdx_store_foreach_file(s->c.store, &all, 0, vfile_cb, &w);
+    if (st == CDX_OK) st = cdx_store_mark_foreach(s->c.store, mark_cb, &m);
+    if (st == CDX_OK) st = cdx_store_foreach_file(s->c.store, &all, 0, vfile_cb, &w);
     pthread_mutex_unlock(&s->lock);
-    if (st != CDX_OK || m.oom || w.oom) {
-        reply_json_error(out, 500, "%s", st != CDX_OK ? cdx_last_error() : "out of memory");
+    if (st != CDX_OK || w.oom) {
+        reply_json_error(out, 500, "%s", cdx_last_error()); /* (w.oom: cdx_file_info_copy) */
         goto cleanup;
     }
     if (m.n) qsort(m.v, m.n, sizeof *m.v, cmp_mod);

@@ -116,12 +116,11 @@ void files_image(serve *s, int64_t id, reply *out)
 
 static char *cache_path(const serve *s, const cdx_file_info *fi)
 {
-    char hex[2 * CDX_HASH_SIZE + 1], *p;
+    char hex[2 * CDX_HASH_SIZE + 1];
     if (!s->cache_dir || !fi->meta.has_hash) return NULL;
     cdx_hash_hex(fi->meta.hash, hex);
     /* orientation is part of the picture the hash does not cover */
-    if (asprintf(&p, "%s/%s-%d-o%d.jpg", s->cache_dir, hex, SERVE_THUMB_SIDE, fi->meta.orientation) < 0) return NULL;
-    return p;
+    return xasprintf("%s/%s-%d-o%d.jpg", s->cache_dir, hex, SERVE_THUMB_SIDE, fi->meta.orientation);
 }
 
 static int read_whole(const char *path, char **buf, size_t *n)
@@ -129,11 +128,11 @@ static int read_whole(const char *path, char **buf, size_t *n)
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     struct stat st;
     if (fd < 0) return -1;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 || st.st_size > (64 << 20) ||
-        !(*buf = malloc((size_t)st.st_size))) {
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 || st.st_size > (64 << 20)) {
         close(fd);
         return -1;
     }
+    *buf = xmalloc((size_t)st.st_size);
     ssize_t r = read(fd, *buf, (size_t)st.st_size);
     close(fd);
     if (r != st.st_size) {
@@ -174,14 +173,8 @@ static void cache_scan(serve *s, int trim)
         if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
         total += st.st_size;
         if (!trim) continue;
-        if (n == cap) {
-            size_t nc = cap ? cap * 2 : 256;
-            struct centry *p = realloc(v, nc * sizeof *p);
-            if (!p) break;
-            v = p;
-            cap = nc;
-        }
-        if (!(v[n].name = strdup(e->d_name))) break;
+        v = xgrow(v, &cap, n + 1, sizeof *v, 256);
+        v[n].name = xstrdup(e->d_name);
         v[n].mtime = st.st_mtime;
         v[n].size = st.st_size;
         n++;
@@ -203,15 +196,15 @@ int files_cache_init(serve *s)
     char *base = NULL;
 
     if (xdg && xdg[0] == '/') {
-        if (asprintf(&base, "%s/clipdex", xdg) < 0) base = NULL;
+        base = xasprintf("%s/clipdex", xdg);
     } else if (home && home[0] == '/') {
-        if (asprintf(&base, "%s/.cache/clipdex", home) < 0) base = NULL;
+        base = xasprintf("%s/.cache/clipdex", home);
     }
     if (!base) {
         warning("no cache directory ($XDG_CACHE_HOME, $HOME): thumbnails are not cached");
         return -1;
     }
-    if (asprintf(&s->cache_dir, "%s/thumbs", base) < 0) s->cache_dir = NULL;
+    s->cache_dir = xasprintf("%s/thumbs", base);
     /* $XDG_CACHE_HOME itself may not exist yet */
     for (char *sl = strchr(base + 1, '/'); sl; sl = strchr(sl + 1, '/')) {
         *sl = 0;
@@ -237,7 +230,7 @@ static void cache_put(serve *s, const char *path, const unsigned char *jpeg, siz
 {
     char *tmp = NULL;
     int fd;
-    if (asprintf(&tmp, "%s.%ld.tmp", path, (long)pthread_self()) < 0) return;
+    tmp = xasprintf("%s.%ld.tmp", path, (long)pthread_self());
     if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) >= 0) {
         ssize_t w = write(fd, jpeg, n);
         if (close(fd) == 0 && w == (ssize_t)n && rename(tmp, path) == 0) {

@@ -68,19 +68,12 @@ void cdx_u32_release(cdx_u32 *s)
 
 static bool u32_reserve(cdx_u32 *s, size_t extra)
 {
-    size_t need, cap;
+    size_t need;
     uint32_t *p;
     if (!cdx_add_ok(s->n, extra, &need)) return false;
-    if (need <= s->cap) return true;
-    cap = s->cap ? s->cap : 32;
-    while (cap < need) {
-        if (cap > SIZE_MAX / 2 / sizeof *p) return false;
-        cap *= 2;
-    }
-    p = realloc(s->v, cap * sizeof *p);
-    if (!p) return false;
+    if (need <= s->cap) return true; /* (also when nothing is allocated yet and need is 0) */
+    if (!(p = cdx_grow(s->v, &s->cap, need, sizeof *p, 32))) return false;
     s->v = p;
-    s->cap = cap;
     return true;
 }
 

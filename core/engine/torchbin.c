@@ -149,16 +149,12 @@ static pk_obj *pk_new(pk *u, pk_kind kind)
         u->new_st = pk_err(u, "more than %zu objects", TB_OBJS_MAX);
         return NULL;
     }
-    if (u->n_all == u->all_cap) {
-        size_t cap = u->all_cap ? u->all_cap * 2 : 256;
-        pk_obj **a = realloc(u->all, cap * sizeof *a);
-        if (!a) {
-            u->new_st = pk_nomem(u);
-            return NULL;
-        }
-        u->all = a;
-        u->all_cap = cap;
+    pk_obj **a = cdx_grow(u->all, &u->all_cap, u->n_all + 1, sizeof *a, 256);
+    if (!a) {
+        u->new_st = pk_nomem(u);
+        return NULL;
     }
+    u->all = a;
     if (!(o = calloc(1, sizeof *o))) {
         u->new_st = pk_nomem(u);
         return NULL;
@@ -182,13 +178,9 @@ static void pk_release(pk *u)
 
 static cdx_status pk_append(pk *u, pk_obj *c, pk_obj *item)
 {
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 4;
-        pk_obj **a = realloc(c->items, cap * sizeof *a);
-        if (!a) return pk_nomem(u);
-        c->items = a;
-        c->cap = cap;
-    }
+    pk_obj **a = cdx_grow(c->items, &c->cap, c->n + 1, sizeof *a, 4);
+    if (!a) return pk_nomem(u);
+    c->items = a;
     c->items[c->n++] = item;
     return CDX_OK;
 }
@@ -205,12 +197,10 @@ static cdx_status pk_push(pk *u, pk_obj *o)
 {
     if (!o) return u->new_st; /* pk_new failed and set the message */
     if (u->sp == u->stack_cap) {
-        size_t cap = u->stack_cap ? u->stack_cap * 2 : 64;
         pk_obj **s;
         if (u->stack_cap >= TB_STACK_MAX) return pk_err(u, "stack deeper than %zu", TB_STACK_MAX);
-        if (!(s = realloc(u->stack, cap * sizeof *s))) return pk_nomem(u);
+        if (!(s = cdx_grow(u->stack, &u->stack_cap, u->sp + 1, sizeof *s, 64))) return pk_nomem(u);
         u->stack = s;
-        u->stack_cap = cap;
     }
     u->stack[u->sp++] = o;
     return CDX_OK;
@@ -391,13 +381,11 @@ static cdx_status pk_memo_put(pk *u, uint64_t idx)
      * hostile: refusing it bounds the memo's size. */
     if (idx >= u->len) return pk_err(u, "memo index %llu out of range", (unsigned long long)idx);
     if (idx >= u->memo_cap) {
-        size_t cap = u->memo_cap ? u->memo_cap : 64;
-        pk_obj **m;
-        while (cap <= idx) cap *= 2;
-        if (!(m = realloc(u->memo, cap * sizeof *m))) return pk_nomem(u);
-        memset(m + u->memo_cap, 0, (cap - u->memo_cap) * sizeof *m);
+        size_t old = u->memo_cap;
+        pk_obj **m = cdx_grow(u->memo, &u->memo_cap, (size_t)idx + 1, sizeof *m, 64);
+        if (!m) return pk_nomem(u);
+        memset(m + old, 0, (u->memo_cap - old) * sizeof *m); /* indexed: unset entries are NULL */
         u->memo = m;
-        u->memo_cap = cap;
     }
     if (!u->memo[idx]) u->memo_count++;
     u->memo[idx] = top;

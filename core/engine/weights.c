@@ -177,16 +177,12 @@ void cdx_bf16_to_f32(const uint16_t *src, float *dst, size_t n)
 
 cdx_status cdx_weights_add_source(cdx_weights *w, char *path, cdx_wsrc_kind kind, int *idx)
 {
-    if (w->n_src == w->cap_src) {
-        int cap = w->cap_src ? w->cap_src * 2 : 4;
-        cdx_wsource *s = realloc(w->src, (size_t)cap * sizeof *s);
-        if (!s) {
-            free(path);
-            return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", w->dir);
-        }
-        w->src = s;
-        w->cap_src = cap;
+    cdx_wsource *s = cdx_grow(w->src, &w->cap_src, (size_t)w->n_src + 1, sizeof *s, 4);
+    if (!s) {
+        free(path);
+        return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", w->dir);
     }
+    w->src = s;
     memset(&w->src[w->n_src], 0, sizeof w->src[0]);
     w->src[w->n_src].path = path;
     w->src[w->n_src].kind = kind;
@@ -197,15 +193,11 @@ cdx_status cdx_weights_add_source(cdx_weights *w, char *path, cdx_wsrc_kind kind
 cdx_wtensor *cdx_weights_add_tensor(cdx_weights *w, int src, const char *name)
 {
     cdx_wtensor *t;
-    if (w->n_t == w->cap_t) {
-        size_t cap = w->cap_t ? w->cap_t * 2 : 256, bytes;
-        if (!cdx_mul_ok(cap, sizeof *t, &bytes) || !(t = realloc(w->t, bytes))) {
-            cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", w->src[src].path);
-            return NULL;
-        }
-        w->t = t;
-        w->cap_t = cap;
+    if (!(t = cdx_grow(w->t, &w->cap_t, w->n_t + 1, sizeof *t, 256))) {
+        cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", w->src[src].path);
+        return NULL;
     }
+    w->t = t;
     t = &w->t[w->n_t];
     memset(t, 0, sizeof *t);
     t->name = strdup(name);

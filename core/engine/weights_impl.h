@@ -65,7 +65,8 @@ struct cdx_weights {
     char *dir;
     char *path;            /* the file or index the weights come from */
     cdx_wsource *src;
-    int n_src, cap_src;
+    int n_src;
+    size_t cap_src;
     cdx_wtensor *t;        /* may move while loading; stable after open */
     size_t n_t, cap_t;
     size_t *by_name;       /* indices into t, sorted by name: every tensor */

@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 
-#include "store_internal.h"
+#include "vindex.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -118,7 +118,7 @@ __attribute__((constructor)) static void pick(void)
 
 const char *cdx_faiss_dist_impl(void) { return impl_name; }
 
-/* ---- FAISS's names (declared in store_internal.h) ---- */
+/* ---- FAISS's names (declared in vindex.h) ---- */
 
 float cdx_fvec_inner_product(const float *x, const float *y, size_t d) { return ip_fn(x, y, d); }
 

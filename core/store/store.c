@@ -3,9 +3,9 @@
  * migrations), models, the writes the daemon makes (files, vectors, the
  * change log), lookups, moderation results, meta and stats.
  *
- * SQLite is the source of truth; the FAISS index (store_vindex.c) is a
- * cache derived from it through the change log (see store_internal.h for
- * the invariant).  Every write that adds or removes a vector appends a
+ * SQLite is the source of truth; the FAISS index (vindex.c, fed by
+ * store_changes.c) is a cache derived from it through the change log (see
+ * store_internal.h for the invariant).  Every write that adds or removes a vector appends a
  * change row in the same transaction, so a SIGKILL at any instant leaves a
  * database that describes itself completely.
  *
@@ -717,19 +717,19 @@ static cdx_status load_vindex(cdx_store *s, const char *factory)
     cdx_vindex_free(s->vx);
     s->vx = NULL;
     /* (load takes its own read snapshots) */
-    if ((st = cdx_vindex_load(s, s->model_id, s->dim, factory, 1, &vx, &why)) != CDX_OK) return st;
+    if ((st = cdx_store_index_load(s, s->model_id, s->dim, factory, 1, &vx, &why)) != CDX_OK) return st;
     s->vx = vx;
     if (why && s->lock_fd < 0) {
         /* A reader rebuilt the index: save it for the next reader if no
          * writer is running (the writer saves its own). */
         if (cdx_store_lock(s) == CDX_OK) {
-            if (cdx_vindex_save(s, vx, s->model_id) != CDX_OK)
+            if (cdx_store_index_save(s, vx, s->model_id) != CDX_OK)
                 CDX_WARN("saving the rebuilt FAISS index: %s", cdx_last_error());
             cdx_store_unlock(s);
         }
     } else if (why || cdx_vindex_unsaved(vx) > 0) {
         if (s->lock_fd >= 0 && (why || cdx_vindex_unsaved(vx) >= s->save_every)) {
-            if ((st = cdx_vindex_save(s, vx, s->model_id)) != CDX_OK) return st;
+            if ((st = cdx_store_index_save(s, vx, s->model_id)) != CDX_OK) return st;
         }
     }
     return CDX_OK;
@@ -932,12 +932,12 @@ static cdx_status after_commit(cdx_store *s)
     int began = 0;
     if (!s->vx) return CDX_OK;
     if ((st = cdx_store_read_begin(s, &began)) != CDX_OK) return st;
-    st = cdx_vindex_sync(s);
+    st = cdx_store_index_sync(s);
     int64_t live = cdx_vindex_ntotal(s->vx);
     int rebuild = st == CDX_OK && cdx_vindex_wants_rebuild(s->vx, live, s->train_min);
     if (rebuild) {
         cdx_vindex *nx = NULL;
-        st = cdx_vindex_build(s, s->model_id, s->dim, s->factory, &nx);
+        st = cdx_store_index_build(s, s->model_id, s->dim, s->factory, &nx);
         if (st == CDX_OK) {
             cdx_vindex_free(s->vx);
             s->vx = nx;
@@ -998,7 +998,7 @@ cdx_status cdx_store_save(cdx_store *s)
     cdx_status st;
     if (!s || !s->writer || !s->vx) return CDX_OK;
     if (s->txn) return cdx_fail(CDX_ERR_ARG, "cdx_store_save: a transaction is open");
-    st = cdx_vindex_save(s, s->vx, s->model_id);
+    st = cdx_store_index_save(s, s->vx, s->model_id);
     return st;
 }
 

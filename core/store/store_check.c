@@ -151,7 +151,7 @@ static cdx_status check_faiss(checker *c, int64_t model_id, const char *name, in
     float *a = NULL, *b = NULL;
     int rc, began = 0;
 
-    st = cdx_vindex_load(s, model_id, dim, factory, 0, &vx, &why);
+    st = cdx_store_index_load(s, model_id, dim, factory, 0, &vx, &why);
     if (st == CDX_ERR_FORMAT) {
         report(c, 1, "FAISS index of model %s: %s", name, cdx_last_error());
         return CDX_OK;
@@ -178,7 +178,7 @@ static cdx_status check_faiss(checker *c, int64_t model_id, const char *name, in
         s->vx = vx;
         s->model_id = model_id;
         s->dim = dim;
-        st = cdx_vindex_sync(s);
+        st = cdx_store_index_sync(s);
         vx = s->vx;
         s->vx = save;
         s->model_id = save_model;
@@ -320,8 +320,8 @@ static cdx_status repair(checker *c)
     if ((st = cdx_store_models(s, &m, &n)) != CDX_OK) return st;
     for (size_t i = 0; i < n && st == CDX_OK; i++) {
         cdx_vindex *vx = NULL;
-        st = cdx_vindex_build(s, m[i].id, m[i].dim, m[i].index_factory, &vx);
-        if (st == CDX_OK) st = cdx_vindex_save(s, vx, m[i].id);
+        st = cdx_store_index_build(s, m[i].id, m[i].dim, m[i].index_factory, &vx);
+        if (st == CDX_OK) st = cdx_store_index_save(s, vx, m[i].id);
         if (st == CDX_OK) report(c, 0, "repaired: rebuilt the FAISS index of model %s", m[i].name);
         if (st == CDX_OK && m[i].id == s->model_id) {
             cdx_vindex_free(s->vx);

@@ -1,7 +1,10 @@
 /*
- * store_internal.h - what the store's source files share (store.c: SQLite,
- * files, models; store_vindex.c: the FAISS side; store_search.c; and
- * store_check.c).  Never installed.
+ * store_internal.h - what the store's SQLite-side files share (store.c:
+ * SQLite, files, models; store_changes.c: the change log that feeds the
+ * vector index; store_search.c, store_check.c, store_join.c,
+ * store_backup.c, store_review.c).  The vector index itself (FAISS, its
+ * file, the exact scan) is vindex.h, which knows nothing of this file.
+ * Never installed.
  *
  * The invariant everything here keeps:
  *
@@ -22,6 +25,7 @@
 #include <sqlite3.h>
 
 #include "internal.h"
+#include "vindex.h"
 
 /* One schema step, generated from schema/NNN_name.sql by the Makefile. */
 typedef struct cdx_schema_step {
@@ -35,8 +39,6 @@ extern const int cdx_schema_n_steps;
 /* Change-log operations. */
 enum { CDX_CHANGE_ADD = 1, CDX_CHANGE_REMOVE = 2 };
 
-/* The in-memory FAISS index of one model (store_vindex.c). */
-typedef struct cdx_vindex cdx_vindex;
 
 /* Cached prepared statements, one slot each (store.c: stmt()). */
 enum {
@@ -139,89 +141,25 @@ cdx_status cdx_vec_encode(const float *v, int n, uint8_t *blob);
 /* blob (2n bytes) -> n floats; CDX_ERR_FORMAT on a wrong size. */
 cdx_status cdx_vec_decode(const void *blob, size_t bytes, int n, float *out);
 
-/* ---- store_vindex.c ---- */
+/* ---- store_changes.c: the SQLite side of the vector index ---- */
 
 /* Load the model's FAISS index: read the file, check it against the
  * database, replay the log; rebuild from SQLite when the file is missing,
- * stale or corrupt (*rebuilt then says why, may be NULL).  Runs inside a
- * read transaction of the caller.  With allow_rebuild = 0 a bad file is an
- * error (check uses that to report corruption). */
-cdx_status cdx_vindex_load(cdx_store *s, int64_t model_id, int dim, const char *factory,
-                           int allow_rebuild, cdx_vindex **out, const char **rebuilt);
+ * stale or corrupt (*rebuilt then says why, may be NULL).  Takes its own
+ * read snapshots.  With allow_rebuild = 0 a bad file is an error (check
+ * uses that to report corruption). */
+cdx_status cdx_store_index_load(cdx_store *s, int64_t model_id, int dim, const char *factory,
+                                int allow_rebuild, cdx_vindex **out, const char **rebuilt);
 /* Build a fresh index of every vector of the model (inside a read
  * transaction). */
-cdx_status cdx_vindex_build(cdx_store *s, int64_t model_id, int dim, const char *factory,
-                            cdx_vindex **out);
-void cdx_vindex_free(cdx_vindex *vx);
-/* Catch up with the change log to the head visible in the current
- * transaction.  May fall back to a rebuild (log pruned past us). */
-cdx_status cdx_vindex_sync(cdx_store *s);
-/* Save atomically (temp, fsync, rename, fsync dir) when the writer lock is
- * held; then prune the log up to the saved position. */
-cdx_status cdx_vindex_save(cdx_store *s, cdx_vindex *vx, int64_t model_id);
-/* k nearest: labels (-1 padded) and scores, k <= ntotal handled. */
-cdx_status cdx_vindex_search(cdx_vindex *vx, const float *q, int64_t k, float *scores,
-                             int64_t *labels, int64_t *n_out);
-cdx_status cdx_vindex_range(cdx_vindex *vx, const float *q, float min_score, int64_t **ids,
-                            float **scores, size_t *n);
-int64_t cdx_vindex_ntotal(const cdx_vindex *vx); /* live vectors */
-int64_t cdx_vindex_pos(const cdx_vindex *vx);
-int64_t cdx_vindex_saved_pos(const cdx_vindex *vx);
-int64_t cdx_vindex_unsaved(const cdx_vindex *vx);
-const char *cdx_vindex_built(const cdx_vindex *vx);
-const char *cdx_vindex_wanted(const cdx_vindex *vx);
-/* Should the writer rebuild (trainable now, or too many tombstones)? */
-int cdx_vindex_wants_rebuild(const cdx_vindex *vx, int64_t live, int64_t train_min);
-/* The sorted live ids (heap array, caller frees) for check. */
-cdx_status cdx_vindex_ids(const cdx_vindex *vx, int64_t **ids, size_t *n);
-/* Reconstruct one stored vector (CDX_ERR_UNSUPPORTED when the index type
- * cannot). */
-cdx_status cdx_vindex_reconstruct(const cdx_vindex *vx, int64_t id, float *out);
-
-/* ---- faiss_dist.c ---- */
-
-/* Which distance kernels FAISS runs on ("avx2", "scalar"; "faiss" where
- * its own are kept).  Referencing it also links faiss_dist.o in ahead of
- * libfaiss.a, which is what makes its definitions win. */
-const char *cdx_faiss_dist_impl(void);
-
-/* FAISS's distance functions (faiss/utils/distances.h) under their C++
- * link names: on x86-64 faiss_dist.c defines them, and they replace the
- * weakened ones of libfaiss.a (the Makefile's FAISS_WEAK lists the same
- * names). */
-float cdx_fvec_inner_product(const float *x, const float *y, size_t d)
-    __asm__("_ZN5faiss18fvec_inner_productEPKfS1_m");
-float cdx_fvec_L2sqr(const float *x, const float *y, size_t d) __asm__("_ZN5faiss10fvec_L2sqrEPKfS1_m");
-float cdx_fvec_norm_L2sqr(const float *x, size_t d) __asm__("_ZN5faiss15fvec_norm_L2sqrEPKfm");
-void cdx_fvec_inner_products_ny(float *dis, const float *x, const float *y, size_t d, size_t ny)
-    __asm__("_ZN5faiss22fvec_inner_products_nyEPfPKfS2_mm");
-void cdx_fvec_L2sqr_ny(float *dis, const float *x, const float *y, size_t d, size_t ny)
-    __asm__("_ZN5faiss13fvec_L2sqr_nyEPfPKfS2_mm");
-
-/* ---- store_scan.c ---- */
-
-/* scores[i] = xb[i] . q for the (n, d) row-major matrix xb; the AVX2 kernel
- * or the scalar reference (CLIPDEX_REFERENCE=1), over the thread pool. */
-void cdx_scan_ip(const float *xb, int64_t n, int d, const float *q, float *scores);
-void cdx_scan_ip_ref(const float *xb, int64_t n, int d, const float *q, float *scores);
-/* The k best of n scores (higher first, ties by lower position): writes
- * min(k, n) scores and positions, returns that count. */
-int64_t cdx_topk(const float *scores, int64_t n, int64_t k, float *out_s, int64_t *out_pos);
-
-/* The training threshold for a factory string. */
-int64_t cdx_vindex_train_min(const char *factory, int64_t configured);
-
-/* Is x in v[0..n), sorted ascending?  Binary search (ids, tombstones). */
-static inline int cdx_sorted_has(const int64_t *v, size_t n, int64_t x)
-{
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (v[mid] < x) lo = mid + 1;
-        else if (v[mid] > x) hi = mid;
-        else return 1;
-    }
-    return 0;
-}
+cdx_status cdx_store_index_build(cdx_store *s, int64_t model_id, int dim, const char *factory,
+                                 cdx_vindex **out);
+/* Catch s->vx up with the change log to the head visible in the current
+ * transaction.  May fall back to a reload or a rebuild (log pruned past
+ * us). */
+cdx_status cdx_store_index_sync(cdx_store *s);
+/* Save vx as the model's file (cdx_vindex_save) when the writer lock is
+ * held; then prune the log up to the previously saved position. */
+cdx_status cdx_store_index_save(cdx_store *s, cdx_vindex *vx, int64_t model_id);
 
 #endif

@@ -36,13 +36,9 @@ cdx_status cdx_store_moderation_labelsets(cdx_store *s, char ***out, size_t *n)
         return cdx_store_sqlfail(s, "prepare");
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         const char *t = (const char *)sqlite3_column_text(q, 0);
-        if (len == cap) {
-            size_t nc = cap ? cap * 2 : 8;
-            char **p = realloc(v, nc * sizeof *p);
-            if (!p) goto oom;
-            v = p;
-            cap = nc;
-        }
+        char **p = cdx_grow(v, &cap, len + 1, sizeof *p, 8);
+        if (!p) goto oom;
+        v = p;
         if (!(v[len] = strdup(t ? t : ""))) goto oom;
         len++;
     }

@@ -8,7 +8,7 @@
  * against a 10 ms target (core/store/faiss_dist.c has since replaced those
  * distance functions for FAISS's other index types; the scan stays ours
  * because it also covers the memory-mapped base and the in-memory delta
- * of store_vindex.c, and runs on our thread pool).  The vectors stay in
+ * of vindex.c, and runs on our thread pool).  The vectors stay in
  * FAISS's IndexFlat (its file, ids, removal and reconstruct are still
  * FAISS's); only the scan over its float array is ours: an AVX2+FMA kernel (about 5 ms single-
  * threaded for the same 205 MB, i.e. memory speed) chosen once at run
@@ -23,7 +23,7 @@
 #include <immintrin.h>
 
 #include "pool.h"
-#include "store_internal.h"
+#include "vindex.h"
 
 /* Reference: a plain float sum per row, in index order. */
 void cdx_scan_ip_ref(const float *xb, int64_t n, int d, const float *q, float *scores)

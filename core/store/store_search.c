@@ -233,7 +233,7 @@ cdx_status cdx_store_search(cdx_store *s, const float *query, size_t k, const cd
     if (k == 0) return CDX_OK;
     if ((st = normalised(query, s->dim, &q)) != CDX_OK) return st;
     if ((st = cdx_store_read_begin(s, &began)) != CDX_OK) goto cleanup;
-    if ((st = cdx_vindex_sync(s)) != CDX_OK) goto cleanup;
+    if ((st = cdx_store_index_sync(s)) != CDX_OK) goto cleanup;
 
     /* Each vector has at least one file (files sharing content share it),
      * so k vectors give at least k files; more are fetched only when the
@@ -316,7 +316,7 @@ cdx_status cdx_store_range_search(cdx_store *s, const float *query, float min_sc
         return cdx_fail(CDX_ERR_ARG, "cdx_store_range_search: bad argument");
     if (!s->model_id || !s->vx) return cdx_fail(CDX_ERR_ARG, "cdx_store_range_search: no model selected");
     if ((st = normalised(query, s->dim, &q)) != CDX_OK) return st;
-    if ((st = cdx_store_read_begin(s, &began)) == CDX_OK && (st = cdx_vindex_sync(s)) == CDX_OK) {
+    if ((st = cdx_store_read_begin(s, &began)) == CDX_OK && (st = cdx_store_index_sync(s)) == CDX_OK) {
         st = cdx_vindex_range(s->vx, q, min_score, ids, scores, n);
         if (st == CDX_OK && max_results && *n > max_results) *n = max_results;
     }

@@ -1,7 +1,7 @@
 /*
  * test_faiss_dist.c - core/store/faiss_dist.c: the distance functions that
  * replace Debian libfaiss's scalar ones.  Each is called under FAISS's
- * own C++ name (the cdx_fvec_* declarations of store_internal.h) and
+ * own C++ name (the cdx_fvec_* declarations of vindex.h) and
  * compared with a double-precision loop (odd sizes too); then FAISS's own search code (IndexFlatIP / IndexFlatL2 through the C
  * API, which call fvec_inner_product / fvec_L2sqr for a single query) is
  * checked to reach our functions: its scores must equal ours bit for bit,
@@ -17,7 +17,7 @@
 #include <faiss/c_api/IndexFlat_c.h>
 #include <faiss/c_api/Index_c.h>
 
-#include "store/store_internal.h"
+#include "store/vindex.h"
 #include "tap.h"
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store/store_internal.h"
+#include "store/vindex.h"
 #include "tap.h"
 
 static uint64_t rng = 0x853c49e6748fea9bull;

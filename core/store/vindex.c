@@ -1,6 +1,8 @@
 /*
- * store_vindex.c - the store's FAISS side: one in-memory index per model,
- * kept in step with SQLite through the change log, and its cache file.
+ * vindex.c - the store's FAISS side: one in-memory vector index and its
+ * cache file.  It knows FAISS and files, not SQLite: store_changes.c reads
+ * the vectors table and the change log and hands it batches of (id,
+ * vector) to add and ids to remove (the API is in vindex.h).
  *
  * The index is an IndexIDMap2 around whatever index_factory string the
  * configuration names (default "Flat"), with the inner-product metric on
@@ -8,7 +10,8 @@
  * rowids of the vectors table; since those are AUTOINCREMENT (never
  * reused) and a vector is added to the log before it is ever removed, the
  * ids in an index only grow: the IDMap's id list stays sorted, which gives
- * membership tests by binary search.
+ * membership tests by binary search.  cdx_vindex_add holds the caller to
+ * that (an id at or below the largest one in is refused as "bad").
  *
  * The cache file index-<model>.faiss is:
  *   vx_header (host byte order; a file from another architecture fails
@@ -73,12 +76,11 @@
 #include <faiss/c_api/index_factory_c.h>
 #include <faiss/c_api/index_io_c.h>
 
-#include "store_internal.h"
+#include "vindex.h"
 
 #define VX_MAGIC "CDXFAISS"
 #define VX_VERSION 1
 #define VX_ENDIAN 0x0102030405060708ull
-#define ADD_CHUNK 4096 /* vectors per FAISS add during rebuild/replay */
 
 /* Every field is 8-byte sized or a multiple of 8 bytes: no padding. */
 typedef struct vx_header {
@@ -164,6 +166,7 @@ int64_t cdx_vindex_ntotal(const cdx_vindex *vx)
     return vx ? vx->base_n + (int64_t)faiss_Index_ntotal(vx->idx) - (int64_t)vx->n_tomb : 0;
 }
 int64_t cdx_vindex_pos(const cdx_vindex *vx) { return vx ? vx->pos : 0; }
+int cdx_vindex_dim(const cdx_vindex *vx) { return vx ? vx->dim : 0; }
 int64_t cdx_vindex_saved_pos(const cdx_vindex *vx) { return vx ? vx->saved_pos : -1; }
 int64_t cdx_vindex_unsaved(const cdx_vindex *vx) { return vx ? vx->unsaved : 0; }
 const char *cdx_vindex_built(const cdx_vindex *vx) { return vx ? vx->built : ""; }
@@ -267,20 +270,20 @@ static uint64_t ids_sum(const int64_t *ids, size_t n)
 
 /* ---- creating indexes ---- */
 
-static cdx_status apply_params(cdx_store *s, cdx_vindex *vx)
+cdx_status cdx_vindex_set_params(cdx_vindex *vx, const char *params)
 {
     FaissParameterSpace *ps = NULL;
     cdx_status st = CDX_OK;
     /* The parameters are meant for the configured type; a Flat stand-in
      * (not enough vectors to train yet) has none to set. */
-    if (!s->search_params || strcmp(vx->built, vx->wanted) != 0) return CDX_OK;
+    if (!params || strcmp(vx->built, vx->wanted) != 0) return CDX_OK;
     if (faiss_ParameterSpace_new(&ps) != 0) return faiss_fail("parameter space");
     /* A warning, not an error: searching still works without them, and an
      * index type changed in the configuration should not stop the daemon
      * over a leftover tuning knob. */
-    if (faiss_ParameterSpace_set_index_parameters(ps, vx->idx, s->search_params) != 0)
+    if (faiss_ParameterSpace_set_index_parameters(ps, vx->idx, params) != 0)
         CDX_WARN("search parameters '%s' do not apply to index '%s' (ignored): %s",
-                 s->search_params, vx->built, faiss_get_last_error());
+                 params, vx->built, faiss_get_last_error());
     faiss_ParameterSpace_free(ps);
     return st;
 }
@@ -346,305 +349,117 @@ static cdx_status tomb_add(cdx_vindex *vx, int64_t id)
     return CDX_OK;
 }
 
-/* ---- rebuild from SQLite ---- */
+/* ---- filling an index ---- */
 
-static void progress(cdx_store *s, const char *what, int64_t done, int64_t total)
-{
-    if (s->progress) s->progress(what, done, total, s->progress_user);
-}
-
-cdx_status cdx_vindex_build(cdx_store *s, int64_t model_id, int dim, const char *factory,
-                            cdx_vindex **out)
+cdx_status cdx_vindex_create(const char *factory, int dim, int64_t count, int64_t train_min,
+                             cdx_vindex **out)
 {
     cdx_status st;
     cdx_vindex *vx = NULL;
-    sqlite3_stmt *q = NULL;
-    float *buf = NULL;
-    idx_t *ids = NULL;
-    int64_t count = 0, head = 0, done = 0;
-    int rc, began = 0;
 
-    if ((st = cdx_store_read_begin(s, &began)) != CDX_OK) return st;
-    if ((st = cdx_store_log_head(s, model_id, &head)) != CDX_OK) goto cleanup;
-    if (sqlite3_prepare_v2(s->db, "SELECT count(*) FROM vectors WHERE model_id = ?", -1, &q, NULL) !=
-        SQLITE_OK) {
-        st = cdx_store_sqlfail(s, "prepare");
-        goto cleanup;
+    *out = NULL;
+    if ((st = make_index(factory, dim, &vx)) != CDX_OK) return st;
+    if (!faiss_Index_is_trained(vx->idx) && count < cdx_vindex_train_min(factory, train_min)) {
+        /* Too few vectors to train on: exact search meanwhile; the writer
+         * rebuilds with the real type once enough exist. */
+        cdx_vindex_free(vx);
+        vx = NULL;
+        if ((st = make_index("Flat", dim, &vx)) != CDX_OK) return st;
+        snprintf(vx->wanted, sizeof vx->wanted, "%s", factory);
     }
-    sqlite3_bind_int64(q, 1, model_id);
-    if (sqlite3_step(q) == SQLITE_ROW) count = sqlite3_column_int64(q, 0);
-    sqlite3_finalize(q);
-    q = NULL;
-
-    if ((st = make_index(factory, dim, &vx)) != CDX_OK) goto cleanup;
-    if (!faiss_Index_is_trained(vx->idx)) {
-        int64_t tmin = cdx_vindex_train_min(factory, s->train_min);
-        if (count < tmin) {
-            /* Too few vectors to train on: exact search meanwhile; the
-             * writer rebuilds with the real type once enough exist. */
-            cdx_vindex_free(vx);
-            vx = NULL;
-            if ((st = make_index("Flat", dim, &vx)) != CDX_OK) goto cleanup;
-            snprintf(vx->wanted, sizeof vx->wanted, "%s", factory);
-        } else {
-            /* Train on an even sample across the collection, at most 256
-             * points per list (FAISS would subsample beyond that anyway)
-             * and at most 200k vectors (memory). */
-            int64_t ntrain = 256 * (ivf_lists(factory) ? ivf_lists(factory) : 64);
-            if (ntrain < tmin) ntrain = tmin;
-            if (ntrain > 200000) ntrain = 200000;
-            if (ntrain > count) ntrain = count;
-            int64_t stride = count / ntrain, got = 0, row = 0;
-            size_t bytes;
-            if (!cdx_mul_ok((size_t)ntrain, (size_t)dim * sizeof(float), &bytes) ||
-                !(buf = malloc(bytes))) {
-                st = cdx_fail(CDX_ERR_NOMEM, "out of memory for %lld training vectors",
-                              (long long)ntrain);
-                goto cleanup;
-            }
-            if (sqlite3_prepare_v2(s->db, "SELECT data FROM vectors WHERE model_id = ? ORDER BY id",
-                                   -1, &q, NULL) != SQLITE_OK) {
-                st = cdx_store_sqlfail(s, "prepare");
-                goto cleanup;
-            }
-            sqlite3_bind_int64(q, 1, model_id);
-            while (got < ntrain && (rc = sqlite3_step(q)) == SQLITE_ROW) {
-                if (row++ % stride) continue;
-                st = cdx_vec_decode(sqlite3_column_blob(q, 0), (size_t)sqlite3_column_bytes(q, 0),
-                                    dim, buf + (size_t)got * dim);
-                if (st != CDX_OK) goto cleanup;
-                got++;
-            }
-            sqlite3_finalize(q);
-            q = NULL;
-            progress(s, "training the FAISS index", 0, got);
-            if (faiss_Index_train(vx->idx, got, buf) != 0) {
-                st = faiss_fail("train");
-                goto cleanup;
-            }
-            free(buf);
-            buf = NULL;
-            probe_remove(vx);
-        }
-    }
-
-    buf = malloc((size_t)ADD_CHUNK * dim * sizeof(float));
-    ids = malloc(ADD_CHUNK * sizeof *ids);
-    if (!buf || !ids) {
-        st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
-        goto cleanup;
-    }
-    if (sqlite3_prepare_v2(s->db, "SELECT id, data FROM vectors WHERE model_id = ? ORDER BY id", -1,
-                           &q, NULL) != SQLITE_OK) {
-        st = cdx_store_sqlfail(s, "prepare");
-        goto cleanup;
-    }
-    sqlite3_bind_int64(q, 1, model_id);
-    progress(s, "building the FAISS index", 0, count);
-    for (;;) {
-        int n = 0;
-        while (n < ADD_CHUNK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
-            ids[n] = sqlite3_column_int64(q, 0);
-            st = cdx_vec_decode(sqlite3_column_blob(q, 1), (size_t)sqlite3_column_bytes(q, 1), dim,
-                                buf + (size_t)n * dim);
-            if (st != CDX_OK) {
-                cdx_fail_prefix(st, "vector");
-                goto cleanup;
-            }
-            n++;
-        }
-        if (n < ADD_CHUNK && rc != SQLITE_DONE) {
-            st = cdx_store_sqlfail(s, "read vectors");
-            goto cleanup;
-        }
-        if (n > 0 && faiss_Index_add_with_ids(vx->idx, n, buf, ids) != 0) {
-            st = faiss_fail("add");
-            goto cleanup;
-        }
-        done += n;
-        progress(s, "building the FAISS index", done, count);
-        if (n < ADD_CHUNK) break;
-    }
-    vx->pos = head;
-    vx->unsaved = count > 0 ? count : 1; /* never saved: a writer saves it */
-    if ((st = apply_params(s, vx)) != CDX_OK) goto cleanup;
     *out = vx;
-    vx = NULL;
-cleanup:
-    sqlite3_finalize(q);
-    cdx_store_read_end(s, began);
-    free(buf);
-    free(ids);
-    cdx_vindex_free(vx);
-    return st;
+    return CDX_OK;
 }
 
-/* ---- replaying the change log ---- */
-
-/* Apply the log after vx->pos up to the head of the current transaction.
- * *bad receives a reason when the log does not fit the index (the caller
- * rebuilds); the return status is for real failures. */
-static cdx_status replay(cdx_store *s, cdx_vindex *vx, int64_t model_id, const char **bad)
+int64_t cdx_vindex_train_size(const cdx_vindex *vx, int64_t count, int64_t train_min)
 {
-    cdx_status st = CDX_OK;
-    sqlite3_stmt *q = NULL;
-    int64_t *add_ids = NULL, *rm = NULL, *ghost = NULL, head = 0, applied = 0;
-    size_t n_add = 0, n_rm = 0, cap_rm = 0, n_ghost = 0, cap_ghost = 0;
-    float *buf = NULL;
-    int rc;
+    if (faiss_Index_is_trained(vx->idx)) return 0;
+    /* Train on an even sample across the collection, at most 256 points per
+     * list (FAISS would subsample beyond that anyway) and at most 200k
+     * vectors (memory). */
+    int64_t tmin = cdx_vindex_train_min(vx->built, train_min);
+    int64_t ntrain = 256 * (ivf_lists(vx->built) ? ivf_lists(vx->built) : 64);
+    if (ntrain < tmin) ntrain = tmin;
+    if (ntrain > 200000) ntrain = 200000;
+    if (ntrain > count) ntrain = count;
+    return ntrain;
+}
+
+cdx_status cdx_vindex_train(cdx_vindex *vx, int64_t n, const float *xb)
+{
+    if (faiss_Index_train(vx->idx, n, xb) != 0) return faiss_fail("train");
+    probe_remove(vx);
+    return CDX_OK;
+}
+
+cdx_status cdx_vindex_add(cdx_vindex *vx, size_t n, int64_t *ids, float *xb, const char **bad)
+{
+    /* Adds may go in before later removes: ids are never reused, so a
+     * remove that follows can only target an id already in. */
+    size_t k = 0;
+    int64_t last = last_id(vx);
+    *bad = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] < 0) continue; /* cancelled by a later remove */
+        if (ids[i] <= last) {
+            *bad = "the change log adds an id the index already has";
+            return CDX_OK;
+        }
+        last = ids[i];
+        if (k != i) {
+            ids[k] = ids[i];
+            memcpy(xb + k * vx->dim, xb + i * vx->dim, (size_t)vx->dim * sizeof(float));
+        }
+        k++;
+    }
+    if (k && faiss_Index_add_with_ids(vx->idx, (idx_t)k, xb, ids) != 0) return faiss_fail("add");
+    return CDX_OK;
+}
+
+cdx_status cdx_vindex_remove(cdx_vindex *vx, int64_t *rm, size_t n_rm, const char **bad)
+{
+    cdx_status st;
 
     *bad = NULL;
-    if ((st = cdx_store_log_head(s, model_id, &head)) != CDX_OK) return st;
-    if (head == vx->pos) return CDX_OK;
-    if (head < vx->pos) {
-        *bad = "the index is ahead of the database's change log";
-        return CDX_OK;
-    }
-    buf = malloc((size_t)ADD_CHUNK * vx->dim * sizeof(float));
-    add_ids = malloc(ADD_CHUNK * sizeof *add_ids);
-    if (!buf || !add_ids) {
-        st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
-        goto cleanup;
-    }
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT c.op, c.vector_id, v.data FROM changes c LEFT JOIN vectors v "
-                           "ON c.op = 1 AND v.id = c.vector_id AND v.model_id = c.model_id "
-                           "WHERE c.model_id = ? AND c.seq > ? ORDER BY c.seq",
-                           -1, &q, NULL) != SQLITE_OK) {
-        st = cdx_store_sqlfail(s, "prepare");
-        goto cleanup;
-    }
-    sqlite3_bind_int64(q, 1, model_id);
-    sqlite3_bind_int64(q, 2, vx->pos);
-    for (;;) {
-        rc = sqlite3_step(q);
-        int flush = rc != SQLITE_ROW || n_add == ADD_CHUNK;
-        if (flush && n_add) {
-            /* Adds may go in before later removes: ids are never reused,
-             * so a remove that follows can only target an id already in. */
-            size_t k = 0;
-            int64_t last = last_id(vx);
-            for (size_t i = 0; i < n_add; i++) {
-                if (add_ids[i] < 0) continue; /* cancelled by a later remove */
-                if (add_ids[i] <= last) {
-                    *bad = "the change log adds an id the index already has";
-                    goto cleanup;
-                }
-                last = add_ids[i];
-                if (k != i) {
-                    add_ids[k] = add_ids[i];
-                    memcpy(buf + k * vx->dim, buf + i * vx->dim, (size_t)vx->dim * sizeof(float));
-                }
-                k++;
-            }
-            if (k && faiss_Index_add_with_ids(vx->idx, (idx_t)k, buf, add_ids) != 0) {
-                st = faiss_fail("add");
-                goto cleanup;
-            }
-            n_add = 0;
+    if (!n_rm) return CDX_OK;
+    for (size_t i = 0; i < n_rm; i++)
+        if (!is_live(vx, rm[i])) {
+            *bad = "the change log removes an id the index does not have";
+            return CDX_OK;
         }
-        if (rc == SQLITE_DONE) break;
-        if (rc != SQLITE_ROW) {
-            st = cdx_store_sqlfail(s, "read change log");
-            goto cleanup;
-        }
-        int op = sqlite3_column_int(q, 0);
-        int64_t id = sqlite3_column_int64(q, 1);
-        applied++;
-        if (op == CDX_CHANGE_ADD) {
-            if (sqlite3_column_type(q, 2) == SQLITE_NULL) {
-                /* Removed again later in the log: remember to expect it. */
-                if (n_ghost == cap_ghost) {
-                    int64_t *p = cdx_grow(ghost, &cap_ghost, n_ghost + 1, sizeof *ghost, 64);
-                    if (!p) {
-                        st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
-                        goto cleanup;
-                    }
-                    ghost = p;
-                }
-                ghost[n_ghost++] = id;
-                continue;
+    if (vx->can_remove) {
+        size_t n_idx = 0;
+        /* Ids of the mapped base become tombstones; the rest leave idx. */
+        for (size_t i = 0; i < n_rm; i++) {
+            if (id_home_of(vx, rm[i]) == ID_IN_BASE) {
+                if ((st = tomb_add(vx, rm[i])) != CDX_OK) return st;
+            } else {
+                rm[n_idx++] = rm[i];
             }
-            st = cdx_vec_decode(sqlite3_column_blob(q, 2), (size_t)sqlite3_column_bytes(q, 2),
-                                vx->dim, buf + n_add * vx->dim);
-            if (st != CDX_OK) goto cleanup;
-            add_ids[n_add++] = id;
-        } else if (op == CDX_CHANGE_REMOVE) {
-            int found = 0;
-            for (size_t i = 0; i < n_add && !found; i++)
-                if (add_ids[i] == id) add_ids[i] = -1, found = 1;
-            for (size_t i = 0; i < n_ghost && !found; i++)
-                if (ghost[i] == id) ghost[i] = ghost[--n_ghost], found = 1;
-            if (found) continue;
-            if (n_rm == cap_rm) {
-                int64_t *p = cdx_grow(rm, &cap_rm, n_rm + 1, sizeof *rm, 64);
-                if (!p) {
-                    st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
-                    goto cleanup;
-                }
-                rm = p;
-            }
-            rm[n_rm++] = id;
-        } else {
-            *bad = "unknown operation in the change log";
-            goto cleanup;
         }
+        if (n_idx < n_rm) qsort(vx->tomb, vx->n_tomb, sizeof *vx->tomb, cmp_i64);
+        n_rm = n_idx;
     }
-    if (n_ghost) {
-        *bad = "the change log adds a vector the database does not have";
-        goto cleanup;
-    }
-    if (n_rm) {
+    if (vx->can_remove && n_rm) {
+        FaissIDSelectorBatch *sel = NULL;
+        size_t nrem = 0;
+        if (faiss_IDSelectorBatch_new(&sel, n_rm, rm) != 0) return faiss_fail("selector");
+        int r = faiss_Index_remove_ids(vx->idx, (FaissIDSelector *)sel, &nrem);
+        faiss_IDSelector_free((FaissIDSelector *)sel);
+        if (r != 0) return faiss_fail("remove");
+        if (nrem != n_rm) *bad = "FAISS removed a different number of ids than asked";
+    } else if (!vx->can_remove) {
         for (size_t i = 0; i < n_rm; i++)
-            if (!is_live(vx, rm[i])) {
-                *bad = "the change log removes an id the index does not have";
-                goto cleanup;
-            }
-        if (vx->can_remove) {
-            size_t n_idx = 0;
-            /* Ids of the mapped base become tombstones; the rest leave idx. */
-            for (size_t i = 0; i < n_rm; i++) {
-                if (id_home_of(vx, rm[i]) == ID_IN_BASE) {
-                    if ((st = tomb_add(vx, rm[i])) != CDX_OK) goto cleanup;
-                } else {
-                    rm[n_idx++] = rm[i];
-                }
-            }
-            if (n_idx < n_rm) qsort(vx->tomb, vx->n_tomb, sizeof *vx->tomb, cmp_i64);
-            n_rm = n_idx;
-        }
-        if (vx->can_remove && n_rm) {
-            FaissIDSelectorBatch *sel = NULL;
-            size_t nrem = 0;
-            if (faiss_IDSelectorBatch_new(&sel, n_rm, rm) != 0) {
-                st = faiss_fail("selector");
-                goto cleanup;
-            }
-            int r = faiss_Index_remove_ids(vx->idx, (FaissIDSelector *)sel, &nrem);
-            faiss_IDSelector_free((FaissIDSelector *)sel);
-            if (r != 0) {
-                st = faiss_fail("remove");
-                goto cleanup;
-            }
-            if (nrem != n_rm) {
-                *bad = "FAISS removed a different number of ids than asked";
-                goto cleanup;
-            }
-        } else if (!vx->can_remove) {
-            for (size_t i = 0; i < n_rm; i++)
-                if ((st = tomb_add(vx, rm[i])) != CDX_OK) goto cleanup;
-            qsort(vx->tomb, vx->n_tomb, sizeof *vx->tomb, cmp_i64);
-        }
+            if ((st = tomb_add(vx, rm[i])) != CDX_OK) return st;
+        qsort(vx->tomb, vx->n_tomb, sizeof *vx->tomb, cmp_i64);
     }
-    vx->pos = head;
+    return CDX_OK;
+}
+
+void cdx_vindex_advance(cdx_vindex *vx, int64_t pos, int64_t applied)
+{
+    vx->pos = pos;
     vx->unsaved += applied;
-cleanup:
-    sqlite3_finalize(q);
-    free(buf);
-    free(add_ids);
-    free(rm);
-    free(ghost);
-    return st;
 }
 
 /* ---- the cache file ---- */
@@ -683,9 +498,8 @@ static int parse_flat(const uint8_t *p, uint64_t len, int dim, int64_t *n, uint6
     return 1;
 }
 
-/* Read and verify a file; NULL *out with a *why when it cannot be used. */
-static cdx_status read_file(cdx_store *s, const char *path, int64_t model_id, int dim,
-                            cdx_vindex **out, const char **why)
+cdx_status cdx_vindex_read(const char *path, const char *uuid, int64_t model_id, int dim,
+                           cdx_vindex **out, const char **why)
 {
     cdx_status st = CDX_OK;
     FILE *f = NULL;
@@ -716,7 +530,7 @@ static cdx_status read_file(cdx_store *s, const char *path, int64_t model_id, in
         goto cleanup;
     }
     h.uuid[sizeof h.uuid - 1] = h.built[sizeof h.built - 1] = h.wanted[sizeof h.wanted - 1] = '\0';
-    if (strcmp(h.uuid, s->uuid) != 0) {
+    if (strcmp(h.uuid, uuid) != 0) {
         *why = "made for another database";
         goto cleanup;
     }
@@ -825,144 +639,6 @@ cleanup:
     return st;
 }
 
-cdx_status cdx_vindex_load(cdx_store *s, int64_t model_id, int dim, const char *factory,
-                           int allow_rebuild, cdx_vindex **out, const char **rebuilt)
-{
-    cdx_status st = CDX_OK;
-    char *path = cdx_store_faiss_path(s, model_id);
-    cdx_vindex *vx = NULL;
-    const char *why = NULL;
-    int64_t count = 0;
-
-    if (rebuilt) *rebuilt = NULL;
-    *out = NULL;
-    if (!path) return cdx_fail(CDX_ERR_NOMEM, "out of memory");
-    /* The file may be newer than a reader's snapshot (the writer saved
-     * after we began): then start a new snapshot, which includes it. */
-    for (int attempt = 0; attempt < 3; attempt++) {
-        int began = 0;
-        int64_t head = 0, pruned = 0;
-        cdx_vindex_free(vx);
-        vx = NULL;
-        if ((st = read_file(s, path, model_id, dim, &vx, &why)) != CDX_OK) goto cleanup;
-        if ((st = cdx_store_read_begin(s, &began)) != CDX_OK) goto cleanup;
-        sqlite3_stmt *q = NULL;
-        if (sqlite3_prepare_v2(s->db,
-                               "SELECT pruned_upto, (SELECT count(*) FROM vectors WHERE model_id "
-                               "= ?1) FROM models WHERE id = ?1", -1, &q, NULL) != SQLITE_OK) {
-            st = cdx_store_sqlfail(s, "prepare");
-            cdx_store_read_end(s, began);
-            goto cleanup;
-        }
-        sqlite3_bind_int64(q, 1, model_id);
-        if (sqlite3_step(q) == SQLITE_ROW) {
-            pruned = sqlite3_column_int64(q, 0);
-            count = sqlite3_column_int64(q, 1);
-        }
-        sqlite3_finalize(q);
-        if ((st = cdx_store_log_head(s, model_id, &head)) != CDX_OK) {
-            cdx_store_read_end(s, began);
-            goto cleanup;
-        }
-        if (vx) {
-            if (vx->pos > head) {
-                if (attempt < 2 && began) {
-                    cdx_store_read_end(s, began);
-                    continue;
-                }
-                why = "ahead of the database (from a state the database lost)";
-            } else if (vx->pos < pruned) {
-                why = "stale (older than the change log kept in the database)";
-            } else if (s->writer && strcmp(vx->wanted, factory) != 0) {
-                why = "built for another index type";
-            } else {
-                st = replay(s, vx, model_id, &why);
-                if (st == CDX_OK && !why && cdx_vindex_ntotal(vx) != count)
-                    why = "does not hold the database's vectors";
-            }
-            if (why) {
-                cdx_vindex_free(vx);
-                vx = NULL;
-            }
-        }
-        if (st == CDX_OK && !vx) {
-            if (!allow_rebuild) {
-                cdx_store_read_end(s, began);
-                if (why && strcmp(why, "missing") == 0) {
-                    if (rebuilt) *rebuilt = why; /* a missing cache is no error */
-                } else {
-                    st = cdx_fail(CDX_ERR_FORMAT, "%s: %s", path, why ? why : "unusable");
-                }
-                goto cleanup;
-            }
-            if (count > 0 || strcmp(why, "missing") != 0)
-                CDX_WARN("%s: %s: rebuilding it from the database (%lld vectors)", path, why,
-                         (long long)count);
-            st = cdx_vindex_build(s, model_id, dim, factory, &vx);
-            if (rebuilt) *rebuilt = why;
-        }
-        cdx_store_read_end(s, began);
-        if (st != CDX_OK) goto cleanup;
-        break;
-    }
-    if (vx && vx->saved_pos >= 0 && (st = apply_params(s, vx)) != CDX_OK) goto cleanup;
-    *out = vx;
-    vx = NULL;
-cleanup:
-    cdx_vindex_free(vx);
-    free(path);
-    return st;
-}
-
-/* Called inside the caller's read transaction (never inside the writer's
- * explicit one: uncommitted rows must not reach FAISS). */
-cdx_status cdx_vindex_sync(cdx_store *s)
-{
-    cdx_status st;
-    const char *bad = NULL;
-
-    if (!s->vx || s->txn) return CDX_OK;
-    for (int attempt = 0; attempt < 3; attempt++) {
-        int64_t pruned = 0;
-        sqlite3_stmt *q = NULL;
-        if (sqlite3_prepare_v2(s->db, "SELECT pruned_upto FROM models WHERE id = ?", -1, &q,
-                               NULL) != SQLITE_OK)
-            return cdx_store_sqlfail(s, "prepare");
-        sqlite3_bind_int64(q, 1, s->model_id);
-        if (sqlite3_step(q) == SQLITE_ROW) pruned = sqlite3_column_int64(q, 0);
-        sqlite3_finalize(q);
-        if (s->vx->pos >= pruned) {
-            if ((st = replay(s, s->vx, s->model_id, &bad)) != CDX_OK) return st;
-            if (!bad) return CDX_OK;
-            break;
-        }
-        /* The writer saved twice since we loaded and pruned the log we would
-         * need: the newer file has it all.  Loading takes its own snapshots,
-         * so end ours, load, and catch up in a fresh one. */
-        cdx_vindex *nx = NULL;
-        const char *why = NULL;
-        CDX_DEBUG("FAISS index of model %lld: log pruned past it: reloading",
-                  (long long)s->model_id);
-        sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
-        st = cdx_vindex_load(s, s->model_id, s->dim, s->vx->wanted, 1, &nx, &why);
-        if (sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK && st == CDX_OK)
-            st = cdx_store_sqlfail(s, "begin read");
-        if (st != CDX_OK) {
-            cdx_vindex_free(nx);
-            return st;
-        }
-        cdx_vindex_free(s->vx);
-        s->vx = nx;
-    }
-    if (!bad) bad = "cannot catch up with the change log";
-    cdx_vindex *nx = NULL;
-    CDX_WARN("FAISS index of model %lld: %s: rebuilding it", (long long)s->model_id, bad);
-    if ((st = cdx_vindex_build(s, s->model_id, s->dim, s->vx->wanted, &nx)) != CDX_OK) return st;
-    cdx_vindex_free(s->vx);
-    s->vx = nx;
-    return CDX_OK;
-}
-
 static cdx_status fsync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -976,8 +652,9 @@ static cdx_status fsync_dir(const char *dir)
 
 /* Write idx (with tombstones) to path atomically: temp file, fsync,
  * rename, fsync of the directory.  A failure leaves the old file. */
-static cdx_status write_atomic(cdx_store *s, const char *path, const cdx_vindex *vx,
-                               FaissIndex *idx, const int64_t *tomb, size_t n_tomb, int64_t model_id)
+static cdx_status write_atomic(const char *dir, const char *path, const char *uuid,
+                               const cdx_vindex *vx, FaissIndex *idx, const int64_t *tomb,
+                               size_t n_tomb, int64_t model_id)
 {
     cdx_status st = CDX_OK;
     char *tmp = NULL;
@@ -1002,7 +679,7 @@ static cdx_status write_atomic(cdx_store *s, const char *path, const cdx_vindex 
     h.version = VX_VERSION;
     h.header_bytes = sizeof h;
     h.endian = VX_ENDIAN;
-    snprintf(h.uuid, sizeof h.uuid, "%s", s->uuid);
+    snprintf(h.uuid, sizeof h.uuid, "%s", uuid);
     h.model_id = model_id;
     h.dim = vx->dim;
     h.pos = vx->pos;
@@ -1046,7 +723,7 @@ static cdx_status write_atomic(cdx_store *s, const char *path, const cdx_vindex 
     if (rename(tmp, path) != 0) goto io_fail;
     free(tmp);
     tmp = NULL; /* renamed: nothing to clean up any more */
-    st = fsync_dir(s->dir);
+    st = fsync_dir(dir);
     goto cleanup;
 
 io_fail:
@@ -1094,24 +771,18 @@ fail:
     return st;
 }
 
-cdx_status cdx_vindex_save(cdx_store *s, cdx_vindex *vx, int64_t model_id)
+cdx_status cdx_vindex_save(cdx_vindex *vx, const char *dir, const char *path, const char *uuid,
+                           int64_t model_id)
 {
-    cdx_status st = CDX_OK;
-    char *path = cdx_store_faiss_path(s, model_id);
-    int64_t prev = vx->saved_pos;
+    cdx_status st;
     cdx_vindex *merged = NULL, *nx = NULL;
     const char *why = NULL;
 
-    if (!path) return cdx_fail(CDX_ERR_NOMEM, "out of memory");
-    if (s->lock_fd < 0) {
-        st = cdx_fail(CDX_ERR_INTERNAL, "%s: saving without the writer lock", path);
-        goto cleanup;
-    }
     if (vx->flat) {
         if ((st = merge_flat(vx, &merged)) != CDX_OK) goto cleanup;
-        st = write_atomic(s, path, vx, merged->idx, NULL, 0, model_id);
+        st = write_atomic(dir, path, uuid, vx, merged->idx, NULL, 0, model_id);
     } else {
-        st = write_atomic(s, path, vx, vx->idx, vx->tomb, vx->n_tomb, model_id);
+        st = write_atomic(dir, path, uuid, vx, vx->idx, vx->tomb, vx->n_tomb, model_id);
     }
     if (st != CDX_OK) goto cleanup;
     vx->saved_pos = vx->pos;
@@ -1120,7 +791,7 @@ cdx_status cdx_vindex_save(cdx_store *s, cdx_vindex *vx, int64_t model_id)
     if (vx->flat) {
         /* Continue from the new file, mapped: the delta and the old base's
          * tombstones are in it now. */
-        if (read_file(s, path, model_id, vx->dim, &nx, &why) == CDX_OK && nx) {
+        if (cdx_vindex_read(path, uuid, model_id, vx->dim, &nx, &why) == CDX_OK && nx) {
             nx->unsaved = 0;
             free_parts(vx);
             *vx = *nx;
@@ -1130,24 +801,8 @@ cdx_status cdx_vindex_save(cdx_store *s, cdx_vindex *vx, int64_t model_id)
                      why ? why : cdx_last_error());
         }
     }
-
-    /* Keep the log since the previous save: a reader that loaded the
-     * previous file can still catch up without reloading. */
-    if (prev > 0) {
-        char sql[256];
-        snprintf(sql, sizeof sql,
-                 "BEGIN IMMEDIATE; UPDATE models SET pruned_upto = max(pruned_upto, %lld) "
-                 "WHERE id = %lld; DELETE FROM changes WHERE model_id = %lld AND seq <= %lld; "
-                 "COMMIT", (long long)prev, (long long)model_id, (long long)model_id,
-                 (long long)prev);
-        if (cdx_store_exec(s, sql) != CDX_OK) {
-            CDX_WARN("pruning the change log: %s", cdx_last_error());
-            if (!sqlite3_get_autocommit(s->db)) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-        }
-    }
 cleanup:
     cdx_vindex_free(merged);
-    free(path);
     return st;
 }
 
