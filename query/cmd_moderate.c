@@ -36,6 +36,7 @@
 #include "filters.h"
 #include "labels.h"
 #include "output.h"
+#include "util.h" /* common/: x* allocators (out of memory aborts) */
 #include "banned.h"
 
 struct mfile {
@@ -103,14 +104,8 @@ static int mark_cb(int64_t vector_id, const char *label, const char *mark, void 
 {
     struct moderate *m = user;
     (void)mark;
-    if (m->n_marks == m->cap_marks) {
-        size_t nc = m->cap_marks ? m->cap_marks * 2 : 64;
-        struct mark *p = realloc(m->marks, nc * sizeof *p);
-        if (!p) return m->oom = 1;
-        m->marks = p;
-        m->cap_marks = nc;
-    }
-    if (!(m->marks[m->n_marks].label = strdup(label ? label : ""))) return m->oom = 1;
+    m->marks = xgrow(m->marks, &m->cap_marks, m->n_marks + 1, sizeof *m->marks, 64);
+    m->marks[m->n_marks].label = xstrdup(label ? label : "");
     m->marks[m->n_marks++].vector_id = vector_id;
     return 0;
 }
@@ -170,8 +165,7 @@ static int cmp_result_by_label(const void *a, const void *b, void *ctx)
 static int embed_labels(struct moderate *m, float *lab)
 {
     const int E = m->c.dim;
-    float *e = malloc((size_t)E * sizeof *e);
-    if (!e) return error("out of memory");
+    float *e = xmalloc((size_t)E * sizeof *e);
     for (size_t j = 0; j < m->set.n; j++) {
         const label *l = &m->set.v[j];
         float *row = lab + j * (size_t)E;
@@ -179,10 +173,6 @@ static int embed_labels(struct moderate *m, float *lab)
         memset(row, 0, (size_t)E * sizeof *row);
         for (size_t i = 0; i < label_n_prompts(l); i++) {
             char *text = label_prompt(l, i);
-            if (!text) {
-                free(e);
-                return error("out of memory");
-            }
             if (cdx_model_encode_text(m->c.model, text, e, 1) != CDX_OK) {
                 free(text);
                 free(e);
@@ -203,7 +193,7 @@ static int embed_labels(struct moderate *m, float *lab)
 static int set_identity(struct moderate *m)
 {
     size_t cap = 256, len = 0;
-    char *buf = malloc(cap);
+    char *buf = xmalloc(cap);
     uint8_t h[CDX_HASH_SIZE];
     char hex[2 * CDX_HASH_SIZE + 1];
 
@@ -212,15 +202,12 @@ static int set_identity(struct moderate *m)
         int w_;                                                                    \
         while ((w_ = snprintf(buf + len, cap - len, __VA_ARGS__)) >= 0 &&          \
                (size_t)w_ >= cap - len) {                                          \
-            char *nb_ = realloc(buf, cap * 2);                                     \
-            if (!nb_) goto oom;                                                    \
-            buf = nb_;                                                             \
+            buf = xrealloc(buf, cap * 2);                                          \
             cap *= 2;                                                              \
         }                                                                          \
         if (w_ > 0) len += (size_t)w_;                                             \
     } while (0)
 
-    if (!buf) goto oom;
     PUT("clipdex-moderate-1\n%s\n", m->c.model_key);
     for (size_t j = 0; j < m->set.n; j++) {
         const label *l = &m->set.v[j];
@@ -228,7 +215,6 @@ static int set_identity(struct moderate *m)
         PUT("%s|%d|%.6f", l->name, l->flag, l->flag ? t : 0.0);
         for (size_t i = 0; i < label_n_prompts(l); i++) {
             char *p = label_prompt(l, i);
-            if (!p) goto oom;
             PUT("|%s", p);
             free(p);
         }
@@ -240,9 +226,6 @@ static int set_identity(struct moderate *m)
     snprintf(m->setid, sizeof m->setid, "%.200s#%.12s", m->set.name ? m->set.name : "labels", hex);
     free(buf);
     return 0;
-oom:
-    free(buf);
-    return error("out of memory");
 }
 
 static int print_results(struct moderate *m, struct result *r, size_t nr)
@@ -254,7 +237,7 @@ static int print_results(struct moderate *m, struct result *r, size_t nr)
     unsigned char *seen = NULL;
     int ret;
 
-    if (m->format == OUT_PATHS && !(seen = calloc(m->n_files + 1, 1))) return error("out of memory");
+    if (m->format == OUT_PATHS) seen = xcalloc(m->n_files + 1, 1);
     if ((ret = out_open(&out, m->output)) != 0) {
         free(seen);
         return ret;
@@ -263,10 +246,7 @@ static int print_results(struct moderate *m, struct result *r, size_t nr)
         snprintf(sub, sizeof sub, "label set %s: %zu flagged label%s, %zu background; %zu result%s",
                  m->setid, labelset_count(&m->set, 1), labelset_count(&m->set, 1) == 1 ? "" : "s",
                  labelset_count(&m->set, 0), nr, nr == 1 ? "" : "s");
-        if (!(g = gallery_new(out.f, "clipdex moderate", sub))) {
-            out_close(&out, 0);
-            return error("out of memory");
-        }
+        g = gallery_new(out.f, "clipdex moderate", sub);
     }
     for (size_t i = 0; i < nr; i++) {
         const cdx_file_info *fi = &m->files[r[i].file].fi;
@@ -331,11 +311,10 @@ static int sweep(struct moderate *m)
     if (!(scale > 0) || !isfinite(scale)) scale = 100.0; /* CLIP's trained value */
     if (!isfinite(bias)) bias = 0;
     if ((ret = set_identity(m)) != 0) return ret;
-    if (!(lab = malloc(L * (size_t)E * sizeof *lab)) || !(v = malloc((size_t)E * sizeof *v)) ||
-        !(p = malloc(L * sizeof *p)) || !(cosv = malloc(L * sizeof *cosv))) {
-        ret = error("out of memory");
-        goto cleanup;
-    }
+    lab = xmalloc(L * (size_t)E * sizeof *lab);
+    v = xmalloc((size_t)E * sizeof *v);
+    p = xmalloc(L * sizeof *p);
+    cosv = xmalloc(L * sizeof *cosv);
     if ((ret = embed_labels(m, lab)) != 0) goto cleanup;
 
     m->flt.f.state = CDX_FILE_OK;
@@ -351,8 +330,8 @@ static int sweep(struct moderate *m)
         ret = error("%s", cdx_last_error());
         goto cleanup;
     }
-    if (m->oom) {
-        ret = error("out of memory");
+    if (m->oom) { /* cdx_file_info_copy failed */
+        ret = error("%s", cdx_last_error());
         goto cleanup;
     }
     if (m->n_files) qsort(m->files, m->n_files, sizeof *m->files, cmp_vector);
