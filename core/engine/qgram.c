@@ -288,7 +288,27 @@ static void dequant(float *out, const int32_t *acc, const float *si, const float
     }
 }
 
+static cdx_status run_tile(const cdx_qgram *g, int64_t ti, int64_t tj, void *dst);
+
+cdx_status cdx_qgram_tile_raw(const cdx_qgram *g, int64_t ti, int64_t tj, int32_t *acc)
+{
+    if (g->p != CDX_PRECISION_INT8) return CDX_BUG("cdx_qgram_tile_raw: int8 only");
+    return run_tile(g, ti, tj, acc);
+}
+
+const float *cdx_qgram_scales(const cdx_qgram *g) { return g->scale; }
+
 cdx_status cdx_qgram_tile(const cdx_qgram *g, int64_t ti, int64_t tj, float *out, void *scratch)
+{
+    const int T = g->tile;
+    cdx_status st = run_tile(g, ti, tj, g->p == CDX_PRECISION_BF16 ? (void *)out : scratch);
+    if (st == CDX_OK && g->p == CDX_PRECISION_INT8)
+        dequant(out, scratch, g->scale + ti * T, g->scale + tj * T, T);
+    return st;
+}
+
+/* One tile product into dst (float32 for bf16, int32 for int8). */
+static cdx_status run_tile(const cdx_qgram *g, int64_t ti, int64_t tj, void *dst)
 {
     const size_t esz = g->p == CDX_PRECISION_BF16 ? 2 : 1;
     const int T = g->tile;
@@ -300,7 +320,6 @@ cdx_status cdx_qgram_tile(const cdx_qgram *g, int64_t ti, int64_t tj, float *out
             if (pthread_mutex_trylock(&g->prims[i].use) == 0) e = &g->prims[i];
     int saved = omp_get_max_threads();
     omp_set_num_threads(1);
-    void *dst = g->p == CDX_PRECISION_BF16 ? (void *)out : scratch;
     dnnl_memory_set_data_handle(e->src, (char *)g->a + (size_t)(ti * T) * g->dim * esz);
     dnnl_memory_set_data_handle(e->dst, dst);
     dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, g->w[tj]}, {DNNL_ARG_DST, e->dst}};
@@ -308,8 +327,6 @@ cdx_status cdx_qgram_tile(const cdx_qgram *g, int64_t ti, int64_t tj, float *out
     pthread_mutex_unlock(&e->use);
     omp_set_num_threads(saved);
     if (bad) return cdx_fail(CDX_ERR_INTERNAL, "oneDNN: a %s tile product failed", cdx_precision_name(g->p));
-    if (g->p == CDX_PRECISION_INT8)
-        dequant(out, scratch, g->scale + ti * T, g->scale + tj * T, T);
     return CDX_OK;
 }
 

@@ -45,6 +45,12 @@ size_t cdx_qgram_scratch_bytes(const cdx_qgram *g);
  * several threads may call it at once with their own out and scratch. */
 cdx_status cdx_qgram_tile(const cdx_qgram *g, int64_t ti, int64_t tj, float *out, void *scratch);
 
+/* int8 only: the raw products, acc (tile, tile) int32, so a caller can
+ * test acc[r][c] * scale[j0+c] >= t / scale[i0+r] without writing the
+ * dequantised tile (cdx_qgram_scales: one scale per row, > 0). */
+cdx_status cdx_qgram_tile_raw(const cdx_qgram *g, int64_t ti, int64_t tj, int32_t *acc);
+const float *cdx_qgram_scales(const cdx_qgram *g);
+
 /* A bound on |out - exact| over every column of tile tj for row i:
  * max_j B(i, j) for j in tile tj. */
 float cdx_qgram_row_bound(const cdx_qgram *g, int64_t i, int64_t tj);

@@ -30,6 +30,7 @@
  * the output order does not depend on the thread count.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,6 +71,14 @@ struct join {
     pair_list *out;      /* BATCH lists, one per tile of the batch */
     const unsigned char *gone; /* vectors removed since the caller listed them */
     int reference;
+    int int8;            /* q holds int8 products (scanned raw) */
+    /* One TILE x TILE buffer per part of a cdx_parallel_for (at most the
+     * thread count), handed out by next, which is reset before each:
+     * allocating 1 MB per call made every batch a fresh mmap, and its page
+     * faults cost a tenth of the join. */
+    void **bufs;
+    int nbufs;
+    atomic_int next;
 };
 
 /* The tile with linear index t of the upper triangle, row by row:
@@ -141,15 +150,45 @@ static void scan_row(const struct join *c, pair_list *l, const float *row, int64
     }
 }
 
+/* scan_row for int8 products: acc[k] * sj[k] >= thr / s_i is
+ * approx >= thr (s_i > 0), tested on the raw sums without writing the
+ * dequantised tile (the rounding of thr / s_i is inside the bound's
+ * slack). */
+static inline int any16_i8(const int32_t *acc, const float *sj, float t)
+{
+    int any = 0;
+    for (int k = 0; k < 16; k++) any |= (float)acc[k] * sj[k] >= t;
+    return any;
+}
+
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__) /* TSan: see kernels.c */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static void scan_row_i8(const struct join *c, pair_list *l, const int32_t *acc, const float *sj,
+                        int64_t i, int64_t j0, int k0, int cols, float t)
+{
+    const float *xi = c->x + i * c->dim;
+    for (int k = k0; k < cols; k++) {
+        if (((k - k0) & 15) == 0 && k + 16 <= cols && !any16_i8(acc + k, sj + k, t)) {
+            k += 15;
+            continue;
+        }
+        if ((float)acc[k] * sj[k] < t || c->gone[j0 + k]) continue;
+        double e = exact_dot(xi, c->x + (j0 + k) * c->dim, c->dim);
+        if (e >= (double)c->min) push(l, i, j0 + k, (float)e);
+    }
+}
+
 static void join_tiles(void *vctx, int64_t begin, int64_t end)
 {
     struct join *c = vctx;
-    float *g = malloc((size_t)TILE * TILE * sizeof *g);
-    void *scratch = c->q ? malloc(cdx_qgram_scratch_bytes(c->q) + 1) : NULL;
+    int slot = atomic_fetch_add(&c->next, 1);
+    float *g = slot < c->nbufs ? c->bufs[slot] : NULL;
+    const int raw = c->q && c->int8;
     int64_t ti, tj;
-    if (!g || (c->q && !scratch)) {
+    if (!g) {
         for (int64_t t = begin; t < end; t++) c->out[t].nomem = 1;
-        goto out;
+        return;
     }
     tile_of(c->first + begin, c->nt, &ti, &tj);
     for (int64_t t = begin; t < end; t++) {
@@ -159,9 +198,24 @@ static void join_tiles(void *vctx, int64_t begin, int64_t end)
         int cols = (int)(c->n - j0 < TILE ? c->n - j0 : TILE);
         int ld = cols;
         float jmax = 0; /* the tile's largest column norm (float32 bound) */
+        if (raw) {
+            /* int8: the raw sums, (TILE, TILE), tested row by row below */
+            if (cdx_qgram_tile_raw(c->q, ti, tj, (int32_t *)g) != CDX_OK) {
+                l->nomem = 1;
+                goto next;
+            }
+            const float *sc = cdx_qgram_scales(c->q);
+            for (int r = 0; r < rows; r++) {
+                if (c->gone[i0 + r]) continue;
+                float b = cdx_qgram_row_bound(c->q, i0 + r, tj);
+                scan_row_i8(c, l, (const int32_t *)g + (int64_t)r * TILE, sc + j0, i0 + r, j0,
+                            ti == tj ? r + 1 : 0, cols, (c->min - b) / sc[i0 + r]);
+            }
+            goto next;
+        }
         if (c->q) {
             /* g (TILE, TILE), approximate, with a bound per row */
-            if (cdx_qgram_tile(c->q, ti, tj, g, scratch) != CDX_OK) {
+            if (cdx_qgram_tile(c->q, ti, tj, g, NULL) != CDX_OK) {
                 l->nomem = 1;
                 goto next;
             }
@@ -185,9 +239,6 @@ static void join_tiles(void *vctx, int64_t begin, int64_t end)
     next:
         if (++tj == c->nt) tj = ++ti; /* next tile of the upper triangle */
     }
-out:
-    free(g);
-    free(scratch);
 }
 
 cdx_status cdx_store_set_join_precision(cdx_store *s, cdx_precision p)
@@ -204,6 +255,8 @@ cdx_status cdx_store_similar_pairs(cdx_store *s, const int64_t *ids, size_t n, f
     cdx_status st = CDX_OK;
     float *x = NULL, *norm = NULL;
     cdx_qgram *q = NULL;
+    void **bufs = NULL;
+    int nbufs = 0;
     unsigned char *gone = NULL;
     pair_list out[BATCH];
     int began = 0, stop = 0;
@@ -245,13 +298,19 @@ cdx_status cdx_store_similar_pairs(cdx_store *s, const int64_t *ids, size_t n, f
         cdx_qgram_new(x, (int64_t)n, s->dim, TILE, p, &q) != CDX_OK)
         q = NULL;
 
-    cdx_threads_internal(); /* OpenBLAS single-threaded inside the pool */
-    struct join c = {.x = x, .norm = norm, .q = q, .n = (int64_t)n, .dim = s->dim, .min = min_score,
+    nbufs = cdx_threads_internal(); /* OpenBLAS single-threaded inside the pool */
+    nbufs = nbufs < 1 ? 1 : nbufs;
+    if (!(bufs = calloc((size_t)nbufs, sizeof *bufs))) goto nomem;
+    for (int b = 0; b < nbufs; b++)
+        if (!(bufs[b] = malloc((size_t)TILE * TILE * sizeof(float)))) goto nomem;
+    struct join c = {.bufs = bufs, .nbufs = nbufs, .int8 = p == CDX_PRECISION_INT8,
+                     .x = x, .norm = norm, .q = q, .n = (int64_t)n, .dim = s->dim, .min = min_score,
                      .nt = ((int64_t)n + TILE - 1) / TILE, .out = out, .gone = gone,
                      .reference = cdx_kernels_reference()};
     int64_t total = c.nt * (c.nt + 1) / 2;
     for (c.first = 0; c.first < total && !stop; c.first += BATCH) {
         int64_t m = total - c.first < BATCH ? total - c.first : BATCH;
+        atomic_store(&c.next, 0);
         cdx_parallel_for(m, 1, join_tiles, &c);
         for (int64_t t = 0; t < m; t++) {
             if (out[t].nomem) {
@@ -268,9 +327,14 @@ cdx_status cdx_store_similar_pairs(cdx_store *s, const int64_t *ids, size_t n, f
     }
 cleanup:
     for (int t = 0; t < BATCH; t++) free(out[t].v);
+    for (int b = 0; bufs && b < nbufs; b++) free(bufs[b]);
+    free(bufs);
     cdx_qgram_free(q);
     free(norm);
     free(x);
     free(gone);
     return st;
+nomem:
+    st = cdx_fail(CDX_ERR_NOMEM, "similar pairs: out of memory");
+    goto cleanup;
 }
