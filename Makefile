@@ -100,6 +100,11 @@ CORE_OBJS += core/engine/tokenizer.o core/engine/ftfy.o
 CORE_OBJS += core/engine/safetensors.o core/engine/torchbin.o core/engine/weights.o
 CORE_OBJS += core/engine/model_config.o core/engine/model.o core/engine/kernels.o core/engine/linear.o
 CORE_OBJS += core/engine/model_input.o
+# OpenCLIP checkpoints (openclip.c); it finds the CLIP vocabulary clipdex
+# carries (data/clip) installed, or in this source tree when run from build/
+CORE_OBJS += core/engine/openclip.o
+$(BUILD)/core/engine/openclip.o: PROG_CFLAGS = -DCDX_DATADIR='"$(PREFIX)/share/clipdex"' \
+	-DCDX_SRC_DATADIR='"$(CURDIR)/data"'
 # reduced precision (bf16, int8) through oneDNN: CPU level, prepared layers
 CORE_OBJS += core/engine/cpu.o core/engine/precision.o core/engine/qlinear.o
 UNIT_TESTS += test_tokenizer test_weights test_kernels test_qlinear
@@ -114,6 +119,8 @@ $(BUILD)/core/engine/kernels.o $(BUILD)/core/engine/linear.o $(BUILD)/core/engin
 CORE_OBJS += core/image/image.o core/image/resample.o core/image/preprocess.o core/image/phash.o core/image/ingest.o
 CORE_OBJS += core/image/image_exif.o core/image/image_orient.o core/image/image_webp.o core/image/image_heif.o
 CORE_OBJS += core/image/image_tiff.o core/image/image_gif.o
+# open_clip's eval transform (OpenCLIP models)
+CORE_OBJS += core/image/preprocess_openclip.o
 UNIT_TESTS += test_resample test_phash test_image test_exif test_image_fast
 TEST_TOOLS += tests/preprocess_dump tests/imgcheck
 # bench/run-image.sh: decode + preprocess timings (fast, exact, Pillow).
@@ -334,6 +341,9 @@ install: all
 	install -m 644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 	install -m 644 man/*.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -d $(DESTDIR)$(PREFIX)/share/clipdex/clip
+	install -m 644 data/clip/vocab.json data/clip/merges.txt data/clip/README.md \
+		$(DESTDIR)$(PREFIX)/share/clipdex/clip/
 	sed 's|^ExecStart=/usr/local/bin/|ExecStart=$(PREFIX)/bin/|' indexer/clipdexd.service \
 		> $(DESTDIR)$(PREFIX)/lib/systemd/user/clipdexd.service
 	sed 's|^ExecStart=/usr/local/bin/|ExecStart=$(PREFIX)/bin/|' query/clipdex-serve.service \

@@ -28,6 +28,7 @@
 
 #include "model_config.h"
 #include "internal.h"
+#include "openclip.h"
 #include "kernels.h"
 #include "linear.h"
 #include "qlinear.h"
@@ -89,6 +90,10 @@ struct cdx_model {
     const char *prec_why;
     cdx_qscratch qs;    /* reduced precision: converted inputs */
     cdx_qlinear *patch_q; /* the patch embedding at reduced precision */
+
+    /* ---- OpenCLIP (openclip.c): what its binding owns (transposed
+     * projections, the per-block pointer arrays); NULL for other families */
+    cdx_openclip *oc;
 };
 
 /* ---------------------------------------------------------------- binding */
@@ -242,6 +247,69 @@ static void free_qlayers(struct tower *t)
     }
 }
 
+/* ---- OpenCLIP: open_clip_config.json + open_clip weights (openclip.c
+ * reads and binds; the towers run through the same blocks as CLIP). */
+static void oc_layers(struct tower *t, const cdx_oc_layer *src)
+{
+    for (int i = 0; i < t->L; i++) {
+        struct layer_w *l = &t->layers[i];
+        const cdx_oc_layer *o = &src[i];
+        l->ln1_w = o->ln1_w, l->ln1_b = o->ln1_b, l->ln2_w = o->ln2_w, l->ln2_b = o->ln2_b;
+        l->q_w = o->q_w, l->k_w = o->k_w, l->v_w = o->v_w, l->o_w = o->o_w;
+        l->q_b = o->q_b, l->k_b = o->k_b, l->v_b = o->v_b, l->o_b = o->o_b;
+        l->fc1_w = o->fc1_w, l->fc1_b = o->fc1_b, l->fc2_w = o->fc2_w, l->fc2_b = o->fc2_b;
+    }
+}
+
+static cdx_status openclip_open(cdx_model *m)
+{
+    cdx_status st;
+    cdx_openclip *oc = calloc(1, sizeof *oc);
+    if (!(m->oc = oc)) return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", m->dir);
+    if ((st = cdx_openclip_config_load(m->dir, &m->cfg, &m->pre, oc))) return st;
+    if (m->towers & CDX_TOWER_TEXT) {
+        /* open_clip's bundled CLIP BPE, whatever files the repository has */
+        char *vocab = NULL, *merges = NULL;
+        if ((st = cdx_openclip_vocab_paths(&vocab, &merges))) return st;
+        st = cdx_tokenizer_open_openclip(vocab, merges, &m->tok);
+        free(vocab);
+        free(merges);
+        if (st) return st;
+    }
+    if ((st = cdx_openclip_weights_open(m->dir, oc, &m->w)) ||
+        (st = cdx_openclip_bind(oc, m->w, &m->cfg, m->towers)))
+        return st;
+    tower_from_cfg(&m->text, &m->cfg.text, m->cfg.text_act);
+    tower_from_cfg(&m->vision, &m->cfg.vision, m->cfg.vision_act);
+    if (m->towers & CDX_TOWER_TEXT) {
+        if (!(m->text.layers = calloc((size_t)m->text.L, sizeof *m->text.layers)))
+            return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", m->dir);
+        oc_layers(&m->text, oc->text_layers);
+        m->tok_emb = oc->tok_emb, m->tpos_emb = oc->tpos_emb, m->text_proj = oc->text_proj;
+        m->final_ln_w = oc->final_ln_w, m->final_ln_b = oc->final_ln_b;
+    }
+    if (m->towers & CDX_TOWER_VISION) {
+        if (!(m->vision.layers = calloc((size_t)m->vision.L, sizeof *m->vision.layers)))
+            return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", m->dir);
+        oc_layers(&m->vision, oc->vision_layers);
+        m->cls = oc->cls, m->patch_w = oc->patch_w, m->vpos_emb = oc->vpos_emb;
+        m->pre_ln_w = oc->pre_ln_w, m->pre_ln_b = oc->pre_ln_b;
+        m->post_ln_w = oc->post_ln_w, m->post_ln_b = oc->post_ln_b, m->vis_proj = oc->vis_proj;
+    }
+    if ((st = alloc_acts(m))) return st;
+    m->info.dir = m->dir;
+    m->info.family = CDX_FAMILY_OPENCLIP;
+    m->info.scoring = CDX_SCORING_SOFTMAX;
+    m->info.logit_scale = oc->logit_scale;
+    m->info.projection_dim = m->cfg.projection_dim;
+    m->info.text = m->cfg.text;
+    m->info.vision = m->cfg.vision;
+    m->info.weights_file = cdx_weights_path(m->w);
+    m->info.dtype = cdx_weights_dtype_name(m->w);
+    count_params(m);
+    return CDX_OK;
+}
+
 cdx_status cdx_model_open(const char *dir, unsigned towers, cdx_model **out)
 {
     cdx_status st = CDX_OK;
@@ -252,16 +320,28 @@ cdx_status cdx_model_open(const char *dir, unsigned towers, cdx_model **out)
     if (!dir || !out || !(towers & (CDX_TOWER_TEXT | CDX_TOWER_VISION)) ||
         (towers & ~(CDX_TOWER_TEXT | CDX_TOWER_VISION)))
         return cdx_fail(CDX_ERR_ARG, "cdx_model_open: invalid arguments");
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return cdx_fail(CDX_ERR_IO, "%s: not a model directory", dir);
-    m = calloc(1, sizeof *m);
-    if (!m || !(m->dir = strdup(dir))) {
-        st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", dir);
-        goto fail;
+    (void)sb;
+    {
+        /* the format: a directory's files decide, or the config file
+         * given names it (openclip.h, cdx_model_locate) */
+        char *real = NULL;
+        cdx_format fmt;
+        if ((st = cdx_model_locate(dir, &real, &fmt))) return st;
+        if (!(m = calloc(1, sizeof *m))) {
+            free(real);
+            return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", dir);
+        }
+        m->dir = real;
+        dir = m->dir;
+        m->towers = towers;
+        m->prec = CDX_PRECISION_F32;
+        m->prec_why = "float32 unless asked otherwise";
+        if (fmt == CDX_FORMAT_OPENCLIP) {
+            if ((st = openclip_open(m))) goto fail;
+            *out = m;
+            return CDX_OK;
+        }
     }
-    m->towers = towers;
-    m->prec = CDX_PRECISION_F32;
-    m->prec_why = "float32 unless asked otherwise";
 
     if (!(path = cdx_path_join(dir, "config.json"))) goto nomem;
     if ((st = cdx_config_load(path, &m->cfg))) goto fail;
@@ -342,6 +422,7 @@ void cdx_model_close(cdx_model *m)
     free(m->act_block);
     cdx_weights_close(m->w);
     cdx_tokenizer_free(m->tok);
+    cdx_openclip_free(m->oc);
     free(m->dir);
     free(m);
 }
@@ -427,6 +508,12 @@ cdx_status cdx_model_encode_tokens(cdx_model *m, const int32_t *ids, int n, floa
             return cdx_fail(CDX_ERR_ARG, "%s: token id %d is outside the vocabulary (%d)", m->dir,
                             (int)ids[t], V);
         if (pool < 0 && ids[t] == eot) pool = t;
+    }
+    if (m->info.family == CDX_FAMILY_OPENCLIP) {
+        /* open_clip's text_global_pool "argmax": the first largest id */
+        pool = 0;
+        for (int t = 1; t < n; t++)
+            if (ids[t] > ids[pool]) pool = t;
     }
     if (pool < 0)
         return cdx_fail(CDX_ERR_ARG, "%s: the token sequence has no end-of-text token", m->dir);
