@@ -132,6 +132,14 @@ int32_t cdx_tokenizer_eot(const cdx_tokenizer *tok);
 typedef struct cdx_image {
     uint32_t width, height;
     uint8_t *rgb; /* width*height*3 bytes, owned by the struct */
+    /* What the file's Pillow mode means for a resize done before the
+     * conversion to RGB (OpenCLIP's preprocessing; the CLIP path ignores
+     * both): alpha is width*height bytes (owned) when the mode has alpha
+     * (PNG RGBA / LA), else NULL; nearest is set for the modes Pillow
+     * resizes with NEAREST whatever is asked (P, 1: PNG palette and
+     * 1-bit grey). */
+    uint8_t *alpha;
+    int nearest;
 } cdx_image;
 
 /* The exact path: decode an image file at full size, as stored (no EXIF

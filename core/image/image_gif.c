@@ -139,6 +139,9 @@ cdx_status cdx_decode_gif(cdx_decode_ctx *c)
     c->img.width = cw;
     c->img.height = ch;
     c->img.rgb = rgb;
+    /* Pillow opens the first frame as mode P when there is a colour
+     * table (L otherwise): P resizes NEAREST (cdx_image.nearest) */
+    c->img.nearest = cm != NULL;
     rgb = NULL;
     goto cleanup;
 

@@ -245,7 +245,8 @@ static void tiff_meta(tiff_job *j, TIFF *tif)
 /* Put routines for contiguous RGB(A): one strip or tile of w x h pixels
  * from pp (samplesperpixel samples each, fromskew pixels to skip after
  * each row) into the ABGR raster at cp (toskew entries after each row).
- * Colour is taken as stored; alpha is ignored (it is dropped anyway). */
+ * Colour is taken as stored; put_rgb8 (unassociated alpha) keeps alpha
+ * in the raster's A for cdx_image.alpha, put_rgb16 ignores it. */
 static void put_rgb8(TIFFRGBAImage *img, uint32_t *cp, uint32_t x, uint32_t y, uint32_t w,
                      uint32_t h, int32_t fromskew, int32_t toskew, unsigned char *pp)
 {
@@ -254,7 +255,8 @@ static void put_rgb8(TIFFRGBAImage *img, uint32_t *cp, uint32_t x, uint32_t y, u
     (void)y;
     for (; h > 0; h--) {
         for (uint32_t i = 0; i < w; i++, pp += spp)
-            *cp++ = (uint32_t)pp[0] | (uint32_t)pp[1] << 8 | (uint32_t)pp[2] << 16 | 0xff000000u;
+            *cp++ = (uint32_t)pp[0] | (uint32_t)pp[1] << 8 | (uint32_t)pp[2] << 16 |
+                    (uint32_t)(spp > 3 ? pp[3] : 0xff) << 24;
         cp += toskew;
         pp += (ptrdiff_t)fromskew * spp;
     }
@@ -324,6 +326,19 @@ static cdx_status tiff_pixels(tiff_job *j, TIFF *tif)
     c->img.width = c->width;
     c->img.height = c->height;
     c->img.rgb = rgb;
+    if (ri.put.contig == put_rgb8 && ri.samplesperpixel > 3) {
+        /* Pillow's mode RGBA: the alpha plane, for OpenCLIP's
+         * premultiplied resize.  Only kept where it is; on failure the
+         * image simply has none. */
+        if ((c->img.alpha = malloc(n)))
+            for (size_t i = 0; i < n; i++) c->img.alpha[i] = (uint8_t)TIFFGetA(raster[i]);
+    }
+    /* Pillow's modes P (palette) and 1 (bilevel) resize NEAREST
+     * (cdx_image.nearest, OpenCLIP's resize before convert("RGB")) */
+    c->img.nearest = ri.photometric == PHOTOMETRIC_PALETTE ||
+                     (ri.bitspersample == 1 && ri.samplesperpixel == 1 &&
+                      (ri.photometric == PHOTOMETRIC_MINISBLACK ||
+                       ri.photometric == PHOTOMETRIC_MINISWHITE));
     rgb = NULL;
 cleanup:
     TIFFRGBAImageEnd(&ri);
