@@ -124,7 +124,7 @@ CORE_OBJS += core/image/preprocess_openclip.o
 UNIT_TESTS += test_resample test_phash test_image test_exif test_image_fast
 TEST_TOOLS += tests/preprocess_dump tests/imgcheck
 # the model input tensor (OpenCLIP preprocessing, 14-openclip.t)
-TEST_TOOLS += tests/tools/model_input_dump
+TEST_TOOLS += tests/tools/model_input_dump tests/tools/model_tokens
 # bench/run-image.sh: decode + preprocess timings (fast, exact, Pillow).
 BENCHES += image_bench
 

@@ -140,6 +140,9 @@ typedef struct cdx_image {
      * 1-bit grey). */
     uint8_t *alpha;
     int nearest;
+    /* Mode P: its palette (256 RGB entries, owned), whose entry
+     * fill_color pads a "longest" resize; else NULL. */
+    uint8_t *palette;
 } cdx_image;
 
 /* The exact path: decode an image file at full size, as stored (no EXIF

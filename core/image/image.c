@@ -387,6 +387,7 @@ typedef struct png_job {
     uint8_t *alpha;   /* RGBA / LA files: the alpha plane (cdx_image.alpha) */
     uint8_t *packed;  /* their rows as libpng gives them (2 or 4 bytes a pixel) */
     int nearest;      /* Pillow mode P or 1 (cdx_image.nearest) */
+    uint8_t *palette; /* mode P: cdx_image.palette */
 } png_job;
 
 static void png_on_error(png_structp png, png_const_charp msg)
@@ -543,6 +544,11 @@ static cdx_status png_run(png_job *j)
      * 1 resize NEAREST; RGBA and LA premultiplied, so alpha is kept. */
     j->nearest = color_type == PNG_COLOR_TYPE_PALETTE ||
                  (color_type == PNG_COLOR_TYPE_GRAY && bit_depth == 1);
+    if (color_type == PNG_COLOR_TYPE_PALETTE) {
+        if (!(j->palette = malloc(sizeof pal)))
+            return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", j->path);
+        memcpy(j->palette, pal, sizeof pal);
+    }
     if (color_type & PNG_COLOR_MASK_ALPHA) {
         const int ch = color_type == PNG_COLOR_TYPE_GRAY_ALPHA ? 2 : 4;
         size_t n, rb = (size_t)j->w * (size_t)ch;
@@ -619,11 +625,14 @@ cdx_status cdx_decode_png(cdx_decode_ctx *c)
         c->img.rgb = j->rgb;
         c->img.alpha = j->alpha;
         c->img.nearest = j->nearest;
+        c->img.palette = j->palette;
         j->rgb = NULL;
         j->alpha = NULL;
+        j->palette = NULL;
     }
     free(j->rgb);
     free(j->alpha);
+    free(j->palette);
     free(j->packed);
     free(j->rows);
     free(j);
@@ -635,5 +644,6 @@ void cdx_image_release(cdx_image *img)
     if (!img) return;
     free(img->rgb);
     free(img->alpha);
+    free(img->palette);
     memset(img, 0, sizeof *img);
 }

@@ -326,12 +326,33 @@ static cdx_status tiff_pixels(tiff_job *j, TIFF *tif)
     c->img.width = c->width;
     c->img.height = c->height;
     c->img.rgb = rgb;
+    rgb = NULL;
     if (ri.put.contig == put_rgb8 && ri.samplesperpixel > 3) {
         /* Pillow's mode RGBA: the alpha plane, for OpenCLIP's
-         * premultiplied resize.  Only kept where it is; on failure the
-         * image simply has none. */
-        if ((c->img.alpha = malloc(n)))
-            for (size_t i = 0; i < n; i++) c->img.alpha[i] = (uint8_t)TIFFGetA(raster[i]);
+         * premultiplied resize */
+        if (!(c->img.alpha = malloc(n))) {
+            st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", c->path);
+            goto cleanup;
+        }
+        for (size_t i = 0; i < n; i++) c->img.alpha[i] = (uint8_t)TIFFGetA(raster[i]);
+    }
+    if (ri.photometric == PHOTOMETRIC_PALETTE && ri.redcmap && ri.bitspersample <= 8) {
+        /* mode P's palette (cdx_image.palette): libtiff has scaled the
+         * colour map to 8 bits in place, as Pillow reads it (>> 8) */
+        const int np = 1 << ri.bitspersample;
+        if (!(c->img.palette = malloc(768))) {
+            st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", c->path);
+            goto cleanup;
+        }
+        for (int i = 0; i < 256; i++) {
+            uint8_t *e = c->img.palette + 3 * i;
+            e[0] = e[1] = e[2] = (uint8_t)i;
+            if (i < np) {
+                e[0] = (uint8_t)ri.redcmap[i];
+                e[1] = (uint8_t)ri.greencmap[i];
+                e[2] = (uint8_t)ri.bluecmap[i];
+            }
+        }
     }
     /* Pillow's modes P (palette) and 1 (bilevel) resize NEAREST
      * (cdx_image.nearest, OpenCLIP's resize before convert("RGB")) */
@@ -339,7 +360,6 @@ static cdx_status tiff_pixels(tiff_job *j, TIFF *tif)
                      (ri.bitspersample == 1 && ri.samplesperpixel == 1 &&
                       (ri.photometric == PHOTOMETRIC_MINISBLACK ||
                        ri.photometric == PHOTOMETRIC_MINISWHITE));
-    rgb = NULL;
 cleanup:
     TIFFRGBAImageEnd(&ri);
     free(raster);

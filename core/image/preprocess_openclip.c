@@ -217,9 +217,10 @@ cdx_status cdx_preprocess_openclip(const cdx_preprocess_cfg *cfg, const cdx_imag
     for (int c = 0; c < 3; c++) {
         for (int v = 0; v < 256; v++) lut[c][v] = ((float)v / 255.0f - cfg->image_mean[c]) /
                                                   cfg->image_std[c];
-        /* padding: fill_color in every channel (after convert("RGB"); a P
-         * image would show palette entry fill_color instead: not kept) */
-        pad[c] = lut[c][cfg->oc_fill & 255];
+        /* padding: fill_color in every channel after convert("RGB"), or
+         * for a P image its palette entry fill_color */
+        pad[c] = lut[c][img->palette ? img->palette[3 * (cfg->oc_fill & 255) + c]
+                                      : (uint8_t)(cfg->oc_fill & 255)];
     }
     for (int c = 0; c < 3; c++) {
         float *plane = out + (size_t)c * S * S;

@@ -314,6 +314,7 @@ class OpenCLIPRef:
         """VisionTransformer.forward, pix (B,3,S,S)."""
         w = self.w
         P = self.vc.get("patch_size", 16)
+        P = P[0] if isinstance(P, list) else P
         width = self.vc.get("width", 768)
         heads = width // self.vc.get("head_width", 64)
         x = F.conv2d(pix, w["visual.conv1.weight"], stride=P)
@@ -327,6 +328,10 @@ class OpenCLIPRef:
         x = F.layer_norm(x, (C,), w["visual.ln_post.weight"], w["visual.ln_post.bias"], 1e-5)
         return x[:, 0] @ w["visual.proj"]
 
+    def image_size(self):
+        s = self.vc.get("image_size", 224)
+        return s[0] if isinstance(s, list) else s
+
     def tokens(self, text):
         return self.tok(text, self.tc.get("context_length", 77))
 
@@ -335,7 +340,7 @@ class OpenCLIPRef:
         return e / e.norm() if normalize else e
 
     def embed_image(self, path, normalize=True):
-        pix = preprocess(path, self.pre, self.vc.get("image_size", 224))
+        pix = preprocess(path, self.pre, self.image_size())
         e = self.encode_image(pix[None])[0]
         return e / e.norm() if normalize else e
 
@@ -359,7 +364,7 @@ def main():
         e = m.embed_image(p, not a.raw)
         print(json.dumps({"type": "image", "input": p, "embedding": [float(v) for v in e]}))
     for p in a.pixels:
-        t = preprocess(p, m.pre, m.vc.get("image_size", 224))
+        t = preprocess(p, m.pre, m.image_size())
         print(json.dumps({"input": p, "pixels": t.flatten().tolist()}))
 
 

@@ -72,6 +72,8 @@ def make_tensors(mc, rng, text_prefix=""):
 
     vc, tc, E = mc["vision_cfg"], mc["text_cfg"], mc["embed_dim"]
     W, P, S = vc["width"], vc.get("patch_size", 16), vc.get("image_size", 224)
+    S = S[0] if isinstance(S, list) else S  # to_2tuple: square only here
+    P = P[0] if isinstance(P, list) else P
     G = S // P
     t["visual.class_embedding"] = rng.standard_normal(W, dtype=np.float32) * 0.5
     t["visual.positional_embedding"] = rng.standard_normal((G * G + 1, W), dtype=np.float32) * 0.5
