@@ -361,6 +361,9 @@ typedef struct cdx_model_info {
     int64_t n_params;         /* all parameters in the checkpoint */
     float logit_scale;        /* exp(logit_scale tensor) */
     float logit_bias;         /* SIGMOID scoring: the logit_bias tensor; else 0 */
+    const char *config_file;  /* the file that defines the model: DIR/config.json,
+                                 or DIR/open_clip_config.json (OpenCLIP); with
+                                 weights_file, what identifies the model in a store */
 } cdx_model_info;
 
 /* Open a Hugging Face CLIP model directory.  towers is a mask of

@@ -458,7 +458,7 @@ static int open_model(indexer *d)
                  cdx_cpu_level());
     }
     info = cdx_model_get_info(d->model);
-    cfg_json = path_join(d->cfg.model_dir, "config.json");
+    cfg_json = xstrdup(info->config_file); /* config.json, or open_clip_config.json */
     if (cdx_store_model_key(cfg_json, info->weights_file, key) != CDX_OK) {
         LOG_ERROR("%s", cdx_last_error());
         goto cleanup;

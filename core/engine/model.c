@@ -94,6 +94,7 @@ struct cdx_model {
     /* ---- OpenCLIP (openclip.c): what its binding owns (transposed
      * projections, the per-block pointer arrays); NULL for other families */
     cdx_openclip *oc;
+    char *config_file; /* info.config_file (every family) */
 };
 
 /* ---------------------------------------------------------------- binding */
@@ -297,6 +298,9 @@ static cdx_status openclip_open(cdx_model *m)
         m->post_ln_w = oc->post_ln_w, m->post_ln_b = oc->post_ln_b, m->vis_proj = oc->vis_proj;
     }
     if ((st = alloc_acts(m))) return st;
+    if (!(m->config_file = cdx_path_join(m->dir, "open_clip_config.json")))
+        return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", m->dir);
+    m->info.config_file = m->config_file;
     m->info.dir = m->dir;
     m->info.family = CDX_FAMILY_OPENCLIP;
     m->info.scoring = CDX_SCORING_SOFTMAX;
@@ -345,7 +349,8 @@ cdx_status cdx_model_open(const char *dir, unsigned towers, cdx_model **out)
 
     if (!(path = cdx_path_join(dir, "config.json"))) goto nomem;
     if ((st = cdx_config_load(path, &m->cfg))) goto fail;
-    free(path);
+    m->config_file = path;
+    m->info.config_file = path;
 
     if (!(path = cdx_path_join(dir, "preprocessor_config.json"))) goto nomem;
     if (access(path, F_OK) == 0) {
@@ -423,6 +428,7 @@ void cdx_model_close(cdx_model *m)
     cdx_weights_close(m->w);
     cdx_tokenizer_free(m->tok);
     cdx_openclip_free(m->oc);
+    free(m->config_file);
     free(m->dir);
     free(m);
 }

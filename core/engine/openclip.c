@@ -598,10 +598,11 @@ void cdx_openclip_free(cdx_openclip *oc)
 
 cdx_status cdx_openclip_vocab_paths(char **vocab_json, char **merges_txt)
 {
-    /* CLIPDEX_DATA_DIR, then the installed copy, then the source tree the
-     * build came from (running from build/ without installing). */
-    const char *env = getenv("CLIPDEX_DATA_DIR");
-    const char *cands[3] = {env && *env ? env : NULL, CDX_DATADIR,
+    /* CLIPDEX_CLIP_VOCAB (the directory itself), then the installed copy,
+     * then the source tree the build came from (running from build/
+     * without installing). */
+    const char *env = getenv("CLIPDEX_CLIP_VOCAB");
+    const char *cands[3] = {NULL, CDX_DATADIR,
 #ifdef CDX_SRC_DATADIR
                             CDX_SRC_DATADIR
 #else
@@ -609,8 +610,8 @@ cdx_status cdx_openclip_vocab_paths(char **vocab_json, char **merges_txt)
 #endif
     };
     for (int i = 0; i < 3; i++) {
-        if (!cands[i]) continue;
-        char *d = cdx_path_join(cands[i], "clip");
+        if (!cands[i] && !(i == 0 && env && *env)) continue;
+        char *d = i == 0 ? strdup(env) : cdx_path_join(cands[i], "clip");
         if (!d) return cdx_fail(CDX_ERR_NOMEM, "out of memory");
         if (is_file(d, "vocab.json") && is_file(d, "merges.txt")) {
             *vocab_json = cdx_path_join(d, "vocab.json");
@@ -626,7 +627,7 @@ cdx_status cdx_openclip_vocab_paths(char **vocab_json, char **merges_txt)
         free(d);
     }
     return cdx_fail(CDX_ERR_IO, "the CLIP vocabulary clipdex carries for OpenCLIP models "
-                    "(clip/vocab.json, clip/merges.txt) is not in %s%s" CDX_DATADIR
-                    " (set CLIPDEX_DATA_DIR to the directory holding clip/)",
+                    "(vocab.json, merges.txt) is not in %s%s" CDX_DATADIR "/clip"
+                    " (set CLIPDEX_CLIP_VOCAB to a directory holding them)",
                     env && *env ? env : "", env && *env ? " nor " : "");
 }

@@ -60,8 +60,8 @@ cdx_status cdx_openclip_weights_open(const char *dir, cdx_openclip *oc, cdx_weig
 cdx_status cdx_openclip_bind(cdx_openclip *oc, cdx_weights *w, const cdx_clip_config *cfg,
                              unsigned towers);
 
-/* The CLIP BPE files clipdex carries (data/clip): CLIPDEX_DATA_DIR/clip
- * if set, the installed copy, else the source tree's.  Heap strings. */
+/* The CLIP BPE files clipdex carries (data/clip): $CLIPDEX_CLIP_VOCAB if
+ * set, the installed copy, else the source tree's.  Heap strings. */
 cdx_status cdx_openclip_vocab_paths(char **vocab_json, char **merges_txt);
 
 void cdx_openclip_free(cdx_openclip *oc);

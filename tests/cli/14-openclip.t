@@ -373,13 +373,13 @@ def test_hostile(tmp):
     expect_error("pickle calling os.system", d, "open_clip_pytorch_model.bin", "os")
     ok(not os.path.exists(marker), "the malicious pickle executed nothing")
 
-    # the vocabulary clipdex carries: a corrupt copy named by CLIPDEX_DATA_DIR
+    # the vocabulary clipdex carries: a corrupt copy named by CLIPDEX_CLIP_VOCAB
     vd = os.path.join(tmp, "data", "clip")
     os.makedirs(vd)
     open(os.path.join(vd, "vocab.json"), "w").write("{broken")
     shutil.copy(os.path.join(ROOT, "data", "clip", "merges.txt"), vd)
     p = subprocess.run([CLIPDEX, "embed", "--model", os.path.join(MODELS, "oc-tiny"), "--text", "a dog"],
-                       capture_output=True, env=dict(os.environ, CLIPDEX_DATA_DIR=os.path.join(tmp, "data")))
+                       capture_output=True, env=dict(os.environ, CLIPDEX_CLIP_VOCAB=vd))
     err = p.stderr.decode(errors="replace").strip()
     ok(p.returncode == 3 and "\n" not in err and "vocab.json" in err, "a corrupt vocabulary: one line naming it")
 
