@@ -610,7 +610,8 @@ cdx_status cdx_openclip_vocab_paths(char **vocab_json, char **merges_txt)
 #endif
     };
     for (int i = 0; i < 3; i++) {
-        if (!cands[i] && !(i == 0 && env && *env)) continue;
+        /* a directory given by the user is the only one looked at */
+        if (env && *env ? i > 0 : !cands[i]) continue;
         char *d = i == 0 ? strdup(env) : cdx_path_join(cands[i], "clip");
         if (!d) return cdx_fail(CDX_ERR_NOMEM, "out of memory");
         if (is_file(d, "vocab.json") && is_file(d, "merges.txt")) {
@@ -626,8 +627,10 @@ cdx_status cdx_openclip_vocab_paths(char **vocab_json, char **merges_txt)
         }
         free(d);
     }
+    if (env && *env)
+        return cdx_fail(CDX_ERR_IO, "%s (CLIPDEX_CLIP_VOCAB): no vocab.json and merges.txt there",
+                        env);
     return cdx_fail(CDX_ERR_IO, "the CLIP vocabulary clipdex carries for OpenCLIP models "
-                    "(vocab.json, merges.txt) is not in %s%s" CDX_DATADIR "/clip"
-                    " (set CLIPDEX_CLIP_VOCAB to a directory holding them)",
-                    env && *env ? env : "", env && *env ? " nor " : "");
+                    "(vocab.json, merges.txt) is not in " CDX_DATADIR "/clip"
+                    " (set CLIPDEX_CLIP_VOCAB to a directory holding them)");
 }

@@ -35,6 +35,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
 
 import numpy as np
@@ -85,6 +86,22 @@ GEN_IMAGES = ["photo420.jpg", "progressive.jpg", "gray.png", "palette.png", "rgb
               "odd301x201.png", "odd225x224.png", "wide1000x333.jpg", "tiny3x3.png"]
 
 n = failed = 0
+warnings.filterwarnings("ignore")  # Pillow's palette-transparency notes
+
+
+class quiet_stderr:
+    """libtiff inside Pillow prints notes about odd tags on fd 2."""
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+
+    def __exit__(self, *a):
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
 
 
 def ok(cond, msg):
@@ -167,8 +184,23 @@ def all_corpus_images():
     return out
 
 
-def test_pixels(model, images, label):
+def ref_pixels(path, cfg, s):
+    """(Pillow mode, the reference tensor), or None where there is nothing
+    to compare with."""
     from PIL import Image
+    try:
+        im = Image.open(path)
+        if im.mode in ("I", "I;16", "I;16B", "F", "CMYK"):
+            return None  # the documented deviations (16-bit grey, CMYK)
+        w, h = im.size
+        if max(w, h) > 12 * min(w, h) or w * h > 4e6:
+            return None  # Pillow would resize it to gigabytes (clipdex computes the crop only)
+        return im.mode, R.preprocess(path, cfg.get("preprocess_cfg", {}), s).numpy()
+    except Exception:
+        return None  # Pillow cannot read it
+
+
+def test_pixels(model, images, label):
     tmp = tempfile.mkdtemp(prefix="cdx-oc-px-")
     try:
         cfg = json.load(open(os.path.join(model, "open_clip_config.json")))
@@ -188,23 +220,18 @@ def test_pixels(model, images, label):
                 continue
             c = data[k]
             k += 1
-            try:
-                im = Image.open(path)
-                if im.mode in ("I", "I;16", "I;16B", "F", "CMYK"):
-                    continue  # the documented deviations (16-bit grey, CMYK)
-                w, h = im.size
-                if max(w, h) > 12 * min(w, h) or w * h > 4e6:
-                    continue  # Pillow would resize it to gigabytes (clipdex computes the crop only)
-                r = R.preprocess(path, cfg.get("preprocess_cfg", {}), s).numpy()
-            except Exception:
-                continue  # Pillow cannot read it: nothing to compare with
+            with quiet_stderr():
+                got = ref_pixels(path, cfg, s)
+            if got is None:
+                continue
+            mode, r = got
             compared += 1
-            modes.add(im.mode)
+            modes.add(mode)
             d = float(np.abs(c - r).max())
             if d > 1e-6:
                 bad += 1
                 if bad <= 5:
-                    print("# %s: %s (mode %s) differs by %.3g" % (label, path, im.mode, d))
+                    print("# %s: %s (mode %s) differs by %.3g" % (label, path, mode, d))
         ok(bad == 0 and compared >= min(20, len(images) // 2),
            "%s: %d images (modes %s) preprocess exactly as open_clip (%d differ)"
            % (label, compared, ",".join(sorted(modes)), bad))
