@@ -319,12 +319,10 @@ cdx_status cdx_model_open(const char *dir, unsigned towers, cdx_model **out)
     cdx_status st = CDX_OK;
     cdx_model *m = NULL;
     char *path = NULL;
-    struct stat sb;
 
     if (!dir || !out || !(towers & (CDX_TOWER_TEXT | CDX_TOWER_VISION)) ||
         (towers & ~(CDX_TOWER_TEXT | CDX_TOWER_VISION)))
         return cdx_fail(CDX_ERR_ARG, "cdx_model_open: invalid arguments");
-    (void)sb;
     {
         /* the format: a directory's files decide, or the config file
          * given names it (openclip.h, cdx_model_locate) */

@@ -25,7 +25,7 @@ in_proj_weight, and Pillow for the image steps.  Here:
     config.json given as --model is CLIP;
   - hostile and unsupported files: one line naming the file (and key);
   - `clipdex model` shows the family's preprocessing and tokenizer;
-  - precision: bf16 and int8 run the same blocks (cosine to f32 >= 0.99).
+  - precision: bf16 and int8 run the same blocks (cosine to f32 >= 0.999, 0.99).
 Prints TAP.
 """
 import json
@@ -423,7 +423,8 @@ def test_precision():
             ok(False, "%s: runs" % prec)
             continue
         worst = min(float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) for a, b in zip(got, base))
-        ok(worst >= 0.99, "OpenCLIP at %s: cosine to f32 >= 0.99 (worst %.5f)" % (prec, worst))
+        bar = 0.999 if prec == "bf16" else 0.99  # 12-precision.t's bars
+        ok(worst >= bar, "OpenCLIP at %s: cosine to f32 >= %g (worst %.5f)" % (prec, bar, worst))
 
 
 def main():
