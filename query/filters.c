@@ -275,7 +275,8 @@ int qctx_open_model(qctx *c, unsigned towers)
     info = cdx_model_get_info(c->model);
     c->dim = info->projection_dim;
     /* config.json, or open_clip_config.json for an OpenCLIP model */
-    if (snprintf(cfg, sizeof cfg, "%s", info->config_file) >= (int)sizeof cfg)
+    if ((info->config_file ? snprintf(cfg, sizeof cfg, "%s", info->config_file)
+                           : snprintf(cfg, sizeof cfg, "%s/config.json", c->model_dir)) >= (int)sizeof cfg)
         return error("%s: path too long", c->model_dir);
     if (cdx_store_model_key(cfg, info->weights_file, c->model_key) != CDX_OK)
         return error("%s", cdx_last_error());
