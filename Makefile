@@ -100,6 +100,11 @@ CORE_OBJS += core/engine/tokenizer.o core/engine/ftfy.o
 CORE_OBJS += core/engine/safetensors.o core/engine/torchbin.o core/engine/weights.o
 CORE_OBJS += core/engine/model_config.o core/engine/model.o core/engine/kernels.o core/engine/linear.o
 CORE_OBJS += core/engine/model_input.o core/engine/transformer.o
+# OpenCLIP checkpoints (openclip.c); it finds the CLIP vocabulary clipdex
+# carries (data/clip) installed, or in this source tree when run from build/
+CORE_OBJS += core/engine/openclip.o
+$(BUILD)/core/engine/openclip.o: PROG_CFLAGS = -DCDX_DATADIR='"$(PREFIX)/share/clipdex"' \
+	-DCDX_SRC_DATADIR='"$(CURDIR)/data"'
 # reduced precision (bf16, int8) through oneDNN: CPU level, prepared layers
 CORE_OBJS += core/engine/cpu.o core/engine/precision.o core/engine/qlinear.o core/engine/qgram.o
 UNIT_TESTS += test_tokenizer test_weights test_kernels test_qlinear
@@ -132,8 +137,12 @@ $(BUILD)/core/train/grad_kernels.o: KFLAGS = -O3 -fopenmp-simd
 CORE_OBJS += core/image/image.o core/image/resample.o core/image/preprocess.o core/image/phash.o core/image/ingest.o
 CORE_OBJS += core/image/image_exif.o core/image/image_orient.o core/image/image_webp.o core/image/image_heif.o
 CORE_OBJS += core/image/image_tiff.o core/image/image_gif.o
+# open_clip's eval transform (OpenCLIP models)
+CORE_OBJS += core/image/preprocess_openclip.o
 UNIT_TESTS += test_resample test_phash test_image test_exif test_image_fast
 TEST_TOOLS += tests/preprocess_dump tests/imgcheck
+# the model input tensor (OpenCLIP preprocessing, 14-openclip.t)
+TEST_TOOLS += tests/tools/model_input_dump tests/tools/model_tokens
 # bench/run-image.sh: decode + preprocess timings (fast, exact, Pillow).
 BENCHES += image_bench
 

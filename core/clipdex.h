@@ -102,6 +102,12 @@ cdx_status cdx_tokenizer_open(const char *vocab_json, const char *merges_txt,
                               cdx_tokenizer **out);
 void cdx_tokenizer_free(cdx_tokenizer *tok);
 
+/* OpenCLIP: the same files read as open_clip's SimpleTokenizer: the
+ * special tokens are "<start_of_text>" / "<end_of_text>" (same ids), so a
+ * literal "<|endoftext|>" in the text is ordinary text. */
+cdx_status cdx_tokenizer_open_openclip(const char *vocab_json, const char *merges_txt,
+                                       cdx_tokenizer **out);
+
 /* Tokenize text (UTF-8, NUL-terminated) as OpenAI's clip.tokenize does:
  * cleanup (ftfy subset, HTML unescape twice, NFC, whitespace, lower case),
  * pre-tokenize, BPE.  Writes start token, ids, end token into ids[] (no
@@ -148,6 +154,17 @@ const char *cdx_tokenizer_describe(const cdx_tokenizer *tok);
 typedef struct cdx_image {
     uint32_t width, height;
     uint8_t *rgb; /* width*height*3 bytes, owned by the struct */
+    /* What the file's Pillow mode means for a resize done before the
+     * conversion to RGB (OpenCLIP's preprocessing; the CLIP path ignores
+     * both): alpha is width*height bytes (owned) when the mode has alpha
+     * (PNG RGBA / LA), else NULL; nearest is set for the modes Pillow
+     * resizes with NEAREST whatever is asked (P, 1: PNG palette and
+     * 1-bit grey). */
+    uint8_t *alpha;
+    int nearest;
+    /* Mode P: its palette (256 RGB entries, owned), whose entry
+     * fill_color pads a "longest" resize; else NULL. */
+    uint8_t *palette;
 } cdx_image;
 
 /* The exact path: decode an image file at full size, as stored (no EXIF
@@ -185,7 +202,17 @@ typedef struct cdx_preprocess_cfg {
      * resize_width x resize_height, ignoring shortest_edge.  Both 0 in the
      * usual {"shortest_edge": N} / N form. */
     int resize_width, resize_height;
+    /* ---- OpenCLIP (family CDX_FAMILY_OPENCLIP): open_clip's eval
+     * transform instead of CLIPImageProcessor (cdx_preprocess_openclip).
+     * openclip 0 for every other family. */
+    int openclip;
+    int oc_resize_mode;       /* CDX_OC_RESIZE_* (preprocess_cfg.resize_mode) */
+    int oc_fill;              /* preprocess_cfg.fill_color (resize_mode longest) */
 } cdx_preprocess_cfg;
+
+#define CDX_OC_RESIZE_SHORTEST 0 /* Resize(S) then CenterCrop(S) */
+#define CDX_OC_RESIZE_LONGEST 1  /* ResizeKeepRatio(S, longest=1) then CenterCropOrPad(S) */
+#define CDX_OC_RESIZE_SQUASH 2   /* Resize((S, S)) */
 
 /* Parse a preprocessor_config.json file into *out.  Keys follow
  * CLIPImageProcessor: size ({"shortest_edge": N}, N, {"height","width"},
@@ -212,6 +239,14 @@ cdx_status cdx_preprocess_exact(const cdx_preprocess_cfg *cfg,
 /* The (width, height) of cdx_preprocess_exact's output for an input of
  * width x height: the crop size when do_center_crop, else the resized
  * size (or the input size without do_resize). */
+/* open_clip's eval transform (transform.py image_transform, is_train
+ * False) of cfg (openclip set): resize in the image's own mode (palette
+ * and 1-bit images nearest, images with alpha premultiplied, as Pillow
+ * does), centre crop (offsets by Python's round()), RGB, ToTensor,
+ * normalise.  out receives 3*S*S floats, S = cfg->crop_width. */
+cdx_status cdx_preprocess_openclip(const cdx_preprocess_cfg *cfg, const cdx_image *img,
+                                   float *out);
+
 cdx_status cdx_preprocess_output_size(const cdx_preprocess_cfg *cfg, uint32_t width,
                                       uint32_t height, uint32_t *out_w, uint32_t *out_h);
 
@@ -348,6 +383,9 @@ typedef struct cdx_model_info {
     int64_t n_params;         /* all parameters in the checkpoint */
     float logit_scale;        /* exp(logit_scale tensor) */
     float logit_bias;         /* SIGMOID scoring: the logit_bias tensor; else 0 */
+    const char *config_file;  /* the file that defines the model: DIR/config.json,
+                                 or DIR/open_clip_config.json (OpenCLIP); with
+                                 weights_file, what identifies the model in a store */
 } cdx_model_info;
 
 /* Open a model directory: Hugging Face CLIP, or SigLIP / SigLIP 2 when

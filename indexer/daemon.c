@@ -458,7 +458,9 @@ static int open_model(indexer *d)
                  cdx_cpu_level());
     }
     info = cdx_model_get_info(d->model);
-    cfg_json = path_join(d->cfg.model_dir, "config.json");
+    /* config.json, or open_clip_config.json (a family that does not say:
+     * the directory's config.json) */
+    cfg_json = info->config_file ? xstrdup(info->config_file) : path_join(d->cfg.model_dir, "config.json");
     if (cdx_store_model_key(cfg_json, info->weights_file, key) != CDX_OK) {
         LOG_ERROR("%s", cdx_last_error());
         goto cleanup;

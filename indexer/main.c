@@ -80,11 +80,16 @@ static int check_config(indexer *d)
         bad = 1;
     } else {
         char *cj = path_join(c->model_dir, "config.json");
-        if (stat(cj, &sb) != 0) {
-            fprintf(stderr, "clipdexd: [model] dir %s: no config.json there\n", c->model_dir);
+        char *oc = path_join(c->model_dir, "open_clip_config.json");
+        /* config.json, an OpenCLIP directory, or a config file given */
+        if (stat(cj, &sb) != 0 && stat(oc, &sb) != 0 &&
+            !(stat(c->model_dir, &sb) == 0 && S_ISREG(sb.st_mode))) {
+            fprintf(stderr, "clipdexd: [model] dir %s: no config.json or open_clip_config.json there\n",
+                    c->model_dir);
             bad = 1;
         }
         free(cj);
+        free(oc);
     }
     config_print(c, stdout);
     if (fflush(stdout) != 0) bad = 1;

@@ -78,6 +78,17 @@ int cmd_model(int argc, char **argv)
                p->shortest_edge, p->crop_width, p->crop_height, (double)p->image_mean[0],
                (double)p->image_mean[1], (double)p->image_mean[2], (double)p->image_std[0],
                (double)p->image_std[1], (double)p->image_std[2]);
+    if (p->openclip) {
+        /* OpenCLIP: open_clip's eval transform (preprocess_openclip.c) */
+        static const char *const modes[] = {"shortest (resize the short side, centre crop)",
+                                            "longest (resize the long side, pad)",
+                                            "squash (resize both sides)"};
+        printf("preprocess order (open_clip): resize %s to %d in the image's own mode (palette "
+               "nearest, alpha premultiplied), bicubic, crop offsets by round(), then RGB",
+               modes[p->oc_resize_mode % 3], p->crop_width);
+        if (p->oc_resize_mode == CDX_OC_RESIZE_LONGEST) printf(", fill %d", p->oc_fill);
+        printf("\n");
+    }
     cdx_model_close(m);
     return EXIT_OK;
 }

@@ -226,7 +226,11 @@ static int is_model_dir(const char *dir)
     char p[PATH_MAX];
     struct stat sb;
     if (snprintf(p, sizeof p, "%s/config.json", dir) >= (int)sizeof p) return 0;
-    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+    if (stat(p, &sb) == 0 && S_ISREG(sb.st_mode)) return 1;
+    /* an OpenCLIP directory, or a model given by its config file */
+    if (snprintf(p, sizeof p, "%s/open_clip_config.json", dir) >= (int)sizeof p) return 0;
+    if (stat(p, &sb) == 0 && S_ISREG(sb.st_mode)) return 1;
+    return stat(dir, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
 /* The model directory: --model, $CLIPDEX_MODEL, the model the store was
@@ -266,7 +270,9 @@ int qctx_open_model(qctx *c, unsigned towers)
     if (towers & CDX_TOWER_VISION) c->vision = c->model;
     info = cdx_model_get_info(c->model);
     c->dim = info->projection_dim;
-    if (snprintf(cfg, sizeof cfg, "%s/config.json", c->model_dir) >= (int)sizeof cfg)
+    /* config.json, or open_clip_config.json for an OpenCLIP model */
+    if ((info->config_file ? snprintf(cfg, sizeof cfg, "%s", info->config_file)
+                           : snprintf(cfg, sizeof cfg, "%s/config.json", c->model_dir)) >= (int)sizeof cfg)
         return error("%s: path too long", c->model_dir);
     if (cdx_store_model_key(cfg, info->weights_file, c->model_key) != CDX_OK)
         return error("%s", cdx_last_error());

@@ -26,6 +26,7 @@
 
 #include "model_config.h"
 #include "internal.h"
+#include "openclip.h"
 #include "kernels.h"
 #include "linear.h"
 #include "qlinear.h"
@@ -73,6 +74,10 @@ struct cdx_model {
      * of the fields above only dir, towers, info, pre, tok, prec and
      * prec_why are used. */
     cdx_siglip *sig;
+    /* OpenCLIP (openclip.c): what its binding owns (the transposed
+     * projections); NULL for other families */
+    cdx_openclip *oc;
+    char *config_file; /* info.config_file (every family) */
 };
 
 /* ---------------------------------------------------------------- binding */
@@ -170,26 +175,82 @@ static void count_params(cdx_model *m)
     m->info.n_params = n;
 }
 
+/* ---- OpenCLIP: open_clip_config.json + open_clip weights (openclip.c
+ * reads and binds; the towers run through the same blocks as CLIP). */
+static cdx_status openclip_open(cdx_model *m)
+{
+    cdx_status st;
+    cdx_openclip *oc = calloc(1, sizeof *oc);
+    if (!(m->oc = oc)) return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", m->dir);
+    if ((st = cdx_openclip_config_load(m->dir, &m->cfg, &m->pre, oc))) return st;
+    if (m->towers & CDX_TOWER_TEXT) {
+        /* open_clip's bundled CLIP BPE, whatever files the repository has */
+        char *vocab = NULL, *merges = NULL;
+        if ((st = cdx_openclip_vocab_paths(&vocab, &merges))) return st;
+        st = cdx_tokenizer_open_openclip(vocab, merges, &m->tok);
+        free(vocab);
+        free(merges);
+        if (st) return st;
+    }
+    if ((st = cdx_openclip_weights_open(m->dir, oc, &m->w)) ||
+        (st = cdx_openclip_bind(oc, m->w, &m->cfg, m->towers, &m->text, &m->vision)))
+        return st;
+    if (m->towers & CDX_TOWER_TEXT) {
+        m->tok_emb = oc->tok_emb, m->tpos_emb = oc->tpos_emb, m->text_proj = oc->text_proj;
+        m->final_ln_w = oc->final_ln_w, m->final_ln_b = oc->final_ln_b;
+    }
+    if (m->towers & CDX_TOWER_VISION) {
+        m->cls = oc->cls, m->patch_w = oc->patch_w, m->vpos_emb = oc->vpos_emb;
+        m->pre_ln_w = oc->pre_ln_w, m->pre_ln_b = oc->pre_ln_b;
+        m->post_ln_w = oc->post_ln_w, m->post_ln_b = oc->post_ln_b, m->vis_proj = oc->vis_proj;
+    }
+    if ((st = alloc_acts(m))) return st;
+    if (!(m->config_file = cdx_path_join(m->dir, "open_clip_config.json")))
+        return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", m->dir);
+    m->info.config_file = m->config_file;
+    m->info.dir = m->dir;
+    m->info.family = CDX_FAMILY_OPENCLIP;
+    m->info.scoring = CDX_SCORING_SOFTMAX;
+    m->info.logit_scale = oc->logit_scale;
+    m->info.projection_dim = m->cfg.projection_dim;
+    m->info.text = m->cfg.text;
+    m->info.vision = m->cfg.vision;
+    m->info.weights_file = cdx_weights_path(m->w);
+    m->info.dtype = cdx_weights_dtype_name(m->w);
+    count_params(m);
+    return CDX_OK;
+}
+
 cdx_status cdx_model_open(const char *dir, unsigned towers, cdx_model **out)
 {
     cdx_status st = CDX_OK;
     cdx_model *m = NULL;
     char *path = NULL;
-    struct stat sb;
 
     if (!dir || !out || !(towers & (CDX_TOWER_TEXT | CDX_TOWER_VISION)) ||
         (towers & ~(CDX_TOWER_TEXT | CDX_TOWER_VISION)))
         return cdx_fail(CDX_ERR_ARG, "cdx_model_open: invalid arguments");
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return cdx_fail(CDX_ERR_IO, "%s: not a model directory", dir);
-    m = calloc(1, sizeof *m);
-    if (!m || !(m->dir = strdup(dir))) {
-        st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", dir);
-        goto fail;
+    {
+        /* the format: a directory's files decide, or the config file
+         * given names it (openclip.h, cdx_model_locate) */
+        char *real = NULL;
+        cdx_format fmt;
+        if ((st = cdx_model_locate(dir, &real, &fmt))) return st;
+        if (!(m = calloc(1, sizeof *m))) {
+            free(real);
+            return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", dir);
+        }
+        m->dir = real;
+        dir = m->dir;
+        m->towers = towers;
+        m->prec = CDX_PRECISION_F32;
+        m->prec_why = "float32 unless asked otherwise";
+        if (fmt == CDX_FORMAT_OPENCLIP) {
+            if ((st = openclip_open(m))) goto fail;
+            *out = m;
+            return CDX_OK;
+        }
     }
-    m->towers = towers;
-    m->prec = CDX_PRECISION_F32;
-    m->prec_why = "float32 unless asked otherwise";
 
     {
         /* SigLIP / SigLIP 2: config.json model_type "siglip" (siglip.h). */
@@ -197,6 +258,8 @@ cdx_status cdx_model_open(const char *dir, unsigned towers, cdx_model **out)
         if (cdx_siglip_detect(dir, &fam)) {
             if ((st = cdx_siglip_open(dir, towers, fam, &m->sig, &m->info, &m->pre, &m->tok)))
                 goto fail;
+            if (!(m->config_file = cdx_path_join(dir, "config.json"))) goto nomem;
+            m->info.config_file = m->config_file;
             m->info.dir = m->dir;
             *out = m;
             return CDX_OK;
@@ -205,7 +268,8 @@ cdx_status cdx_model_open(const char *dir, unsigned towers, cdx_model **out)
 
     if (!(path = cdx_path_join(dir, "config.json"))) goto nomem;
     if ((st = cdx_config_load(path, &m->cfg))) goto fail;
-    free(path);
+    m->config_file = path;
+    m->info.config_file = path;
 
     if (!(path = cdx_path_join(dir, "preprocessor_config.json"))) goto nomem;
     if (access(path, F_OK) == 0) {
@@ -281,6 +345,8 @@ void cdx_model_close(cdx_model *m)
     free(m->act_block);
     cdx_weights_close(m->w);
     cdx_tokenizer_free(m->tok);
+    cdx_openclip_free(m->oc);
+    free(m->config_file);
     free(m->dir);
     free(m);
 }
@@ -324,6 +390,12 @@ cdx_status cdx_model_encode_tokens(cdx_model *m, const int32_t *ids, int n, floa
             return cdx_fail(CDX_ERR_ARG, "%s: token id %d is outside the vocabulary (%d)", m->dir,
                             (int)ids[t], V);
         if (pool < 0 && ids[t] == eot) pool = t;
+    }
+    if (m->info.family == CDX_FAMILY_OPENCLIP) {
+        /* open_clip's text_global_pool "argmax": the first largest id */
+        pool = 0;
+        for (int t = 1; t < n; t++)
+            if (ids[t] > ids[pool]) pool = t;
     }
     if (pool < 0)
         return cdx_fail(CDX_ERR_ARG, "%s: the token sequence has no end-of-text token", m->dir);

@@ -39,6 +39,11 @@ cdx_status cdx_model_image_input(const cdx_model *m, const char *path, const cdx
                     : cdx_image_decode(path, &d, &img, opts->meta);
     if (st != CDX_OK) return st;
     if (opts->phash) *opts->phash_ok = cdx_phash(&img, opts->phash) == CDX_OK;
+    if (pc->openclip) {
+        /* OpenCLIP: open_clip's own eval transform, always S x S */
+        st = cdx_preprocess_openclip(pc, &img, out);
+        goto cleanup;
+    }
     if ((st = cdx_preprocess_output_size(pc, img.width, img.height, &w, &h)) != CDX_OK) goto cleanup;
     if ((int)w != info->vision.image_size || (int)h != info->vision.image_size) {
         st = cdx_fail(CDX_ERR_MODEL, "%s: preprocessing gives %ux%u, the model takes %dx%d "

@@ -95,6 +95,10 @@ struct cdx_tokenizer {
     int32_t byte_id[256];     /* symbol of a byte inside a word */
     int32_t byte_eow_id[256]; /* symbol of a byte ending a word ("...</w>") */
     int32_t sot, eot;
+    /* The special tokens' text: CLIP's <|startoftext|> / <|endoftext|>, or
+     * open_clip's <start_of_text> / <end_of_text> (same ids 49406/49407;
+     * cdx_tokenizer_open_openclip).  The other pair is ordinary text. */
+    const char *sot_text, *eot_text;
     bool bpe_reference; /* CLIPDEX_BPE_REF=1: the scan BPE for every word */
 
     pthread_mutex_t lock; /* guards the cache below */
@@ -406,6 +410,8 @@ cdx_status cdx_tokenizer_open(const char *vocab_json, const char *merges_txt,
         free(tok);
         return cdx_fail(CDX_ERR_INTERNAL, "cannot create the tokenizer's mutex");
     }
+    tok->sot_text = SOT_TOKEN;
+    tok->eot_text = EOT_TOKEN;
     {
         const char *ref = getenv("CLIPDEX_BPE_REF");
         tok->bpe_reference = ref && strcmp(ref, "1") == 0;
@@ -424,6 +430,22 @@ cdx_status cdx_tokenizer_open(const char *vocab_json, const char *merges_txt,
     tok->vocab = NULL;
     tok->keys = NULL;
     *out = tok;
+    return CDX_OK;
+}
+
+/* OpenCLIP: open_clip's SimpleTokenizer on the same CLIP vocabulary.  Its
+ * vocabulary ends with "<start_of_text>", "<end_of_text>" where CLIP's has
+ * "<|startoftext|>", "<|endoftext|>": the same ids (the last two), so the
+ * files are CLIP's and only the special tokens' text changes.  Cleaning
+ * (clean="lower": ftfy, html.unescape twice, whitespace, lower case), the
+ * pattern and the truncation are otherwise CLIP's. */
+cdx_status cdx_tokenizer_open_openclip(const char *vocab_json, const char *merges_txt,
+                                       cdx_tokenizer **out)
+{
+    cdx_status st = cdx_tokenizer_open(vocab_json, merges_txt, out);
+    if (st) return st;
+    (*out)->sot_text = "<start_of_text>";
+    (*out)->eot_text = "<end_of_text>";
     return CDX_OK;
 }
 
@@ -480,6 +502,9 @@ int cdx_tokenizer_context(const cdx_tokenizer *tok)
 const char *cdx_tokenizer_describe(const cdx_tokenizer *tok)
 {
     if (tok && tok->sp) return cdx_sptok_describe(tok->sp);
+    if (tok && strcmp(tok->sot_text, "<start_of_text>") == 0)
+        return "CLIP BPE carried by clipdex (open_clip SimpleTokenizer: <start_of_text> / "
+               "<end_of_text>, pooled at the largest id)";
     return "CLIP byte-level BPE (vocab.json, merges.txt)";
 }
 
@@ -767,10 +792,10 @@ static size_t match_lit(const uint32_t *s, size_t n, size_t i, const char *lit)
 
 /* Length of the pre-token starting at s[i] (which is not whitespace):
  * the alternatives of CLIP's pattern in order, first match wins. */
-static size_t pretoken_len(const uint32_t *s, size_t n, size_t i)
+static size_t pretoken_len(const cdx_tokenizer *tok, const uint32_t *s, size_t n, size_t i)
 {
-    static const char *const lits[] = {
-        "<|startoftext|>", "<|endoftext|>", "'s", "'t", "'re", "'ve", "'m", "'ll", "'d",
+    const char *const lits[] = {
+        tok->sot_text, tok->eot_text, "'s", "'t", "'re", "'ve", "'m", "'ll", "'d",
     };
     size_t k;
     for (k = 0; k < sizeof lits / sizeof lits[0]; k++) {
@@ -827,7 +852,7 @@ cdx_status cdx_tokenizer_encode(cdx_tokenizer *tok, const char *text, int max_le
             i++;
             continue;
         }
-        len = pretoken_len(clean.v, clean.n, i);
+        len = pretoken_len(tok, clean.v, clean.n, i);
         if (!cdx_mul_ok(len, 4, &need)) {
             st = cdx_fail(CDX_ERR_NOMEM, "out of memory tokenizing");
             goto cleanup;
@@ -867,10 +892,10 @@ cdx_status cdx_tokenizer_encode(cdx_tokenizer *tok, const char *text, int max_le
 
         /* The reference seeds its cache with the two special tokens, so
          * they map straight to their ids instead of going through BPE. */
-        if (nb == sizeof SOT_TOKEN - 1 && memcmp(word, SOT_TOKEN, nb) == 0) {
+        if (nb == strlen(tok->sot_text) && memcmp(word, tok->sot_text, nb) == 0) {
             wids[0] = tok->sot;
             k = 1;
-        } else if (nb == sizeof EOT_TOKEN - 1 && memcmp(word, EOT_TOKEN, nb) == 0) {
+        } else if (nb == strlen(tok->eot_text) && memcmp(word, tok->eot_text, nb) == 0) {
             wids[0] = tok->eot;
             k = 1;
         } else {

@@ -460,6 +460,37 @@ cleanup:
     return st;
 }
 
+/* One named file: a .safetensors or a torch .bin (OpenCLIP's
+ * open_clip_model.safetensors / open_clip_pytorch_model.bin). */
+cdx_status cdx_weights_open_file(const char *path, cdx_weights **out)
+{
+    cdx_status st;
+    cdx_weights *w;
+    const char *slash;
+    size_t n;
+    if (!path || !out) return cdx_fail(CDX_ERR_ARG, "cdx_weights_open_file: NULL argument");
+    if (!exists(path)) return cdx_fail(CDX_ERR_MODEL, "%s: missing", path);
+    slash = strrchr(path, '/');
+    w = calloc(1, sizeof *w);
+    if (!w || !(w->dir = slash ? strndup(path, (size_t)(slash - path)) : strdup(".")) ||
+        !(w->path = strdup(path))) {
+        cdx_weights_close(w);
+        return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", path);
+    }
+    n = strlen(path);
+    if (n > 12 && strcmp(path + n - 12, ".safetensors") == 0)
+        st = cdx_st_load(w, w->path);
+    else
+        st = cdx_tb_load(w, w->path);
+    if (st == CDX_OK) st = build_index(w);
+    if (st != CDX_OK) {
+        cdx_weights_close(w);
+        return st;
+    }
+    *out = w;
+    return CDX_OK;
+}
+
 void cdx_weights_close(cdx_weights *w)
 {
     if (!w) return;

@@ -44,6 +44,10 @@ typedef struct cdx_weights cdx_weights;
 cdx_status cdx_weights_open(const char *dir, cdx_weights **out);
 void cdx_weights_close(cdx_weights *w);
 
+/* Open one weights file: PATH ending in .safetensors, else a torch .bin
+ * (zip or legacy, through the restricted unpickler). */
+cdx_status cdx_weights_open_file(const char *path, cdx_weights **out);
+
 /* NULL if absent.  Borrowed, valid until close. */
 const cdx_tensor_info *cdx_weights_find(const cdx_weights *w, const char *name);
 

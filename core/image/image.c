@@ -384,6 +384,10 @@ typedef struct png_job {
     uint8_t *rgb;
     png_bytep *rows;
     uint32_t w, h;
+    uint8_t *alpha;   /* RGBA / LA files: the alpha plane (cdx_image.alpha) */
+    uint8_t *packed;  /* their rows as libpng gives them (2 or 4 bytes a pixel) */
+    int nearest;      /* Pillow mode P or 1 (cdx_image.nearest) */
+    uint8_t *palette; /* mode P: cdx_image.palette */
 } png_job;
 
 static void png_on_error(png_structp png, png_const_charp msg)
@@ -533,10 +537,42 @@ static cdx_status png_run(png_job *j)
      * Not requested, deliberately: gamma (Pillow ignores gAMA), tRNS
      * expansion, sBIT shifts. */
     if (bit_depth == 16) png_set_strip_16(j->png);
-    if (color_type & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(j->png);
     if (bit_depth < 8) png_set_packing(j->png);
     (void)png_set_interlace_handling(j->png);
     png_read_update_info(j->png, j->info);
+    /* Pillow's mode, for a resize before convert("RGB") (OpenCLIP): P and
+     * 1 resize NEAREST; RGBA and LA premultiplied, so alpha is kept. */
+    j->nearest = color_type == PNG_COLOR_TYPE_PALETTE ||
+                 (color_type == PNG_COLOR_TYPE_GRAY && bit_depth == 1);
+    if (color_type == PNG_COLOR_TYPE_PALETTE) {
+        if (!(j->palette = malloc(sizeof pal)))
+            return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", j->path);
+        memcpy(j->palette, pal, sizeof pal);
+    }
+    if (color_type & PNG_COLOR_MASK_ALPHA) {
+        const int ch = color_type == PNG_COLOR_TYPE_GRAY_ALPHA ? 2 : 4;
+        size_t n, rb = (size_t)j->w * (size_t)ch;
+        cdx_status st = cdx_image_alloc_rgb(c, j->w, j->h, &j->rgb);
+        if (st) return st;
+        if (png_get_rowbytes(j->png, j->info) != rb)
+            return CDX_BUG("PNG alpha row size after transforms");
+        if (!cdx_mul_ok(rb, j->h, &n) || !(j->packed = malloc(n)) ||
+            !(j->alpha = malloc((size_t)j->w * j->h)) ||
+            !(j->rows = malloc((size_t)j->h * sizeof *j->rows)))
+            return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", j->path);
+        for (uint32_t y = 0; y < j->h; y++) j->rows[y] = j->packed + y * rb;
+        png_read_image(j->png, j->rows);
+        for (size_t i = 0, np = (size_t)j->w * j->h; i < np; i++) {
+            const uint8_t *px = j->packed + i * (size_t)ch;
+            uint8_t *o = j->rgb + 3 * i;
+            o[0] = px[0];
+            o[1] = ch == 4 ? px[1] : px[0];
+            o[2] = ch == 4 ? px[2] : px[0];
+            j->alpha[i] = px[ch - 1];
+        }
+        png_read_end(j->png, NULL);
+        return CDX_OK;
+    }
     if (png_get_rowbytes(j->png, j->info) > (size_t)j->w * 3)
         return CDX_BUG("PNG row wider than 3 bytes per pixel after transforms");
 
@@ -587,9 +623,17 @@ cdx_status cdx_decode_png(cdx_decode_ctx *c)
         c->img.width = j->w;
         c->img.height = j->h;
         c->img.rgb = j->rgb;
+        c->img.alpha = j->alpha;
+        c->img.nearest = j->nearest;
+        c->img.palette = j->palette;
         j->rgb = NULL;
+        j->alpha = NULL;
+        j->palette = NULL;
     }
     free(j->rgb);
+    free(j->alpha);
+    free(j->palette);
+    free(j->packed);
     free(j->rows);
     free(j);
     return st;
@@ -599,5 +643,7 @@ void cdx_image_release(cdx_image *img)
 {
     if (!img) return;
     free(img->rgb);
+    free(img->alpha);
+    free(img->palette);
     memset(img, 0, sizeof *img);
 }

@@ -140,6 +140,11 @@ cdx_status cdx_decode_gif(cdx_decode_ctx *c)
     c->img.height = ch;
     c->img.rgb = rgb;
     rgb = NULL;
+    /* Pillow opens the first frame as mode P when there is a colour
+     * table (L otherwise): P resizes NEAREST (cdx_image.nearest) */
+    c->img.nearest = cm != NULL;
+    if (cm && (c->img.palette = malloc(sizeof pal))) memcpy(c->img.palette, pal, sizeof pal);
+    if (cm && !c->img.palette) st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", c->path);
     goto cleanup;
 
 giferr:

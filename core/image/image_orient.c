@@ -66,6 +66,19 @@ cdx_status cdx_image_orient(cdx_image *img, int o)
             }
         }
     }
+    if (img->alpha) {
+        /* the alpha plane (OpenCLIP's RGBA resize) turns with the pixels */
+        uint8_t *ad = malloc((size_t)W * (size_t)H);
+        if (!ad) {
+            free(dst);
+            return cdx_fail(CDX_ERR_NOMEM, "out of memory rotating a %ux%u image", img->width,
+                            img->height);
+        }
+        for (int64_t y = 0; y < oh; y++)
+            for (int64_t x = 0, s = start + y * dy; x < ow; x++, s += dx) ad[y * ow + x] = img->alpha[s];
+        free(img->alpha);
+        img->alpha = ad;
+    }
     free(img->rgb);
     img->rgb = dst;
     img->width = (uint32_t)ow;

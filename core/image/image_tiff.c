@@ -245,7 +245,8 @@ static void tiff_meta(tiff_job *j, TIFF *tif)
 /* Put routines for contiguous RGB(A): one strip or tile of w x h pixels
  * from pp (samplesperpixel samples each, fromskew pixels to skip after
  * each row) into the ABGR raster at cp (toskew entries after each row).
- * Colour is taken as stored; alpha is ignored (it is dropped anyway). */
+ * Colour is taken as stored; put_rgb8 (unassociated alpha) keeps alpha
+ * in the raster's A for cdx_image.alpha, put_rgb16 ignores it. */
 static void put_rgb8(TIFFRGBAImage *img, uint32_t *cp, uint32_t x, uint32_t y, uint32_t w,
                      uint32_t h, int32_t fromskew, int32_t toskew, unsigned char *pp)
 {
@@ -254,7 +255,8 @@ static void put_rgb8(TIFFRGBAImage *img, uint32_t *cp, uint32_t x, uint32_t y, u
     (void)y;
     for (; h > 0; h--) {
         for (uint32_t i = 0; i < w; i++, pp += spp)
-            *cp++ = (uint32_t)pp[0] | (uint32_t)pp[1] << 8 | (uint32_t)pp[2] << 16 | 0xff000000u;
+            *cp++ = (uint32_t)pp[0] | (uint32_t)pp[1] << 8 | (uint32_t)pp[2] << 16 |
+                    (uint32_t)(spp > 3 ? pp[3] : 0xff) << 24;
         cp += toskew;
         pp += (ptrdiff_t)fromskew * spp;
     }
@@ -325,6 +327,39 @@ static cdx_status tiff_pixels(tiff_job *j, TIFF *tif)
     c->img.height = c->height;
     c->img.rgb = rgb;
     rgb = NULL;
+    if (ri.put.contig == put_rgb8 && ri.samplesperpixel > 3) {
+        /* Pillow's mode RGBA: the alpha plane, for OpenCLIP's
+         * premultiplied resize */
+        if (!(c->img.alpha = malloc(n))) {
+            st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", c->path);
+            goto cleanup;
+        }
+        for (size_t i = 0; i < n; i++) c->img.alpha[i] = (uint8_t)TIFFGetA(raster[i]);
+    }
+    if (ri.photometric == PHOTOMETRIC_PALETTE && ri.redcmap && ri.bitspersample <= 8) {
+        /* mode P's palette (cdx_image.palette): libtiff has scaled the
+         * colour map to 8 bits in place, as Pillow reads it (>> 8) */
+        const int np = 1 << ri.bitspersample;
+        if (!(c->img.palette = malloc(768))) {
+            st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", c->path);
+            goto cleanup;
+        }
+        for (int i = 0; i < 256; i++) {
+            uint8_t *e = c->img.palette + 3 * i;
+            e[0] = e[1] = e[2] = (uint8_t)i;
+            if (i < np) {
+                e[0] = (uint8_t)ri.redcmap[i];
+                e[1] = (uint8_t)ri.greencmap[i];
+                e[2] = (uint8_t)ri.bluecmap[i];
+            }
+        }
+    }
+    /* Pillow's modes P (palette) and 1 (bilevel) resize NEAREST
+     * (cdx_image.nearest, OpenCLIP's resize before convert("RGB")) */
+    c->img.nearest = ri.photometric == PHOTOMETRIC_PALETTE ||
+                     (ri.bitspersample == 1 && ri.samplesperpixel == 1 &&
+                      (ri.photometric == PHOTOMETRIC_MINISBLACK ||
+                       ri.photometric == PHOTOMETRIC_MINISWHITE));
 cleanup:
     TIFFRGBAImageEnd(&ri);
     free(raster);

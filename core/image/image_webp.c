@@ -52,7 +52,7 @@ static void webp_exif(cdx_decode_ctx *c, const WebPDemuxer *dmux)
 }
 
 /* First frame of an animation, alpha dropped. */
-static cdx_status webp_anim(cdx_decode_ctx *c, const WebPData *wd)
+static cdx_status webp_anim(cdx_decode_ctx *c, const WebPData *wd, int has_alpha)
 {
     cdx_status st;
     WebPAnimDecoderOptions o;
@@ -82,10 +82,17 @@ static cdx_status webp_anim(cdx_decode_ctx *c, const WebPData *wd)
     }
     {
         size_t n = (size_t)c->width * c->height;
+        /* Pillow's mode is RGBA when the file has alpha: keep it for
+         * OpenCLIP's premultiplied resize (cdx_image.alpha) */
+        if (has_alpha && !(c->img.alpha = malloc(n))) {
+            st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", c->path);
+            goto cleanup;
+        }
         for (size_t i = 0; i < n; i++) {
             rgb[3 * i + 0] = canvas[4 * i + 0];
             rgb[3 * i + 1] = canvas[4 * i + 1];
             rgb[3 * i + 2] = canvas[4 * i + 2];
+            if (c->img.alpha) c->img.alpha[i] = canvas[4 * i + 3];
         }
     }
     c->img.width = c->width;
@@ -130,25 +137,47 @@ cdx_status cdx_decode_webp(cdx_decode_ctx *c)
     }
     if ((st = cdx_image_check_size(c, c->width, c->height))) return st;
     if (!c->want_pixels) return CDX_OK;
-    if (f.has_animation) return webp_anim(c, &wd);
+    if (f.has_animation) return webp_anim(c, &wd, f.has_alpha);
 
     if ((st = cdx_image_alloc_rgb(c, c->width, c->height, &rgb))) return st;
-    nbytes = (size_t)c->width * c->height * 3;
+    /* With alpha (Pillow's mode RGBA) decode RGBA and keep the alpha
+     * plane for OpenCLIP's premultiplied resize (cdx_image.alpha); the
+     * colour channels are the same as MODE_RGB's. */
+    const int ch = f.has_alpha ? 4 : 3;
+    uint8_t *buf = rgb;
+    nbytes = (size_t)c->width * c->height * (size_t)ch;
+    if (f.has_alpha && (!(buf = malloc(nbytes)) ||
+                        !(c->img.alpha = malloc((size_t)c->width * c->height)))) {
+        if (buf != rgb) free(buf);
+        free(rgb);
+        return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", c->path);
+    }
     if (!WebPInitDecoderConfig(&cfg)) {
+        if (buf != rgb) free(buf);
         free(rgb);
         return CDX_BUG("libwebp version mismatch");
     }
     cfg.options.use_threads = 0;
-    cfg.output.colorspace = MODE_RGB;
+    cfg.output.colorspace = f.has_alpha ? MODE_RGBA : MODE_RGB;
     cfg.output.is_external_memory = 1;
-    cfg.output.u.RGBA.rgba = rgb;
-    cfg.output.u.RGBA.stride = (int)c->width * 3;
+    cfg.output.u.RGBA.rgba = buf;
+    cfg.output.u.RGBA.stride = (int)c->width * ch;
     cfg.output.u.RGBA.size = nbytes;
     vs = WebPDecode(c->data, c->size, &cfg);
     WebPFreeDecBuffer(&cfg.output); /* no-op for external memory */
     if (vs != VP8_STATUS_OK) {
+        if (buf != rgb) free(buf);
         free(rgb);
         return webp_fail(c, vs);
+    }
+    if (buf != rgb) {
+        for (size_t i = 0, n = (size_t)c->width * c->height; i < n; i++) {
+            rgb[3 * i + 0] = buf[4 * i + 0];
+            rgb[3 * i + 1] = buf[4 * i + 1];
+            rgb[3 * i + 2] = buf[4 * i + 2];
+            c->img.alpha[i] = buf[4 * i + 3];
+        }
+        free(buf);
     }
     c->img.width = c->width;
     c->img.height = c->height;

@@ -76,6 +76,38 @@ for repo, name, drop in cases:
     e = embed(out)
     T.ok(e is not None and e == embed(src), "%s: clipdex embeds the same text from the download" % name)
 
+# OpenCLIP repositories: open_clip_config.json and one weights file; a
+# repository with both layouts gets the OpenCLIP one, or with --format clip
+# the transformers one.
+def get_fmt(fmt, repo, out):
+    env = dict(qf.clean_env(), HF_ENDPOINT=endpoint)
+    return subprocess.run(["sh", GET, "--format", fmt, repo, out], capture_output=True, env=env)
+
+
+for repo, name in (("oc/st", "oc-tiny"), ("oc/bin", "oc-tiny-bin")):
+    src = publish(repo, os.path.join(MODELS, name))
+    out = os.path.join(tmp, "got-" + name)
+    p = get(repo, out)
+    T.ok(p.returncode == 0 and same_files(src, out),
+         "%s: get-model fetches the OpenCLIP files: %s" % (name, sorted(os.listdir(out)) if os.path.isdir(out) else p.stderr))
+    e = embed(out)
+    T.ok(e is not None and e == embed(src), "%s: clipdex embeds the same text from the download" % name)
+both = os.path.join(srv_root, "oc", "both", "resolve", "main")
+publish("oc/both", os.path.join(MODELS, "tiny"))
+for f in os.listdir(os.path.join(MODELS, "oc-tiny")):
+    if not f.startswith("."):
+        shutil.copy(os.path.join(MODELS, "oc-tiny", f), both)
+out = os.path.join(tmp, "got-both")
+p = get("oc/both", out)
+T.ok(p.returncode == 0 and sorted(os.listdir(out)) == ["open_clip_config.json", "open_clip_model.safetensors"],
+     "both layouts: the OpenCLIP files by default")
+out = os.path.join(tmp, "got-both-clip")
+p = get_fmt("clip", "oc/both", out)
+T.ok(p.returncode == 0 and "config.json" in os.listdir(out) and "open_clip_config.json" not in os.listdir(out),
+     "both layouts, --format clip: the transformers files")
+p = get_fmt("openclip", "t/single", os.path.join(tmp, "got-not-oc"))
+T.ok(p.returncode != 0 and b"open_clip_config.json" in p.stderr, "--format openclip on a CLIP repository fails clearly")
+
 # An index that names a shard outside the directory is refused.
 evil = publish("t/evil", os.path.join(MODELS, "tiny-sharded"))
 with open(os.path.join(evil, "model.safetensors.index.json"), "w") as f:

@@ -92,6 +92,28 @@ def make_siglip(out, only):
             f.write(stamp_val)
 
 
+# ---- OpenCLIP (tests/tools/gen_openclip.py; 14-openclip.t): the published
+# layout, tiny and real-width (ViT-B-32 widths, 2 layers), gelu and
+# quick_gelu, F32/F16/BF16, both weight files, the three resize modes,
+# custom_text.  Stamped with gen_openclip.py's hash too.
+OPENCLIP_MODELS = {
+    "oc-tiny": [],
+    "oc-tiny-qg": ["--quick-gelu", "--seed", "2"],
+    "oc-tiny-f16": ["--dtype", "F16", "--seed", "3"],
+    "oc-tiny-bf16": ["--dtype", "BF16", "--seed", "4"],
+    "oc-tiny-bin": ["--format", "bin", "--quick-gelu", "--seed", "5"],
+    "oc-tiny-bin-bf16": ["--format", "bin", "--dtype", "BF16", "--seed", "6"],
+    "oc-tiny-longest": ["--resize-mode", "longest", "--seed", "7",
+                        "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5"],
+    "oc-tiny-squash": ["--resize-mode", "squash", "--seed", "8",
+                       "--vision-cfg", "image_size=[96, 96]", "--vision-cfg", "patch_size=16"],
+    "oc-tiny-custom": ["--custom-text", "--seed", "9", "--text-cfg", "context_length=40",
+                       "--vision-cfg", "mlp_ratio=2.5"],
+    "oc-b32": ["--preset", "b32-2l", "--seed", "10"],
+    "oc-b32-bin": ["--preset", "b32-2l", "--format", "bin", "--quick-gelu", "--seed", "11"],
+}
+
+
 def smooth_image(w, h, seed):
     """A photo-like image: smooth gradients plus some texture and edges, so
     resampling and chroma subsampling matter."""
@@ -149,6 +171,23 @@ def main():
         subprocess.check_call([sys.executable, os.path.join(HERE, "gen_model.py"), d] + MODELS[name])
         with open(stamp, "w") as f:
             f.write(stamp_val)
+    # OpenCLIP models
+    h2 = hashlib.sha256(stamp_val.encode())
+    with open(os.path.join(HERE, "gen_openclip.py"), "rb") as fh:
+        h2.update(fh.read())
+    oc_stamp = h2.hexdigest()
+    for name in (a.only.split(",") if a.only else list(OPENCLIP_MODELS)):
+        if name not in OPENCLIP_MODELS:
+            continue
+        d = os.path.join(a.out, "models", name)
+        stamp = os.path.join(d, ".stamp")
+        if os.path.exists(stamp) and open(stamp).read() == oc_stamp:
+            continue
+        print("testdata: generating model %s" % name, file=sys.stderr)
+        subprocess.check_call([sys.executable, os.path.join(HERE, "gen_openclip.py"), d] +
+                              OPENCLIP_MODELS[name])
+        with open(stamp, "w") as f:
+            f.write(oc_stamp)
     istamp = os.path.join(a.out, "images", ".stamp")
     if not (os.path.exists(istamp) and open(istamp).read() == stamp_val):
         make_images(os.path.join(a.out, "images"))

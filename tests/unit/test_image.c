@@ -254,7 +254,7 @@ int main(void)
     /* ---- 1. orientation vs the reference, odd sizes across tiles ---- */
     {
         const uint32_t W = 37, H = 70;
-        cdx_image base = {W, H, malloc((size_t)W * H * 3)};
+        cdx_image base = {.width = W, .height = H, .rgb = malloc((size_t)W * H * 3)};
         uint8_t *want = malloc((size_t)W * H * 3);
         for (size_t i = 0; i < (size_t)W * H * 3; i++) base.rgb[i] = (uint8_t)rnd();
         for (int o = 0; o <= 9; o++) {
@@ -323,7 +323,7 @@ int main(void)
         cdx_decode_opts up = {.apply_orientation = 1};
         img = (cdx_image){0};
         st = cdx_image_decode_mem(p8, np, "o.png", &up, &img, &meta);
-        cdx_image want = {W, H, malloc((size_t)W * H * 3)};
+        cdx_image want = {.width = W, .height = H, .rgb = malloc((size_t)W * H * 3)};
         memcpy(want.rgb, pic, (size_t)W * H * 3);
         cdx_image_orient(&want, 8);
         ok(st == CDX_OK && meta.orientation == 8 && !strcmp(meta.format, "png") &&
@@ -463,7 +463,7 @@ int main(void)
             opts = (cdx_decode_opts){.apply_orientation = 1};
             img = (cdx_image){0};
             st = cdx_image_decode(path, &opts, &img, &meta);
-            cdx_image want = {W, H, malloc((size_t)W * H * 3)};
+            cdx_image want = {.width = W, .height = H, .rgb = malloc((size_t)W * H * 3)};
             memcpy(want.rgb, pic, (size_t)W * H * 3);
             cdx_image_orient(&want, 6);
             ok(st == CDX_OK && !strcmp(meta.format, "tiff") && meta.orientation == 6 &&
