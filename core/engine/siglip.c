@@ -38,6 +38,7 @@
 #include "kernels.h"
 #include "linear.h"
 #include "model_config.h"
+#include "openclip.h"
 #include "qlinear.h"
 #include "siglip.h"
 #include "sptok.h"
@@ -675,6 +676,21 @@ cdx_status cdx_tokenizer_open_dir(const char *dir, cdx_tokenizer **out)
     cdx_family fam;
     cdx_status st;
     if (!dir || !out) return cdx_fail(CDX_ERR_ARG, "cdx_tokenizer_open_dir: NULL argument");
+    {
+        /* OpenCLIP: open_clip's tokenizer on the vocabulary clipdex
+         * carries, whatever files the directory has (openclip.h) */
+        char *real = NULL, *vocab = NULL, *merges = NULL;
+        cdx_format fmt;
+        if ((st = cdx_model_locate(dir, &real, &fmt))) return st;
+        free(real);
+        if (fmt == CDX_FORMAT_OPENCLIP) {
+            if (!(st = cdx_openclip_vocab_paths(&vocab, &merges)))
+                st = cdx_tokenizer_open_openclip(vocab, merges, out);
+            free(vocab);
+            free(merges);
+            return st;
+        }
+    }
     if (cdx_siglip_detect(dir, &fam)) {
         /* The context length: config.json's, as the model pads to it. */
         cdx_siglip s;

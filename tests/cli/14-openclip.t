@@ -157,6 +157,11 @@ def test_tokens():
     ok(49407 not in got[8][1:-1] and got[9].count(49407) == 2 and 49406 in got[9][1:],
        "open_clip's special tokens, not CLIP's")
     ok(len(got[-1]) == 77 and got[-1][-1] == 49407, "truncated to 77 with the end token last")
+    # `clipdex tokenize` opens the same tokenizer for an OpenCLIP directory
+    p = subprocess.run([CLIPDEX, "tokenize", "--model", os.path.join(MODELS, "oc-tiny"), TEXTS[8]],
+                       capture_output=True)
+    ok(p.returncode == 0 and json.loads(p.stdout.decode())["ids"] == ref(TEXTS[8], 77),
+       "clipdex tokenize: open_clip's tokenizer for an OpenCLIP directory")
     # custom context length (oc-tiny-custom: 40)
     p = subprocess.run([TOKENS, os.path.join(MODELS, "oc-tiny-custom"), TEXTS[-1]], capture_output=True)
     g = json.loads(p.stdout.decode())
