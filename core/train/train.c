@@ -29,6 +29,7 @@
 #include "engine/kernels.h"
 #include "engine/linear.h"
 #include "engine/model_config.h"
+#include "engine/transformer.h"
 #include "engine/weights.h"
 #include "grad_kernels.h"
 #include "internal.h"
@@ -347,23 +348,6 @@ static void block_forward(struct ttower *t, int l)
     cdx_residual_bias(a->x_out, tmp, W(t, l, B_FC2_B), R, C);
 }
 
-/* im2col as the engine's: col (n*NP, 3*P*P), rows in the patch weight's
- * (c, py, px) order.  pixels (n,3,S,S). */
-static void im2col(float *col, const float *pixels, int n, int S, int P)
-{
-    const int side = S / P, PP = P * P;
-    for (int b = 0; b < n; b++)
-        for (int gy = 0; gy < side; gy++)
-            for (int gx = 0; gx < side; gx++) {
-                float *dst = col + (((int64_t)b * side + gy) * side + gx) * 3 * PP;
-                for (int c = 0; c < 3; c++)
-                    for (int py = 0; py < P; py++)
-                        memcpy(dst + c * PP + py * P,
-                               pixels + (((int64_t)b * 3 + c) * S + gy * P + py) * S + gx * P,
-                               sizeof(float) * (size_t)P);
-            }
-}
-
 static cdx_status vision_forward(cdx_train_model *m, int n, const float *pixels, float *img)
 {
     struct ttower *t = &m->vision;
@@ -391,7 +375,7 @@ static cdx_status vision_forward(cdx_train_model *m, int n, const float *pixels,
     m->vpool_ln = m->vpool_in + (size_t)n * C;
 
     float *pe = t->acts[0].h1; /* scratch until the first block */
-    im2col(m->col, pixels, n, S, P);
+    cdx_im2col(m->col, pixels, n, S, P); /* the engine's (transformer.h) */
     cdx_linear(pe, m->col, m->patch->w, (int64_t)n * NP, PPP, C);
     for (int b = 0; b < n; b++) {
         float *xb = m->x0 + (int64_t)b * N * C;
