@@ -19,8 +19,9 @@
 #define DIM_MAX (1 << 16)      /* widths, heads, sizes */
 #define VOCAB_MAX (1 << 22)
 
-/* Integer key with a default; fails unless a whole number in [1, max]. */
-static cdx_status get_int(const char *path, const cJSON *obj, const char *section,
+/* The field readers every family's config.json parser shares
+ * (model_config.h). */
+cdx_status cdx_config_int(const char *path, const cJSON *obj, const char *section,
                           const char *key, int def, int max, int *out)
 {
     const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
@@ -36,11 +37,11 @@ static cdx_status get_int(const char *path, const cJSON *obj, const char *sectio
     return CDX_OK;
 }
 
-static cdx_status get_act(const char *path, const cJSON *obj, const char *section,
-                          const char **name, cdx_act *act)
+cdx_status cdx_config_act(const char *path, const cJSON *obj, const char *section,
+                          const char *def, const char **name, cdx_act *act)
 {
     const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, "hidden_act") : NULL;
-    const char *s = "quick_gelu";
+    const char *s = def;
     if (v && !cJSON_IsNull(v)) {
         if (!cJSON_IsString(v))
             return cdx_fail(CDX_ERR_MODEL, "%s: %s.hidden_act must be a string", path, section);
@@ -52,19 +53,24 @@ static cdx_status get_act(const char *path, const cJSON *obj, const char *sectio
     } else if (strcmp(s, "gelu") == 0) {
         *name = "gelu";
         *act = CDX_ACT_GELU;
+    } else if (strcmp(s, "gelu_pytorch_tanh") == 0 || strcmp(s, "gelu_new") == 0) {
+        /* gelu_new is the same tanh approximation under another name */
+        *name = "gelu_pytorch_tanh";
+        *act = CDX_ACT_GELU_TANH;
     } else {
         return cdx_fail(CDX_ERR_UNSUPPORTED,
-                        "%s: %s.hidden_act \"%s\" is not supported (quick_gelu or gelu)", path,
-                        section, s);
+                        "%s: %s.hidden_act \"%s\" is not supported (quick_gelu, gelu or "
+                        "gelu_pytorch_tanh)", path, section, s);
     }
     return CDX_OK;
 }
 
-static cdx_status get_eps(const char *path, const cJSON *obj, const char *section, double *out)
+cdx_status cdx_config_eps(const char *path, const cJSON *obj, const char *section, double def,
+                          double *out)
 {
     const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, "layer_norm_eps") : NULL;
     if (!v || cJSON_IsNull(v)) {
-        *out = 1e-5;
+        *out = def;
         return CDX_OK;
     }
     if (!cJSON_IsNumber(v) || !(v->valuedouble > 0) || v->valuedouble > 1)
@@ -106,30 +112,30 @@ cdx_status cdx_config_load(const char *path, cdx_clip_config *out)
     }
 
 #define TRY(x) do { if ((st = (x)) != CDX_OK) goto cleanup; } while (0)
-    TRY(get_int(path, root, "", "projection_dim", 512, DIM_MAX, &c.projection_dim));
+    TRY(cdx_config_int(path, root, "", "projection_dim", 512, DIM_MAX, &c.projection_dim));
 
-    TRY(get_int(path, tc, "text_config", "hidden_size", 512, DIM_MAX, &c.text.hidden));
-    TRY(get_int(path, tc, "text_config", "intermediate_size", 2048, DIM_MAX, &c.text.intermediate));
-    TRY(get_int(path, tc, "text_config", "num_hidden_layers", 12, 1024, &c.text.layers));
-    TRY(get_int(path, tc, "text_config", "num_attention_heads", 8, DIM_MAX, &c.text.heads));
-    TRY(get_int(path, tc, "text_config", "max_position_embeddings", 77, DIM_MAX, &c.text.max_positions));
-    TRY(get_int(path, tc, "text_config", "vocab_size", 49408, VOCAB_MAX, &c.text.vocab_size));
-    TRY(get_act(path, tc, "text_config", &c.text.act, &c.text_act));
-    TRY(get_eps(path, tc, "text_config", &c.text.ln_eps));
+    TRY(cdx_config_int(path, tc, "text_config", "hidden_size", 512, DIM_MAX, &c.text.hidden));
+    TRY(cdx_config_int(path, tc, "text_config", "intermediate_size", 2048, DIM_MAX, &c.text.intermediate));
+    TRY(cdx_config_int(path, tc, "text_config", "num_hidden_layers", 12, 1024, &c.text.layers));
+    TRY(cdx_config_int(path, tc, "text_config", "num_attention_heads", 8, DIM_MAX, &c.text.heads));
+    TRY(cdx_config_int(path, tc, "text_config", "max_position_embeddings", 77, DIM_MAX, &c.text.max_positions));
+    TRY(cdx_config_int(path, tc, "text_config", "vocab_size", 49408, VOCAB_MAX, &c.text.vocab_size));
+    TRY(cdx_config_act(path, tc, "text_config", "quick_gelu", &c.text.act, &c.text_act));
+    TRY(cdx_config_eps(path, tc, "text_config", 1e-5, &c.text.ln_eps));
     TRY(check_heads(path, "text_config", &c.text));
     if (c.text.max_positions < 2) {
         st = cdx_fail(CDX_ERR_MODEL, "%s: text_config.max_position_embeddings must be at least 2", path);
         goto cleanup;
     }
 
-    TRY(get_int(path, vc, "vision_config", "hidden_size", 768, DIM_MAX, &c.vision.hidden));
-    TRY(get_int(path, vc, "vision_config", "intermediate_size", 3072, DIM_MAX, &c.vision.intermediate));
-    TRY(get_int(path, vc, "vision_config", "num_hidden_layers", 12, 1024, &c.vision.layers));
-    TRY(get_int(path, vc, "vision_config", "num_attention_heads", 12, DIM_MAX, &c.vision.heads));
-    TRY(get_int(path, vc, "vision_config", "image_size", 224, 4096, &c.vision.image_size));
-    TRY(get_int(path, vc, "vision_config", "patch_size", 32, 4096, &c.vision.patch_size));
-    TRY(get_act(path, vc, "vision_config", &c.vision.act, &c.vision_act));
-    TRY(get_eps(path, vc, "vision_config", &c.vision.ln_eps));
+    TRY(cdx_config_int(path, vc, "vision_config", "hidden_size", 768, DIM_MAX, &c.vision.hidden));
+    TRY(cdx_config_int(path, vc, "vision_config", "intermediate_size", 3072, DIM_MAX, &c.vision.intermediate));
+    TRY(cdx_config_int(path, vc, "vision_config", "num_hidden_layers", 12, 1024, &c.vision.layers));
+    TRY(cdx_config_int(path, vc, "vision_config", "num_attention_heads", 12, DIM_MAX, &c.vision.heads));
+    TRY(cdx_config_int(path, vc, "vision_config", "image_size", 224, 4096, &c.vision.image_size));
+    TRY(cdx_config_int(path, vc, "vision_config", "patch_size", 32, 4096, &c.vision.patch_size));
+    TRY(cdx_config_act(path, vc, "vision_config", "quick_gelu", &c.vision.act, &c.vision_act));
+    TRY(cdx_config_eps(path, vc, "vision_config", 1e-5, &c.vision.ln_eps));
     TRY(check_heads(path, "vision_config", &c.vision));
 #undef TRY
     if (c.vision.image_size % c.vision.patch_size != 0) {

@@ -137,61 +137,6 @@ int cdx_siglip_detect(const char *dir, cdx_family *family)
 
 /* ---------------------------------------------------------------- config */
 
-static cdx_status get_int(const char *path, const cJSON *obj, const char *section,
-                          const char *key, int def, int max, int *out)
-{
-    const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
-    if (!v || cJSON_IsNull(v)) {
-        *out = def;
-        return CDX_OK;
-    }
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 1 ||
-        v->valuedouble > max)
-        return cdx_fail(CDX_ERR_MODEL, "%s: %s.%s must be a whole number from 1 to %d", path,
-                        section, key, max);
-    *out = (int)v->valuedouble;
-    return CDX_OK;
-}
-
-static cdx_status get_act(const char *path, const cJSON *obj, const char *section,
-                          const char **name, cdx_act *act)
-{
-    const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, "hidden_act") : NULL;
-    const char *s = cJSON_IsString(v) ? v->valuestring : "gelu_pytorch_tanh";
-    if (v && !cJSON_IsNull(v) && !cJSON_IsString(v))
-        return cdx_fail(CDX_ERR_MODEL, "%s: %s.hidden_act must be a string", path, section);
-    /* gelu_new is the same tanh approximation under another name. */
-    if (strcmp(s, "gelu_pytorch_tanh") == 0 || strcmp(s, "gelu_new") == 0) {
-        *name = "gelu_pytorch_tanh";
-        *act = CDX_ACT_GELU_TANH;
-    } else if (strcmp(s, "gelu") == 0) {
-        *name = "gelu";
-        *act = CDX_ACT_GELU;
-    } else if (strcmp(s, "quick_gelu") == 0) {
-        *name = "quick_gelu";
-        *act = CDX_ACT_QUICK_GELU;
-    } else {
-        return cdx_fail(CDX_ERR_UNSUPPORTED,
-                        "%s: %s.hidden_act \"%s\" is not supported (gelu_pytorch_tanh, gelu or "
-                        "quick_gelu)", path, section, s);
-    }
-    return CDX_OK;
-}
-
-static cdx_status get_eps(const char *path, const cJSON *obj, const char *section, double *out)
-{
-    const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, "layer_norm_eps") : NULL;
-    if (!v || cJSON_IsNull(v)) {
-        *out = 1e-6; /* SiglipTextConfig / SiglipVisionConfig default */
-        return CDX_OK;
-    }
-    if (!cJSON_IsNumber(v) || !(v->valuedouble > 0) || v->valuedouble > 1)
-        return cdx_fail(CDX_ERR_MODEL, "%s: %s.layer_norm_eps must be a number in (0, 1]", path,
-                        section);
-    *out = v->valuedouble;
-    return CDX_OK;
-}
-
 /* config.json with SiglipTextConfig / SiglipVisionConfig defaults. */
 static cdx_status load_config(cdx_siglip *s, const char *path)
 {
@@ -215,23 +160,23 @@ static cdx_status load_config(cdx_siglip *s, const char *path)
         goto out;
     }
 #define TRY(x) do { if ((st = (x)) != CDX_OK) goto out; } while (0)
-    TRY(get_int(path, tc, "text_config", "hidden_size", 768, DIM_MAX, &t->hidden));
-    TRY(get_int(path, tc, "text_config", "intermediate_size", 3072, DIM_MAX, &t->intermediate));
-    TRY(get_int(path, tc, "text_config", "num_hidden_layers", 12, 1024, &t->layers));
-    TRY(get_int(path, tc, "text_config", "num_attention_heads", 12, DIM_MAX, &t->heads));
-    TRY(get_int(path, tc, "text_config", "max_position_embeddings", 64, 4096, &t->max_positions));
-    TRY(get_int(path, tc, "text_config", "vocab_size", 32000, VOCAB_MAX, &t->vocab_size));
-    TRY(get_int(path, tc, "text_config", "projection_size", t->hidden, DIM_MAX, &s->E));
-    TRY(get_act(path, tc, "text_config", &t->act, &s->tact));
-    TRY(get_eps(path, tc, "text_config", &t->ln_eps));
-    TRY(get_int(path, vc, "vision_config", "hidden_size", 768, DIM_MAX, &v->hidden));
-    TRY(get_int(path, vc, "vision_config", "intermediate_size", 3072, DIM_MAX, &v->intermediate));
-    TRY(get_int(path, vc, "vision_config", "num_hidden_layers", 12, 1024, &v->layers));
-    TRY(get_int(path, vc, "vision_config", "num_attention_heads", 12, DIM_MAX, &v->heads));
-    TRY(get_int(path, vc, "vision_config", "image_size", 224, 4096, &v->image_size));
-    TRY(get_int(path, vc, "vision_config", "patch_size", 16, 4096, &v->patch_size));
-    TRY(get_act(path, vc, "vision_config", &v->act, &s->vact));
-    TRY(get_eps(path, vc, "vision_config", &v->ln_eps));
+    TRY(cdx_config_int(path, tc, "text_config", "hidden_size", 768, DIM_MAX, &t->hidden));
+    TRY(cdx_config_int(path, tc, "text_config", "intermediate_size", 3072, DIM_MAX, &t->intermediate));
+    TRY(cdx_config_int(path, tc, "text_config", "num_hidden_layers", 12, 1024, &t->layers));
+    TRY(cdx_config_int(path, tc, "text_config", "num_attention_heads", 12, DIM_MAX, &t->heads));
+    TRY(cdx_config_int(path, tc, "text_config", "max_position_embeddings", 64, 4096, &t->max_positions));
+    TRY(cdx_config_int(path, tc, "text_config", "vocab_size", 32000, VOCAB_MAX, &t->vocab_size));
+    TRY(cdx_config_int(path, tc, "text_config", "projection_size", t->hidden, DIM_MAX, &s->E));
+    TRY(cdx_config_act(path, tc, "text_config", "gelu_pytorch_tanh", &t->act, &s->tact));
+    TRY(cdx_config_eps(path, tc, "text_config", 1e-6, &t->ln_eps));
+    TRY(cdx_config_int(path, vc, "vision_config", "hidden_size", 768, DIM_MAX, &v->hidden));
+    TRY(cdx_config_int(path, vc, "vision_config", "intermediate_size", 3072, DIM_MAX, &v->intermediate));
+    TRY(cdx_config_int(path, vc, "vision_config", "num_hidden_layers", 12, 1024, &v->layers));
+    TRY(cdx_config_int(path, vc, "vision_config", "num_attention_heads", 12, DIM_MAX, &v->heads));
+    TRY(cdx_config_int(path, vc, "vision_config", "image_size", 224, 4096, &v->image_size));
+    TRY(cdx_config_int(path, vc, "vision_config", "patch_size", 16, 4096, &v->patch_size));
+    TRY(cdx_config_act(path, vc, "vision_config", "gelu_pytorch_tanh", &v->act, &s->vact));
+    TRY(cdx_config_eps(path, vc, "vision_config", 1e-6, &v->ln_eps));
 #undef TRY
     if (t->hidden % t->heads || v->hidden % v->heads) {
         st = cdx_fail(CDX_ERR_MODEL, "%s: hidden_size is not divisible by num_attention_heads", path);

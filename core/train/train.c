@@ -124,6 +124,12 @@ cdx_status cdx_train_open(const char *dir, cdx_train_model **out)
         goto fail;
     }
     if ((st = cdx_config_load(path, &m->cfg))) goto fail;
+    if (m->cfg.text_act == CDX_ACT_GELU_TANH || m->cfg.vision_act == CDX_ACT_GELU_TANH) {
+        /* grad_kernels.c has the quick_gelu and erf-gelu derivatives only */
+        st = cdx_fail(CDX_ERR_UNSUPPORTED, "%s: hidden_act gelu_pytorch_tanh: training supports "
+                      "quick_gelu and gelu", path);
+        goto fail;
+    }
     if ((st = cdx_weights_open(dir, &m->w))) goto fail;
 
     const cdx_tower_info *ti = &m->cfg.text, *vi = &m->cfg.vision;
