@@ -186,9 +186,13 @@ static cdx_status load_config(cdx_siglip *s, const char *path)
         st = cdx_fail(CDX_ERR_MODEL, "%s: text_config.max_position_embeddings must be at least 2", path);
         goto out;
     }
-    if (v->image_size % v->patch_size) {
-        st = cdx_fail(CDX_ERR_MODEL, "%s: vision_config.image_size %d is not a multiple of "
-                      "patch_size %d", path, v->image_size, v->patch_size);
+    /* image_size need not be a multiple of patch_size: the stride-P
+     * convolution sees floor(S/P) patches a side and the last S mod P
+     * rows and columns not at all (google/siglip2-so400m-patch14-384:
+     * 27 x 27 patches of 384 pixels). */
+    if (v->patch_size > v->image_size) {
+        st = cdx_fail(CDX_ERR_MODEL, "%s: vision_config.patch_size %d is larger than image_size %d",
+                      path, v->patch_size, v->image_size);
         goto out;
     }
     {

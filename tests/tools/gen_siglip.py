@@ -52,7 +52,7 @@ PRESETS = {
     "odd": dict(text=dict(hidden_size=72, intermediate_size=269, num_hidden_layers=3,
                           num_attention_heads=4),
                 vision=dict(hidden_size=72, intermediate_size=269, num_hidden_layers=1,
-                            num_attention_heads=4, image_size=70, patch_size=14)),
+                            num_attention_heads=4, image_size=76, patch_size=14)),
     # ViT-B/16 widths at 224, 2 layers (the real-width test variant).
     "base2l": dict(text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=2,
                              num_attention_heads=12),

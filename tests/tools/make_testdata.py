@@ -65,7 +65,8 @@ SIGLIP_MODELS = [
                            "--tokenizer-from", "siglip2-tiny"]),
     ("siglip2-base2l", ["--family", "siglip2", "--preset", "base2l", "--dtype", "BF16",
                         "--seed", "28", "--tokenizer-from", "siglip2-tiny"]),
-    # odd sizes, patch 14, layer-norm eps 1e-2 (a 100x wrong eps shows)
+    # odd sizes, patch 14 over 76 pixels (5 patches a side, 6 pixels unseen,
+    # as SO400M/14 at 384), layer-norm eps 1e-2 (a 100x wrong eps shows)
     ("siglip2-odd", ["--family", "siglip2", "--preset", "odd", "--ln-eps", "1e-2", "--seed", "29",
                      "--tokenizer-from", "siglip2-tiny"]),
 ]
