@@ -587,6 +587,7 @@ int cmd_dupes(int argc, char **argv)
 
     if ((ret = qctx_open_store(&d.c)) != 0) goto cleanup;
     /* Only semantic needs the model (its vector space). */
+    d.c.identity_only = 1; /* the join reads stored vectors; nothing is encoded */
     if ((d.methods & M_SEMANTIC) && (ret = qctx_open_model(&d.c, CDX_TOWER_TEXT)) != 0) goto cleanup;
     d.flt.f.state = CDX_FILE_OK;
     if (cdx_store_foreach_file(d.c.store, &d.flt.f, CDX_FOREACH_BY_HASH, collect_cb, &d) != CDX_OK) {

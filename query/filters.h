@@ -65,6 +65,8 @@ int64_t file_when(const cdx_file_info *fi);
 typedef struct qctx {
     const cdx_cmd *self;
     const char *data_opt, *model_opt, *prec_opt;
+    int identity_only; /* qctx_open_model: the model only names the vector
+                          space (dupes), so no precision is prepared */
     char *data_dir;          /* heap */
     cdx_store *store;
     char *model_dir;         /* heap */
