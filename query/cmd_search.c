@@ -170,6 +170,7 @@ static int search_and_print(const cdx_cmd *self, struct search_opts *o, qfilter 
     if (any_text) towers |= CDX_TOWER_TEXT;
     if (needs_vision(c, o)) towers |= CDX_TOWER_VISION;
     if (!towers) towers = CDX_TOWER_TEXT; /* only for the model's identity */
+    c->one_shot = 1; /* auto: float32 (filters.h) */
     if ((ret = qctx_open_model(c, towers)) != 0) return ret;
 
     q = xcalloc((size_t)c->dim, sizeof *q);

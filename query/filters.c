@@ -255,6 +255,20 @@ static char *choose_model_dir(qctx *c)
     return dir;
 }
 
+/* The precision a model of this context runs at (see one_shot). */
+static int qctx_precision(qctx *c, cdx_model *m)
+{
+    cdx_precision req;
+    if (c->one_shot) {
+        if (requested_precision(c->prec_opt, &req)) return -1;
+        if (req == CDX_PRECISION_AUTO) {
+            if (cdx_model_set_precision(m, CDX_PRECISION_F32)) return error("%s", cdx_last_error());
+            return 0;
+        }
+    }
+    return apply_precision(m, c->prec_opt);
+}
+
 int qctx_open_model(qctx *c, unsigned towers)
 {
     char cfg[PATH_MAX];
@@ -270,7 +284,7 @@ int qctx_open_model(qctx *c, unsigned towers)
     if (c->identity_only) {
         cdx_precision p;
         if (resolve_precision(c->prec_opt, &p, NULL)) return EXIT_USAGE;
-    } else if (apply_precision(c->model, c->prec_opt)) {
+    } else if (qctx_precision(c, c->model)) {
         return EXIT_USAGE;
     }
     c->towers = towers;
@@ -305,7 +319,7 @@ cdx_model *qctx_vision(qctx *c)
     if (cdx_model_open(c->model_dir, CDX_TOWER_VISION, &c->vision) != CDX_OK) {
         error("%s", cdx_last_error());
         c->vision = NULL;
-    } else if (apply_precision(c->vision, c->prec_opt)) {
+    } else if (qctx_precision(c, c->vision)) {
         cdx_model_close(c->vision);
         c->vision = NULL;
     }

@@ -67,6 +67,10 @@ typedef struct qctx {
     const char *data_opt, *model_opt, *prec_opt;
     int identity_only; /* qctx_open_model: the model only names the vector
                           space (dupes), so no precision is prepared */
+    int one_shot;      /* a few inputs are encoded, then the process exits
+                          (search, similar): auto means float32, because
+                          converting a tower to bf16/int8 (~0.4 s) costs
+                          more than it saves on a few encodes */
     char *data_dir;          /* heap */
     cdx_store *store;
     char *model_dir;         /* heap */
