@@ -315,7 +315,7 @@ static cdx_status run_tile(const cdx_qgram *g, int64_t ti, int64_t tj, void *dst
     struct gprim *e = NULL;
     /* A free primitive: there is one per compute thread, so this finds
      * one at once unless a caller runs more threads than that. */
-    for (int spin = 0; !e; spin++)
+    while (!e)
         for (int i = 0; i < g->nprims && !e; i++)
             if (pthread_mutex_trylock(&g->prims[i].use) == 0) e = &g->prims[i];
     int saved = omp_get_max_threads();
