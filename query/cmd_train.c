@@ -71,6 +71,10 @@ static int stream_at(int64_t pos, int n, int shuffle, uint64_t seed, int *perm, 
     return perm[pos % n];
 }
 
+/* SigLIP and SigLIP 2 pool the last position of the padded sequence:
+ * their captions are kept whole (set by open_model). */
+static int keep_padding;
+
 /* Read PAIRS: tokenised captions, paths joined to the file's directory.
  * Lines that are not pairs are reported and skipped. */
 static int read_pairs(const char *file, cdx_tokenizer *tok, int max_len, struct pair **out,
@@ -110,7 +114,7 @@ static int read_pairs(const char *file, cdx_tokenizer *tok, int max_len, struct 
         p[n].path = line[0] == '/' ? xstrdup(line) : xasprintf("%s%s", dir, line);
         /* cut after the first end-of-text token: the pooled one */
         int k = 0;
-        while (k < n_ids && ids[k] != cdx_tokenizer_eot(tok)) k++;
+        while (k < n_ids && (keep_padding || ids[k] != cdx_tokenizer_eot(tok))) k++;
         p[n].n_ids = k < n_ids ? k + 1 : n_ids;
         p[n].ids = xmalloc(sizeof(int32_t) * (size_t)p[n].n_ids);
         memcpy(p[n].ids, ids, sizeof(int32_t) * (size_t)p[n].n_ids);
@@ -137,15 +141,17 @@ static void free_pairs(struct pair *p, int n)
 }
 
 /* The inference model: tokenizer and image preprocessing for the pairs.
- * Only CLIP checkpoints train for now (SigLIP's loss and OpenCLIP's
- * layout are the next families' work). */
+ * CLIP, SigLIP and SigLIP 2 checkpoints train (OpenCLIP's layout is not
+ * done yet). */
 static int open_model(const char *dir, cdx_model **m)
 {
     if (cdx_model_open(dir, CDX_TOWER_TEXT | CDX_TOWER_VISION, m)) return error("%s", cdx_last_error());
     const cdx_model_info *info = cdx_model_get_info(*m);
-    if (info->family != CDX_FAMILY_CLIP)
-        return error("%s: training %s models is not implemented yet (CLIP only)", dir,
-                     cdx_family_name(info->family));
+    if (info->family != CDX_FAMILY_CLIP && info->family != CDX_FAMILY_SIGLIP &&
+        info->family != CDX_FAMILY_SIGLIP2)
+        return error("%s: training %s models is not implemented yet (CLIP, SigLIP and SigLIP 2)",
+                     dir, cdx_family_name(info->family));
+    keep_padding = info->family != CDX_FAMILY_CLIP;
     return 0;
 }
 

@@ -674,3 +674,44 @@ cdx_status cdx_tokenizer_open_dir(const char *dir, cdx_tokenizer **out)
     free(merges);
     return st;
 }
+
+/* ---------------------------------------------------------------- training */
+
+cdx_status cdx_siglip_train_config(const char *dir, cdx_clip_config *cfg, int *masks, int32_t *pad)
+{
+    cdx_siglip s;
+    cdx_family fam = CDX_FAMILY_SIGLIP;
+    cdx_sptok *sp = NULL;
+    cdx_status st;
+    char *path = cdx_path_join(dir, "config.json"), *model = NULL, *tcfg = NULL;
+    memset(&s, 0, sizeof s);
+    s.towers = CDX_TOWER_TEXT | CDX_TOWER_VISION;
+    cdx_siglip_detect(dir, &fam);
+    if (!path || !(model = cdx_path_join(dir, fam == CDX_FAMILY_SIGLIP2 ? "tokenizer.model" : "spiece.model")) ||
+        !(tcfg = cdx_path_join(dir, "tokenizer_config.json"))) {
+        st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if ((st = load_config(&s, path))) goto out;
+    if (access(model, F_OK) != 0) {
+        st = cdx_fail(CDX_ERR_MODEL, "%s: missing: a SigLIP model needs its SentencePiece "
+                      "tokenizer (spiece.model, or tokenizer.model for SigLIP 2)", model);
+        goto out;
+    }
+    if ((st = cdx_sptok_open(model, tcfg, fam == CDX_FAMILY_SIGLIP2 ? CDX_SPTOK_GEMMA : CDX_SPTOK_SIGLIP,
+                             s.ti.max_positions, &sp)))
+        goto out;
+    cfg->projection_dim = s.E;
+    cfg->text = s.ti;
+    cfg->vision = s.vi;
+    cfg->text_act = s.tact;
+    cfg->vision_act = s.vact;
+    *masks = cdx_sptok_masks(sp);
+    *pad = cdx_sptok_pad(sp);
+out:
+    cdx_sptok_free(sp);
+    free(path);
+    free(model);
+    free(tcfg);
+    return st;
+}

@@ -35,4 +35,12 @@ cdx_status cdx_siglip_encode_tokens(cdx_siglip *s, const int32_t *ids, int n, fl
 cdx_status cdx_siglip_encode_images(cdx_siglip *s, const float *pixels, int batch, float *out);
 cdx_status cdx_siglip_set_precision(cdx_siglip *s, cdx_precision p);
 
+/* For training (core/train/train_siglip.c): dir's towers as the engine
+ * reads them (config.json with SigLIP's defaults; cfg->projection_dim is
+ * the embedding width), and from its tokenizer the padding id and whether
+ * the attention mask reaches the model (SigLIP 2).  Errors name the file. */
+struct cdx_clip_config;
+cdx_status cdx_siglip_train_config(const char *dir, struct cdx_clip_config *cfg, int *masks,
+                                   int32_t *pad);
+
 #endif

@@ -9,6 +9,8 @@
  *              dx = r (g - mean(g) - xhat mean(g xhat)) with g = dy w
  *   quick_gelu u s(1.702u): s + 1.702 u s (1 - s)
  *   gelu       0.5 u (1 + erf(u/sqrt2)): Phi(u) + u phi(u)
+ *   gelu_tanh  0.5 u (1 + tanh(w)), w = k (u + a u^3), k = sqrt(2/pi),
+ *              a = 0.044715: 0.5 (1 + tanh w) + 0.5 u (1 - tanh^2 w) k (1 + 3 a u^2)
  *   attention  S = Q K^T, P = softmax(S) (masked), O = P V:
  *              dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(P dP)),
  *              dQ = dS K, dK = dS^T Q
@@ -164,6 +166,12 @@ static void gact_range(void *vctx, int64_t i0, int64_t i1)
             float u = c->u[i], s = 1.0f / (1.0f + expf(-1.702f * u));
             c->du[i] = c->da[i] * (s + 1.702f * u * s * (1.0f - s));
         }
+    } else if (c->act == CDX_ACT_GELU_TANH) {
+        for (int64_t i = i0; i < i1; i++) {
+            float u = c->u[i], th = tanhf(0.7978845608028654f * (u + 0.044715f * u * u * u));
+            c->du[i] = c->da[i] * (0.5f * (1.0f + th) + 0.5f * u * (1.0f - th * th) * 0.7978845608028654f *
+                                                            (1.0f + 3.0f * 0.044715f * u * u));
+        }
     } else {
         for (int64_t i = i0; i < i1; i++) {
             float u = c->u[i];
@@ -187,6 +195,9 @@ void cdx_ref_grad_act(float *du, const float *da, const float *u, int64_t n, cdx
         if (act == CDX_ACT_QUICK_GELU) {
             double s = 1.0 / (1.0 + exp(-1.702 * x));
             d = s + 1.702 * x * s * (1.0 - s);
+        } else if (act == CDX_ACT_GELU_TANH) {
+            const double k = sqrt(2.0 / M_PI), a = 0.044715, th = tanh(k * (x + a * x * x * x));
+            d = 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * k * (1.0 + 3.0 * a * x * x);
         } else {
             d = 0.5 * (1.0 + erf(x / sqrt(2.0))) + x * exp(-0.5 * x * x) / sqrt(2.0 * M_PI);
         }
@@ -202,6 +213,7 @@ struct gatt_ctx {
     const int64_t *off;
     const int *len;
     int H, D, causal, Tmax;
+    const int *nk; /* NULL, or keys per sequence (cdx_grad_attention_prefix) */
 };
 
 /* One (sequence, head) per item; the heads' columns are disjoint, so the
@@ -221,7 +233,7 @@ static void gatt_items(void *vctx, int64_t i0, int64_t i1)
                     0.0f, p, T);
         for (int i = 0; i < T; i++) {
             float *pi = p + (int64_t)i * T;
-            const int nj = c->causal ? i + 1 : T;
+            const int nj = c->causal ? i + 1 : c->nk ? c->nk[s] : T;
             float mx = -INFINITY, sum = 0.0f;
             for (int j = 0; j < nj; j++) mx = pi[j] > mx ? pi[j] : mx;
             for (int j = 0; j < nj; j++) {
@@ -258,6 +270,16 @@ void cdx_grad_attention(float *dq, float *dk, float *dv, const float *dout, cons
 {
     int Tmax = 1;
     for (int s = 0; s < n_seq; s++) Tmax = len[s] > Tmax ? len[s] : Tmax;
-    struct gatt_ctx c = {dq, dk, dv, dout, q, k, v, off, len, H, D, causal, Tmax};
+    struct gatt_ctx c = {dq, dk, dv, dout, q, k, v, off, len, H, D, causal, Tmax, NULL};
+    cdx_parallel_for((int64_t)n_seq * H, 1, gatt_items, &c);
+}
+
+void cdx_grad_attention_prefix(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                               const float *k, const float *v, int n_seq, const int64_t *off,
+                               const int *len, const int *nk, int H, int D)
+{
+    int Tmax = 1;
+    for (int s = 0; s < n_seq; s++) Tmax = len[s] > Tmax ? len[s] : Tmax;
+    struct gatt_ctx c = {dq, dk, dv, dout, q, k, v, off, len, H, D, 0, Tmax, nk};
     cdx_parallel_for((int64_t)n_seq * H, 1, gatt_items, &c);
 }

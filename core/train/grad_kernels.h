@@ -39,6 +39,13 @@ void cdx_grad_attention(float *dq, float *dk, float *dv, const float *dout, cons
                         const float *k, const float *v, int n_seq, const int64_t *off,
                         const int *len, int H, int D, int causal);
 
+/* The same where sequence s's rows attend to its first nk[s] rows only
+ * (SigLIP 2's padding mask; the rows past nk[s] are queries only and get
+ * no dk, dv). */
+void cdx_grad_attention_prefix(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                               const float *k, const float *v, int n_seq, const int64_t *off,
+                               const int *len, const int *nk, int H, int D);
+
 /* Plain double-precision twins for the tests (tests/unit/test_grad.c). */
 void cdx_ref_grad_layernorm(float *dx, float *dw, float *db, const float *dy, const float *x,
                             const float *w, int64_t R, int C, float eps);

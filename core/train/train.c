@@ -29,6 +29,7 @@
 #include "engine/kernels.h"
 #include "engine/linear.h"
 #include "engine/model_config.h"
+#include "engine/siglip.h"
 #include "engine/transformer.h"
 #include "engine/weights.h"
 #include "grad_kernels.h"
@@ -38,7 +39,7 @@
 
 /* ---------------------------------------------------------------- open */
 
-static cdx_status add_param(cdx_train_model *m, const char *name, int ndim, int64_t d0, int64_t d1,
+cdx_status add_param(cdx_train_model *m, const char *name, int ndim, int64_t d0, int64_t d1,
                             int64_t d2, int64_t d3, cdx_train_tower tower, int layer,
                             cdx_train_param **out)
 {
@@ -82,7 +83,7 @@ static const char *const block_names[B_N] = {
     "mlp.fc2.bias",
 };
 
-static cdx_status add_tower(cdx_train_model *m, const char *prefix, struct ttower *t,
+cdx_status add_tower(cdx_train_model *m, const char *prefix, struct ttower *t,
                             const cdx_tower_info *ti, cdx_act act, int causal,
                             cdx_train_tower tower)
 {
@@ -123,13 +124,17 @@ cdx_status cdx_train_open(const char *dir, cdx_train_model **out)
         st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", dir);
         goto fail;
     }
-    if ((st = cdx_config_load(path, &m->cfg))) goto fail;
-    if (m->cfg.text_act == CDX_ACT_GELU_TANH || m->cfg.vision_act == CDX_ACT_GELU_TANH) {
-        /* grad_kernels.c has the quick_gelu and erf-gelu derivatives only */
-        st = cdx_fail(CDX_ERR_UNSUPPORTED, "%s: hidden_act gelu_pytorch_tanh: training supports "
-                      "quick_gelu and gelu", path);
-        goto fail;
+    {
+        /* SigLIP and SigLIP 2: their own parameters and pooling */
+        cdx_family fam;
+        if (cdx_siglip_detect(dir, &fam)) {
+            if ((st = cdx_train_siglip_open(m))) goto fail;
+            free(path);
+            *out = m;
+            return CDX_OK;
+        }
     }
+    if ((st = cdx_config_load(path, &m->cfg))) goto fail;
     if ((st = cdx_weights_open(dir, &m->w))) goto fail;
 
     const cdx_tower_info *ti = &m->cfg.text, *vi = &m->cfg.vision;
@@ -214,6 +219,7 @@ void cdx_train_close(cdx_train_model *m)
     free_acts(&m->vision);
     free(m->text.bp);
     free(m->vision.bp);
+    cdx_train_siglip_free(m->sig);
     free(m->vmem);
     free(m->tmem);
     free(m->ids);
@@ -255,7 +261,7 @@ cdx_status cdx_train_set_trainable(cdx_train_model *m, unsigned locked, int unlo
                 on = p->layer >= t->L - unlock_last;
             else /* embeddings frozen, final norm and projection learn */
                 on = !(p == m->tok_emb || p == m->tpos || p == m->cls || p == m->patch ||
-                       p == m->vpos || p == m->pre_w || p == m->pre_b);
+                       p == m->vpos || p == m->pre_w || p == m->pre_b || p == m->patch_b);
         }
         p->trainable = on;
     }
@@ -271,7 +277,7 @@ void cdx_train_zero_grad(cdx_train_model *m)
 /* ---------------------------------------------------------------- forward */
 
 /* Room for the activations of R rows in n_seq sequences. */
-static cdx_status tower_reserve(cdx_train_model *m, struct ttower *t, int64_t R, int n_seq)
+cdx_status tower_reserve(cdx_train_model *m, struct ttower *t, int64_t R, int n_seq)
 {
     const size_t C = (size_t)t->C, F = (size_t)t->F, L = (size_t)t->L;
     /* per block 8 (R,C) and 2 (R,F); x_out of the last; scratch (R,max(C,F)) */
@@ -317,7 +323,7 @@ static cdx_status tower_reserve(cdx_train_model *m, struct ttower *t, int64_t R,
 #define W(t, l, k) ((t)->bp[(l) * B_N + (k)]->w)
 
 /* One block, forward: acts[l].x_in -> acts[l].x_out. */
-static void block_forward(struct ttower *t, int l)
+void block_forward(struct ttower *t, int l)
 {
     struct blk_act *a = &t->acts[l];
     const int64_t R = t->R;
@@ -332,7 +338,9 @@ static void block_forward(struct ttower *t, int l)
     cdx_scale(a->q, R * C, 1.0f / sqrtf((float)D));
     cdx_add_bias(a->k, W(t, l, B_K_B), R, C);
     cdx_add_bias(a->v, W(t, l, B_V_B), R, C);
-    if (!t->causal) {
+    if (t->nk) {
+        cdx_train_attend_prefix(a->o, a->q, a->k, a->v, t->n_seq, t->off, t->len, t->nk, H, D);
+    } else if (!t->causal) {
         /* equal lengths: one call, as the engine makes it */
         cdx_attention(a->o, a->q, a->k, a->v, t->n_seq, t->len[0], H, D, 0);
     } else {
@@ -461,6 +469,7 @@ cdx_status cdx_train_forward(cdx_train_model *m, const cdx_train_batch *b, float
     if (!m || !b || b->n < 1 || !b->pixels || !b->ids || !b->lens || !img || !txt)
         return cdx_fail(CDX_ERR_ARG, "cdx_train_forward: invalid argument");
     m->n = 0;
+    if (m->sig) return cdx_train_siglip_forward(m, b, img, txt);
     if ((st = vision_forward(m, b->n, b->pixels, img)) || (st = text_forward(m, b->n, b->ids, b->lens, txt)))
         return st;
     m->n = b->n;
@@ -472,13 +481,7 @@ cdx_status cdx_train_forward(cdx_train_model *m, const cdx_train_batch *b, float
 #define G(t, l, k) ((t)->bp[(l) * B_N + (k)]->trainable ? (t)->bp[(l) * B_N + (k)]->g : NULL)
 #define PG(p) ((p)->trainable ? (p)->g : NULL)
 
-struct bwd_scratch {
-    float *dh, *dout, *dq, *dk, *dv; /* (R,C) */
-    float *da, *dpre;                /* (R,F) */
-    float *mem;
-};
-
-static cdx_status scratch_new(const struct ttower *t, struct bwd_scratch *s)
+cdx_status scratch_new(const struct ttower *t, struct bwd_scratch *s)
 {
     const size_t RC = (size_t)t->R * t->C, RF = (size_t)t->R * t->F;
     s->mem = malloc(sizeof(float) * (5 * RC + 2 * RF));
@@ -495,7 +498,7 @@ static cdx_status scratch_new(const struct ttower *t, struct bwd_scratch *s)
 
 /* One block, backward: dx (R,C) holds d x_out on entry, d x_in on return;
  * the block's trainable parameters' g accumulate. */
-static void block_backward(struct ttower *t, int l, float *dx, struct bwd_scratch *s)
+void block_backward(struct ttower *t, int l, float *dx, struct bwd_scratch *s)
 {
     const struct blk_act *a = &t->acts[l];
     const int64_t R = t->R;
@@ -515,8 +518,12 @@ static void block_backward(struct ttower *t, int l, float *dx, struct bwd_scratc
                        t->eps);
     /* x_mid = x_in + o Wo^T + bo: d x_in gets dx through the residual */
     cdx_grad_linear(s->dout, G(t, l, B_O_W), G(t, l, B_O_B), dx, a->o, W(t, l, B_O_W), R, C, C, 0);
-    cdx_grad_attention(s->dq, s->dk, s->dv, s->dout, a->q, a->k, a->v, t->n_seq, t->off, t->len, H,
-                       D, t->causal);
+    if (t->nk)
+        cdx_grad_attention_prefix(s->dq, s->dk, s->dv, s->dout, a->q, a->k, a->v, t->n_seq, t->off,
+                                  t->len, t->nk, H, D);
+    else
+        cdx_grad_attention(s->dq, s->dk, s->dv, s->dout, a->q, a->k, a->v, t->n_seq, t->off, t->len,
+                           H, D, t->causal);
     cdx_scale(s->dq, R * C, 1.0f / sqrtf((float)D));
     cdx_grad_linear(s->dh, G(t, l, B_Q_W), G(t, l, B_Q_B), s->dq, a->h1, W(t, l, B_Q_W), R, C, C, 0);
     /* No gradient for the key bias: it adds q . bk to a whole row of
@@ -538,7 +545,7 @@ static int block_trainable(const struct ttower *t, int l)
 
 /* The lowest block the backward pass must reach: 0 when the embeddings
  * learn, else the first block with a trainable parameter (t->L: none). */
-static int lowest_block(const struct ttower *t, int emb_trainable)
+int lowest_block(const struct ttower *t, int emb_trainable)
 {
     if (emb_trainable) return 0;
     for (int l = 0; l < t->L; l++)
@@ -652,6 +659,7 @@ cdx_status cdx_train_backward(cdx_train_model *m, const float *d_img, const floa
     cdx_status st;
     if (!m || !d_img || !d_txt) return cdx_fail(CDX_ERR_ARG, "cdx_train_backward: NULL argument");
     if (m->n < 1) return cdx_fail(CDX_ERR_ARG, "cdx_train_backward: no forward pass to go back through");
+    if (m->sig) return cdx_train_siglip_backward(m, d_img, d_txt);
     if ((st = vision_backward(m, d_img)) || (st = text_backward(m, d_txt))) return st;
     return CDX_OK;
 }
@@ -749,6 +757,22 @@ double cdx_train_clip_loss(const float *img, const float *txt, int n, int E, flo
     return loss;
 }
 
+/* The family's loss of a batch's projections; the gradient of its
+ * parameters other than logit_scale (SigLIP's bias) is added here. */
+static double family_loss(cdx_train_model *m, const float *img, const float *txt, int n, float *di,
+                          float *dt, float *d_t)
+{
+    const int E = m->cfg.projection_dim;
+    if (m->sig) {
+        float d_b = 0;
+        double l = cdx_train_sigmoid_loss(img, txt, n, E, m->logit_scale->w[0], m->logit_bias->w[0],
+                                          di, dt, d_t, &d_b);
+        if (m->logit_bias->trainable) m->logit_bias->g[0] += d_b;
+        return l;
+    }
+    return cdx_train_clip_loss(img, txt, n, E, m->logit_scale->w[0], di, dt, d_t);
+}
+
 cdx_status cdx_train_grad(cdx_train_model *m, const cdx_train_batch *b, double *loss)
 {
     const int E = m->cfg.projection_dim;
@@ -759,7 +783,7 @@ cdx_status cdx_train_grad(cdx_train_model *m, const cdx_train_batch *b, double *
           *dt = di + (size_t)b->n * E;
     cdx_train_zero_grad(m);
     if ((st = cdx_train_forward(m, b, img, txt))) goto out;
-    double l = cdx_train_clip_loss(img, txt, b->n, E, m->logit_scale->w[0], di, dt, &d_t);
+    double l = family_loss(m, img, txt, b->n, di, dt, &d_t);
     if (isnan(l)) {
         st = cdx_fail(CDX_ERR_NOMEM, "out of memory for the loss");
         goto out;
@@ -801,7 +825,7 @@ cdx_status cdx_train_grad_cached(cdx_train_model *m, const cdx_train_batch *b, i
         if ((st = cdx_train_forward(m, &s, img + (size_t)i * E, txt + (size_t)i * E))) goto out;
     }
     /* 2: the loss over the whole batch, its gradient w.r.t. the embeddings */
-    double l = cdx_train_clip_loss(img, txt, n, E, m->logit_scale->w[0], di, dt, &d_t);
+    double l = family_loss(m, img, txt, n, di, dt, &d_t);
     if (isnan(l)) {
         st = cdx_fail(CDX_ERR_NOMEM, "out of memory for the loss");
         goto out;
@@ -854,10 +878,11 @@ cdx_status cdx_train_adamw_step(cdx_train_model *m, const cdx_train_adamw *o, do
             w[j] += -step_size * (mm[j] / denom);
         }
     }
-    /* CLIP: the temperature stays within [0, ln 100] */
+    /* CLIP: the temperature stays within [0, ln 100].  SigLIP: no clamp
+     * (train_siglip.c says why) */
     float *t = m->logit_scale->w;
     const float hi = (float)log(100.0);
-    t[0] = t[0] < 0.0f ? 0.0f : t[0] > hi ? hi : t[0];
+    if (!m->sig) t[0] = t[0] < 0.0f ? 0.0f : t[0] > hi ? hi : t[0];
     m->steps = step;
     return CDX_OK;
 }

@@ -110,6 +110,15 @@ void cdx_train_zero_grad(cdx_train_model *m);
 double cdx_train_clip_loss(const float *img, const float *txt, int n, int E, float t,
                            float *d_img, float *d_txt, float *d_t);
 
+/* SigLIP's sigmoid loss (transformers' SiglipModel with return_loss, as
+ * big_vision trains it): I, T the L2-normalised rows of img and txt,
+ * logits z_ij = exp(t) T_i . I_j + b, labels y_ij = 1 on the diagonal and
+ * -1 elsewhere, loss = -(1/n) sum_ij log sigmoid(y_ij z_ij).  Returns the
+ * loss; d_img, d_txt (n,E), *d_t and *d_b its gradient with respect to
+ * img, txt, t and the bias b. */
+double cdx_train_sigmoid_loss(const float *img, const float *txt, int n, int E, float t, float b,
+                              float *d_img, float *d_txt, float *d_t, float *d_b);
+
 /* One gradient computation: zero_grad, forward, loss, backward (and the
  * gradient of logit_scale).  *loss receives the loss. */
 cdx_status cdx_train_grad(cdx_train_model *m, const cdx_train_batch *b, double *loss);

@@ -45,6 +45,8 @@ struct ttower {
     int n_seq, seq_cap;
     int64_t *off;          /* (n_seq) first row of each sequence */
     int *len;              /* (n_seq) its rows */
+    const int *nk;         /* NULL, or (n_seq) keys of each sequence: its
+                            * first nk rows (SigLIP 2's padding mask) */
 };
 
 struct cdx_train_model {
@@ -72,6 +74,48 @@ struct cdx_train_model {
     size_t ids_cap;
 
     int64_t steps;         /* optimiser steps done */
+
+    /* SigLIP and SigLIP 2 (train_siglip.c); NULL for CLIP */
+    struct cdx_train_siglip *sig;
+    cdx_train_param *patch_b, *logit_bias;
 };
+
+/* The pieces of train.c the families share (train_siglip.c). */
+#define add_param cdx_train_add_param
+#define add_tower cdx_train_add_tower
+#define tower_reserve cdx_train_tower_reserve
+#define block_forward cdx_train_block_forward
+#define block_backward cdx_train_block_backward
+#define scratch_new cdx_train_scratch_new
+#define lowest_block cdx_train_lowest_block
+
+struct bwd_scratch {
+    float *dh, *dout, *dq, *dk, *dv; /* (R,C) */
+    float *da, *dpre;                /* (R,F) */
+    float *mem;
+};
+
+cdx_status add_param(cdx_train_model *m, const char *name, int ndim, int64_t d0, int64_t d1,
+                     int64_t d2, int64_t d3, cdx_train_tower tower, int layer, cdx_train_param **out);
+cdx_status add_tower(cdx_train_model *m, const char *prefix, struct ttower *t,
+                     const cdx_tower_info *ti, cdx_act act, int causal, cdx_train_tower tower);
+cdx_status tower_reserve(cdx_train_model *m, struct ttower *t, int64_t R, int n_seq);
+void block_forward(struct ttower *t, int l);
+void block_backward(struct ttower *t, int l, float *dx, struct bwd_scratch *s);
+cdx_status scratch_new(const struct ttower *t, struct bwd_scratch *s);
+int lowest_block(const struct ttower *t, int emb_trainable);
+
+/* SigLIP (train_siglip.c): the parameters of dir's checkpoint (m->dir,
+ * m->w unset), the forward and backward passes, the hooks of train.c. */
+cdx_status cdx_train_siglip_open(cdx_train_model *m);
+void cdx_train_siglip_free(struct cdx_train_siglip *s);
+cdx_status cdx_train_siglip_forward(cdx_train_model *m, const cdx_train_batch *b, float *img,
+                                    float *txt);
+cdx_status cdx_train_siglip_backward(cdx_train_model *m, const float *d_img, const float *d_txt);
+/* Attention of each sequence's rows over its first nk[s] rows, as the
+ * engine's CDX_ATTN_PREFIX (q scaled). */
+void cdx_train_attend_prefix(float *o, const float *q, const float *k, const float *v,
+                             int n_seq, const int64_t *off, const int *len, const int *nk, int H,
+                             int D);
 
 #endif

@@ -6,7 +6,8 @@
  *            [--threads N]
  *
  * PIXELS: n images as raw float32 (n,3,S,S); IDS: n lines of token ids
- * (decimal, space-separated, each line with an end-of-text token).  Runs
+ * (decimal, space-separated, each line with an end-of-text token; SigLIP:
+ * the whole padded sequence, every id used).  Runs
  * the training forward pass, checks its embeddings against the inference
  * engine's (cdx_model_encode_images / _tokens, float32) to 1e-6, then the
  * loss and backward pass, and writes the trainable parameters' gradients
@@ -61,6 +62,10 @@ int main(int argc, char **argv)
     const int S = cdx_train_image_size(tm), E = cdx_train_embed_dim(tm);
     const size_t per = 3 * (size_t)S * S;
     const int32_t eot = cdx_tokenizer_eot(cdx_model_tokenizer(m));
+    /* SigLIP and SigLIP 2 train on the whole padded sequence (pooled at
+     * its last position), so nothing is cut */
+    const cdx_family fam = cdx_model_get_info(m)->family;
+    const int whole = fam == CDX_FAMILY_SIGLIP || fam == CDX_FAMILY_SIGLIP2;
 
     /* pixels */
     FILE *f = fopen(argv[2], "rb");
@@ -99,10 +104,10 @@ int main(int argc, char **argv)
             full[i * 77 + flens[i]++] = (int32_t)v;
             if (!cut) {
                 ids[total + lens[i]++] = (int32_t)v;
-                if (v == eot) cut = 1;
+                if (v == eot && !whole) cut = 1;
             }
         }
-        if (!cut) {
+        if (!cut && !whole) {
             fprintf(stderr, "grad_dump: %s: line %d has no end-of-text token\n", argv[3], i + 1);
             return 1;
         }

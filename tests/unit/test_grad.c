@@ -158,6 +158,33 @@ int main(void)
         free(du);
         free(dur);
     }
+    {
+        /* gelu_pytorch_tanh (SigLIP): the float kernel against its double
+         * twin, and the twin against a central difference of the forward
+         * formula 0.5 u (1 + tanh(sqrt(2/pi) (u + 0.044715 u^3))) */
+        const int n = 10000;
+        float *u = rand_buf(n, 6), *da = rand_buf(n, 1), *du = malloc(n * 4), *dur = malloc(n * 4);
+        float *one = malloc(n * 4);
+        for (int i = 0; i < n; i++) one[i] = 1.0f;
+        cdx_grad_act(du, da, u, n, CDX_ACT_GELU_TANH);
+        cdx_ref_grad_act(dur, da, u, n, CDX_ACT_GELU_TANH);
+        double e = maxrel(du, dur, n), fd = 0;
+        ok(e < 1e-6, "gelu_tanh backward = double twin (max rel %.2g)", e);
+        cdx_ref_grad_act(dur, one, u, n, CDX_ACT_GELU_TANH);
+        for (int i = 0; i < n; i++) {
+            const double h = 1e-5, k = sqrt(2.0 / M_PI), x = u[i];
+#define GT(v) (0.5 * (v) * (1.0 + tanh(k * ((v) + 0.044715 * (v) * (v) * (v)))))
+            double num = (GT(x + h) - GT(x - h)) / (2 * h);
+#undef GT
+            fd = fmax(fd, fabs(num - dur[i]) / fmax(1e-3, fabs(num)));
+        }
+        ok(fd < 1e-6, "gelu_tanh derivative = finite difference of the forward (max rel %.2g)", fd);
+        free(u);
+        free(da);
+        free(du);
+        free(dur);
+        free(one);
+    }
     test_attention(1);
     test_attention(0);
     test_loss();
