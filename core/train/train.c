@@ -29,6 +29,7 @@
 #include "engine/kernels.h"
 #include "engine/linear.h"
 #include "engine/model_config.h"
+#include "engine/openclip.h"
 #include "engine/siglip.h"
 #include "engine/transformer.h"
 #include "engine/weights.h"
@@ -123,6 +124,19 @@ cdx_status cdx_train_open(const char *dir, cdx_train_model **out)
         !(path = cdx_path_join(dir, "config.json"))) {
         st = cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", dir);
         goto fail;
+    }
+    {
+        /* OpenCLIP: CLIP's computation in its own layout */
+        char *real = NULL;
+        cdx_format fmt = CDX_FORMAT_HF;
+        if (cdx_model_locate(dir, &real, &fmt) == CDX_OK && fmt == CDX_FORMAT_OPENCLIP) {
+            free(real);
+            if ((st = cdx_train_openclip_open(m))) goto fail;
+            free(path);
+            *out = m;
+            return CDX_OK;
+        }
+        free(real);
     }
     {
         /* SigLIP and SigLIP 2: their own parameters and pooling */
@@ -220,6 +234,7 @@ void cdx_train_close(cdx_train_model *m)
     free(m->text.bp);
     free(m->vision.bp);
     cdx_train_siglip_free(m->sig);
+    cdx_train_openclip_free(m->oc);
     free(m->vmem);
     free(m->tmem);
     free(m->ids);

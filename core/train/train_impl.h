@@ -78,6 +78,8 @@ struct cdx_train_model {
     /* SigLIP and SigLIP 2 (train_siglip.c); NULL for CLIP */
     struct cdx_train_siglip *sig;
     cdx_train_param *patch_b, *logit_bias;
+    /* OpenCLIP's layout (train_openclip.c); NULL otherwise */
+    struct cdx_train_openclip *oc;
 };
 
 /* The pieces of train.c the families share (train_siglip.c). */
@@ -112,6 +114,17 @@ void cdx_train_siglip_free(struct cdx_train_siglip *s);
 cdx_status cdx_train_siglip_forward(cdx_train_model *m, const cdx_train_batch *b, float *img,
                                     float *txt);
 cdx_status cdx_train_siglip_backward(cdx_train_model *m, const float *d_img, const float *d_txt);
+/* OpenCLIP (train_openclip.c): the parameters of m->dir's checkpoint in
+ * CLIP's layout (fused in_proj split into NAME:q/k/v, projections
+ * transposed as NAME:T); train.c's CLIP passes then run unchanged. */
+cdx_status cdx_train_openclip_open(cdx_train_model *m);
+void cdx_train_openclip_free(struct cdx_train_openclip *o);
+/* The checkpoint tensor ti assembled from the parameters (fused or
+ * transposed back), valid until cdx_train_openclip_release; NULL when ti
+ * is not one of those (*st CDX_OK) or on out of memory (*st set). */
+const float *cdx_train_openclip_export(cdx_train_model *m, const cdx_tensor_info *ti, cdx_status *st);
+void cdx_train_openclip_release(cdx_train_model *m);
+
 /* Attention of each sequence's rows over its first nk[s] rows, as the
  * engine's CDX_ATTN_PREFIX (q scaled). */
 void cdx_train_attend_prefix(float *o, const float *q, const float *k, const float *v,

@@ -396,7 +396,7 @@ cdx_status cdx_train_save(cdx_train_model *m, const char *out_dir, const char *s
     if (stat(out_dir, &sb) == 0) {
         /* replace only a model directory: never a directory of other things */
         if (!S_ISDIR(sb.st_mode)) return cdx_fail(CDX_ERR_IO, "%s: exists and is not a directory", out_dir);
-        if (!(cfg = cdx_path_join(out_dir, "config.json"))) goto nomem;
+        if (!(cfg = cdx_path_join(out_dir, m->oc ? "open_clip_config.json" : "config.json"))) goto nomem;
         DIR *od = opendir(out_dir);
         int empty = 1;
         if (od) {
@@ -450,13 +450,17 @@ cdx_status cdx_train_save(cdx_train_model *m, const char *out_dir, const char *s
         e[n].numel = ti->numel;
         if (p) {
             e[n].data = p->w;
+        } else if (m->oc && (e[n].data = cdx_train_openclip_export(m, ti, &st))) {
+            /* fused or transposed back (train_openclip.c) */
+        } else if (st) {
+            goto out;
         } else if ((st = cdx_weights_f32(m->w, ti->name, ti->ndim, ti->shape, &e[n].data))) {
             goto out;
         }
         n++;
     }
     free(dst);
-    if (!(dst = cdx_path_join(tmp, "model.safetensors"))) goto nomem;
+    if (!(dst = cdx_path_join(tmp, m->oc ? "open_clip_model.safetensors" : "model.safetensors"))) goto nomem;
     if ((st = write_safetensors(dst, e, n))) goto out;
     if (state && (st = write_state(m, tmp, state))) goto out;
     if (!fsync_dir(tmp)) {
@@ -485,6 +489,7 @@ nomem:
 out:
     if (d) closedir(d);
     if (made) remove_dir(tmp);
+    cdx_train_openclip_release(m);
     free(tmp);
     free(src);
     free(dst);
