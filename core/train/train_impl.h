@@ -125,6 +125,22 @@ void cdx_train_openclip_free(struct cdx_train_openclip *o);
 const float *cdx_train_openclip_export(cdx_train_model *m, const cdx_tensor_info *ti, cdx_status *st);
 void cdx_train_openclip_release(cdx_train_model *m);
 
+/* A tensor to write: name, shape and float32 data (borrowed). */
+typedef struct cdx_train_out {
+    const char *name;
+    int ndim;
+    const int64_t *shape;
+    int64_t numel;
+    const float *data;
+} cdx_train_out;
+/* path as torch.save writes a state dict (torchbin_write.c). */
+cdx_status cdx_train_write_torchbin(const char *path, int n, const cdx_train_out *t);
+/* An OpenCLIP input in open_clip_pytorch_model.bin: the output is written
+ * in that format, under that name, into dir (train_save.c's temporary
+ * directory). */
+int cdx_train_openclip_is_bin(const cdx_train_model *m);
+cdx_status cdx_train_openclip_write_bin(cdx_train_model *m, const char *dir);
+
 /* Attention of each sequence's rows over its first nk[s] rows, as the
  * engine's CDX_ATTN_PREFIX (q scaled). */
 void cdx_train_attend_prefix(float *o, const float *q, const float *k, const float *v,

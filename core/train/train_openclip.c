@@ -249,3 +249,41 @@ const float *cdx_train_openclip_export(cdx_train_model *m, const cdx_tensor_info
     }
     return NULL;
 }
+
+int cdx_train_openclip_is_bin(const cdx_train_model *m)
+{
+    const char *w = m->oc ? m->oc->oc.weights_path : NULL;
+    const size_t n = w ? strlen(w) : 0;
+    return n >= 4 && strcmp(w + n - 4, ".bin") == 0;
+}
+
+cdx_status cdx_train_openclip_write_bin(cdx_train_model *m, const char *dir)
+{
+    const int nt = cdx_weights_count(m->w);
+    cdx_train_out *t = calloc((size_t)(nt ? nt : 1), sizeof *t);
+    char *path = cdx_path_join(dir, "open_clip_pytorch_model.bin");
+    cdx_status st = CDX_OK;
+    if (!t || !path) {
+        st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    /* every tensor of the input, in its order, as train_save.c does */
+    for (int i = 0; i < nt; i++) {
+        const cdx_tensor_info *ti = cdx_weights_at(m->w, i);
+        const cdx_train_param *p = cdx_train_param_find(m, ti->name);
+        t[i].name = ti->name;
+        t[i].ndim = ti->ndim;
+        t[i].shape = ti->shape;
+        t[i].numel = ti->numel;
+        if (p)
+            t[i].data = p->w;
+        else if (!(t[i].data = cdx_train_openclip_export(m, ti, &st)) &&
+                 (st || (st = cdx_weights_f32(m->w, ti->name, ti->ndim, ti->shape, &t[i].data))))
+            goto out;
+    }
+    st = cdx_train_write_torchbin(path, nt, t);
+out:
+    free(t);
+    free(path);
+    return st;
+}

@@ -461,7 +461,12 @@ cdx_status cdx_train_save(cdx_train_model *m, const char *out_dir, const char *s
     }
     free(dst);
     if (!(dst = cdx_path_join(tmp, m->oc ? "open_clip_model.safetensors" : "model.safetensors"))) goto nomem;
-    if ((st = write_safetensors(dst, e, n))) goto out;
+    if (cdx_train_openclip_is_bin(m)) {
+        /* the input's format: open_clip_pytorch_model.bin (train_openclip.c) */
+        if ((st = cdx_train_openclip_write_bin(m, tmp))) goto out;
+    } else if ((st = write_safetensors(dst, e, n))) {
+        goto out;
+    }
     if (state && (st = write_state(m, tmp, state))) goto out;
     if (!fsync_dir(tmp)) {
         st = cdx_fail(CDX_ERR_IO, "%s: %s", tmp, strerror(errno));

@@ -25,10 +25,8 @@ torch.optim.AdamW itself.
    other files, loads in `clipdex model` (same family) and `clipdex
    embed`, which agrees with siglip_ref on the trained weights.
 """
-import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -55,14 +53,6 @@ GRAD_DUMP = os.path.join(ROOT, qf.BUILD, "tests", "tools", "grad_dump")
 tmp = tempfile.mkdtemp(prefix="cdx-81-")
 
 
-def st_header(path):
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        h = json.loads(f.read(n))
-    h.pop("__metadata__", None)
-    return h
-
-
 def rel(a, b):
     nb = np.linalg.norm(b)
     return np.linalg.norm(a - b) / nb if nb > 0 else (0.0 if np.linalg.norm(a) == 0 else np.inf)
@@ -76,7 +66,8 @@ MODES = [("full", [], None, 0), ("--lock image", ["--lock", "image"], "vision", 
          ("--lock image --sub-batch 3", ["--lock", "image", "--sub-batch", "3"], "vision", 0)]
 caps = ["a photo of a cat", "a red car on the road", "two dogs", "sunset over the sea, with clouds"]
 GRADS = [("siglip-tiny", siglip_train_ref, MODES), ("siglip2-tiny", siglip_train_ref, MODES),
-         ("oc-tiny", openclip_train_ref, MODES), ("oc-tiny-qg", openclip_train_ref, MODES[:1]),
+         # (gradient caching is family-independent code: SigLIP's runs cover it)
+         ("oc-tiny", openclip_train_ref, MODES[:4]), ("oc-tiny-qg", openclip_train_ref, MODES[:1]),
          ("oc-tiny-custom", openclip_train_ref, MODES[:2])]
 
 
@@ -185,14 +176,15 @@ RUNS = [
     ("siglip-tiny", ["--lock", "text", "--unlock-last", "1", "--sub-batch", "2"],
      dict(lr=2e-3, warmup=0, schedule="cosine", weight_decay=0.05), "text", 1),
     ("oc-tiny", [], dict(lr=1e-3, warmup=3, schedule="cosine", weight_decay=0.2), None, 0),
-    ("oc-tiny-custom", ["--lock", "image", "--sub-batch", "2"],
-     dict(lr=1e-3, warmup=0, schedule="constant", weight_decay=0.1), "vision", 0),
+    # open_clip_pytorch_model.bin in, the same format out (torch.load reads it)
+    ("oc-tiny-bin", ["--lock", "text"], dict(lr=1e-3, warmup=2, schedule="cosine", weight_decay=0.2), "text", 0),
 ]
 for k, (model, args, hp, lock, unlock) in enumerate(RUNS):
     mdir = os.path.join(MODELS, model)
     oc = model.startswith("oc-")
     ref = openclip_train_ref if oc else siglip_train_ref
-    wfile = "open_clip_model.safetensors" if oc else "model.safetensors"
+    wfile = "open_clip_pytorch_model.bin" if model.endswith("-bin") else \
+        "open_clip_model.safetensors" if oc else "model.safetensors"
     data, pairs = SETS[224 if oc else 64]
     label = "%s %s" % (model, " ".join(args) or "full")
     out = os.path.join(tmp, "out-%d" % k)
@@ -205,18 +197,23 @@ for k, (model, args, hp, lock, unlock) in enumerate(RUNS):
         continue
     losses = [float(l.split("\t")[2]) for l in open(log).read().splitlines()]
     rl, w64 = ref.train(mdir, pairs, 20, 4, lock=lock, unlock_last=unlock, **hp)
-    _, w32 = ref.train(mdir, pairs, 20, 4, lock=lock, unlock_last=unlock, dtype="f32", **hp)
+    w32 = None  # PyTorch's own float32 run, made only when a tensor needs the allowance
     dl = max(abs(a - b) / max(1.0, abs(b)) for a, b in zip(losses, rl)) if len(losses) == 20 else 1
     T.ok(len(losses) == 20 and dl <= 1e-5, "%s: the loss of all 20 steps matches AdamW in PyTorch (max diff %.2g)"
          % (label, dl))
     if not oc:  # (the random tiny OpenCLIP barely moves in 20 steps at this rate)
         T.ok(rl[-1] < rl[0], "%s: the reference loss falls (%.4f -> %.4f)" % (label, rl[0], rl[-1]))
-    w0 = clip_ref._read_safetensors(os.path.join(mdir, wfile))
-    wo = clip_ref._read_safetensors(os.path.join(out, wfile)) if os.path.exists(os.path.join(out, wfile)) else {}
+    if wfile.endswith(".bin"):  # PyTorch's own reader is the oracle of the format
+        def read(d):
+            return torch.load(os.path.join(d, wfile), map_location="cpu", weights_only=True)
+    else:
+        def read(d):
+            return clip_ref._read_safetensors(os.path.join(d, wfile))
+    w0 = read(mdir)
+    wo = read(out) if os.path.exists(os.path.join(out, wfile)) else {}
     T.ok(set(wo) == {k for k, v in w0.items() if v.is_floating_point()},
          "%s: the output's %s holds exactly the input's tensor names" % (label, wfile))
-    T.ok(wo and all(e["dtype"] == "F32" and e["shape"] == list(w0[n].shape)
-                    for n, e in st_header(os.path.join(out, wfile)).items()),
+    T.ok(wo and all(v.dtype == torch.float32 and v.shape == w0[n].shape for n, v in wo.items()),
          "%s: every tensor float32, in the input's shape" % label)
     want_files = {f for f in os.listdir(mdir) if not f.startswith(".")} | {"train_state.json", "train_state.safetensors"}
     T.ok(set(os.listdir(out)) == want_files, "%s: config, tokenizer and processor files copied (%s)"
@@ -227,7 +224,7 @@ for k, (model, args, hp, lock, unlock) in enumerate(RUNS):
     bad, worst, frozen_ok, n_frozen = [], (0.0, ""), True, 0
     for name in sorted(w64):
         a = wo[name].numpy().astype(np.float64)
-        b, b32, a0 = w64[name], w32[name], w0[name].numpy().astype(np.float64)
+        b, a0 = w64[name], w0[name].numpy().astype(np.float64)
         if name not in trainable:
             n_frozen += 1
             if not np.array_equal(wo[name].numpy().view(np.uint32), w0[name].numpy().astype(np.float32).view(np.uint32)):
@@ -239,8 +236,11 @@ for k, (model, args, hp, lock, unlock) in enumerate(RUNS):
             if np.linalg.norm(a - a0) != 0:
                 bad.append("%s: moved %g, exactly it does not" % (name, np.linalg.norm(a - a0)))
             continue
-        e, e32 = np.linalg.norm(a - b) / change, np.linalg.norm(b32 - b) / change
-        tol = max(1e-4, 1.5 * e32)
+        e, tol = np.linalg.norm(a - b) / change, 1e-4
+        if e > tol:
+            if w32 is None:
+                _, w32 = ref.train(mdir, pairs, 20, 4, lock=lock, unlock_last=unlock, dtype="f32", **hp)
+            tol = max(tol, 1.5 * np.linalg.norm(w32[name] - b) / change)
         if e > worst[0]:
             worst = (e, name)
         if e > tol:
