@@ -20,12 +20,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <zip.h>
 
 #include "internal.h"
 #include "train_impl.h"
+
+/* Every record's time stamp: a fixed one (1980-01-01, the zip epoch), so
+ * the same weights give the same bytes (--resume is checked byte for byte). */
+#define FIXED_MTIME ((time_t)315532800)
 
 struct pk {
     unsigned char *b;
@@ -155,7 +160,8 @@ cdx_status cdx_train_write_torchbin(const char *path, int n, const cdx_train_out
     do {                                                                                        \
         zip_source_t *src_ = zip_source_buffer(za, (buf), (len), 0);                            \
         zip_int64_t idx_ = src_ ? zip_file_add(za, (name), src_, ZIP_FL_ENC_UTF_8) : -1;        \
-        if (idx_ < 0 || zip_set_file_compression(za, (zip_uint64_t)idx_, ZIP_CM_STORE, 0) < 0) { \
+        if (idx_ < 0 || zip_set_file_compression(za, (zip_uint64_t)idx_, ZIP_CM_STORE, 0) < 0 || \
+            zip_file_set_mtime(za, (zip_uint64_t)idx_, FIXED_MTIME, 0) < 0) {                   \
             if (src_ && idx_ < 0) zip_source_free(src_);                                        \
             st = cdx_fail(CDX_ERR_IO, "%s: %s", path, zip_strerror(za));                        \
             goto out;                                                                           \

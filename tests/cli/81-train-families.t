@@ -24,6 +24,13 @@ torch.optim.AdamW itself.
    holds exactly the input's tensor names in float32 and the input's
    other files, loads in `clipdex model` (same family) and `clipdex
    embed`, which agrees with siglip_ref on the trained weights.
+3. OpenCLIP (oc-tiny; oc-tiny-qg, oc-tiny-custom for gradients;
+   oc-tiny-bin) the same way against tests/ref/openclip_train_ref.py
+   (built on openclip_ref.py: open_clip's names, fused in_proj through
+   F.multi_head_attention_forward, ClipLoss, the [0, ln 100] clamp), the
+   output in open_clip's layout and the input's weight format (a .bin read
+   back by torch.load(weights_only=True)).
+4. --until then --resume bit-identical (SigLIP 2, OpenCLIP .bin).
 """
 import os
 import shutil
@@ -275,6 +282,23 @@ for k, (model, args, hp, lock, unlock) in enumerate(RUNS):
     else:
         T.diag(p.stderr.decode())
     T.ok(ok, "%s: clipdex embed loads the trained model and agrees with the reference" % label)
+
+# --until, then --resume: bit-identical to the run never stopped, in each
+# family's own files (a SigLIP 2 directory; an OpenCLIP .bin)
+for model, size in (("siglip2-tiny", 64), ("oc-tiny-bin", 224)):
+    mdir = os.path.join(MODELS, model)
+    common = ["--data", SETS[size][1], "--steps", "6", "--batch", "4", "--seed", "3", "--lr", "1e-3",
+              "--warmup", "2", "--sub-batch", "2"]
+    ra, rb = os.path.join(tmp, "whole-" + model), os.path.join(tmp, "parts-" + model)
+    p1 = qf.run("train", "--out", ra, *common, model=mdir)
+    p2 = qf.run("train", "--out", rb, "--until", "4", *common, model=mdir)
+    p3 = qf.run("train", "--resume", "--out", rb, model=None)
+    files = sorted(os.listdir(ra)) if p1.returncode == 0 else []
+    same = p1.returncode == 0 and p2.returncode == 0 and p3.returncode == 0 and files == sorted(os.listdir(rb)) and all(
+        open(os.path.join(ra, f), "rb").read() == open(os.path.join(rb, f), "rb").read() for f in files)
+    T.ok(same, "%s: --until 4 then --resume: every file bit-identical to the uninterrupted run" % model)
+    if not same:
+        T.diag((p1.stderr + p2.stderr + p3.stdout + p3.stderr).decode())
 
 shutil.rmtree(tmp, ignore_errors=True)
 sys.exit(T.done())
