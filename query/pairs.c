@@ -151,9 +151,11 @@ static int read_tsv(pairs *p, const char *file, int mode, char *err, size_t err_
 /* The outcome of one caption source. */
 enum { SRC_NONE = 0, SRC_CAPTION = 1, SRC_BAD = -1 };
 
-/* A text sidecar: its first line.  *why gets the reason for SRC_BAD. */
-static int src_txt(const char *side, char **caption, char **why)
+/* A text sidecar of the image path: its first line.  *why gets the reason
+ * for SRC_BAD ("IMAGE: SIDECAR: reason"). */
+static int src_txt(const char *path, const char *side, char **caption, char **why)
 {
+    const char *sn = path_base(side);
     char *buf = NULL;
     size_t n = 0;
     int trunc = 0;
@@ -161,12 +163,12 @@ static int src_txt(const char *side, char **caption, char **why)
     if (stat(side, &st) != 0) return SRC_NONE;
     if (!S_ISREG(st.st_mode)) return SRC_NONE;
     if (read_head(side, TXT_MAX, &buf, &n, &trunc) != 0) {
-        *why = xasprintf("%s: %s", side, strerror(errno));
+        *why = xasprintf("%s: %s: %s", path, sn, strerror(errno));
         return SRC_BAD;
     }
     if (memchr(buf, 0, n)) {
         free(buf);
-        *why = xasprintf("%s: a binary file, not a caption", side);
+        *why = xasprintf("%s: %s: a binary file, not a caption", path, sn);
         return SRC_BAD;
     }
     char *s = buf;
@@ -175,12 +177,12 @@ static int src_txt(const char *side, char **caption, char **why)
     size_t len = nl ? (size_t)(nl - s) : strlen(s);
     if (!nl && trunc) {
         free(buf);
-        *why = xasprintf("%s: the first line is longer than %zu bytes", side, TXT_MAX);
+        *why = xasprintf("%s: %s: the first line is longer than %zu bytes", path, sn, TXT_MAX);
         return SRC_BAD;
     }
     if (!pairs_utf8_ok(s, len)) {
         free(buf);
-        *why = xasprintf("%s: the caption is not UTF-8", side);
+        *why = xasprintf("%s: %s: the caption is not UTF-8", path, sn);
         return SRC_BAD;
     }
     *caption = clean(s, len);
@@ -188,12 +190,14 @@ static int src_txt(const char *side, char **caption, char **why)
     return SRC_CAPTION;
 }
 
-/* dc:description's x-default, else dc:subject joined by ", " (heap, maybe
- * ""), or NULL with *bad set when a value is not UTF-8. */
+/* dc:description's x-default, else dc:subject joined by ", " (heap, ""
+ * when they are there but blank), or NULL: *bad set when a value is not
+ * UTF-8, else neither property is there. */
 static char *xmp_caption(XmpPtr xmp, int *bad)
 {
     XmpStringPtr val = xmp_string_new();
     char *out = NULL;
+    int found = 0;
     *bad = 0;
     if (xmp_get_localized_text(xmp, NS_DC, "description", NULL, "x-default", NULL, val, NULL) ||
         xmp_get_property(xmp, NS_DC, "description", val, NULL)) {
@@ -203,6 +207,7 @@ static char *xmp_caption(XmpPtr xmp, int *bad)
             goto done;
         }
         out = clean(s ? s : "", s ? strlen(s) : 0);
+        found = 1;
         if (*out) goto done;
         free(out);
         out = NULL;
@@ -219,6 +224,7 @@ static char *xmp_caption(XmpPtr xmp, int *bad)
         }
         char *k = clean(s, strlen(s));
         size_t kn = strlen(k);
+        found = 1;
         if (kn) {
             joined = xgrow(joined, &cap, len + kn + 3, 1, 64);
             if (len) {
@@ -230,15 +236,16 @@ static char *xmp_caption(XmpPtr xmp, int *bad)
         }
         free(k);
     }
-    out = joined ? joined : xstrdup("");
+    out = joined ? joined : found ? xstrdup("") : NULL;
 done:
     xmp_string_free(val);
     return out;
 }
 
-/* An XMP sidecar. */
-static int src_xmp_sidecar(const char *side, char **caption, char **why)
+/* An XMP sidecar of the image path. */
+static int src_xmp_sidecar(const char *path, const char *side, char **caption, char **why)
 {
+    const char *sn = path_base(side);
     char *buf = NULL;
     size_t n = 0;
     int trunc = 0, bad = 0, ret = SRC_NONE;
@@ -246,27 +253,27 @@ static int src_xmp_sidecar(const char *side, char **caption, char **why)
     XmpPtr xmp = NULL;
     if (stat(side, &st) != 0 || !S_ISREG(st.st_mode)) return SRC_NONE;
     if (read_head(side, XMP_MAX, &buf, &n, &trunc) != 0) {
-        *why = xasprintf("%s: %s", side, strerror(errno));
+        *why = xasprintf("%s: %s: %s", path, sn, strerror(errno));
         return SRC_BAD;
     }
     if (trunc) {
-        *why = xasprintf("%s: larger than %zu MiB, not an XMP sidecar", side, XMP_MAX >> 20);
+        *why = xasprintf("%s: %s: larger than %zu MiB, not an XMP sidecar", path, sn, XMP_MAX >> 20);
         ret = SRC_BAD;
         goto done;
     }
     xmp = xmp_new_empty();
     if (!xmp || !xmp_parse(xmp, buf, n)) {
-        *why = xasprintf("%s: not valid XMP", side);
+        *why = xasprintf("%s: %s: not valid XMP", path, sn);
         ret = SRC_BAD;
         goto done;
     }
     *caption = xmp_caption(xmp, &bad);
     if (bad) {
-        *why = xasprintf("%s: the description or a keyword is not UTF-8", side);
+        *why = xasprintf("%s: %s: the description or a keyword is not UTF-8", path, sn);
         ret = SRC_BAD;
         goto done;
     }
-    ret = SRC_CAPTION;
+    ret = *caption ? SRC_CAPTION : SRC_NONE;
 done:
     if (xmp) xmp_free(xmp);
     free(buf);
@@ -288,7 +295,7 @@ static int src_xmp_embedded(const char *path, char **caption, char **why)
         ret = SRC_BAD;
         goto done;
     }
-    ret = SRC_CAPTION;
+    ret = *caption ? SRC_CAPTION : SRC_NONE;
 done:
     if (xmp) xmp_free(xmp);
     xmp_files_close(xf, XMP_CLOSE_NOOPTION);
@@ -369,7 +376,7 @@ static void caption_image(pairs *p, const char *path, const char *ext)
     for (int k = 0; k < 4 && r != SRC_BAD; k++) {
         const char *suffix = k < 2 ? ".txt" : ".xmp";
         side = k % 2 == 0 ? xasprintf("%s%s", path, suffix) : xasprintf("%.*s%s", (int)stem, path, suffix);
-        r = k < 2 ? src_txt(side, &caption, &why) : src_xmp_sidecar(side, &caption, &why);
+        r = k < 2 ? src_txt(path, side, &caption, &why) : src_xmp_sidecar(path, side, &caption, &why);
         free(side);
         if (r == SRC_CAPTION) {
             if (*caption) break;
