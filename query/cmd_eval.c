@@ -136,6 +136,12 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
 /* The index of s among the n sorted strings v (it is there). */
 static int find_sorted(char *const *v, int n, const char *s)
 {
@@ -148,8 +154,8 @@ static int find_sorted(char *const *v, int n, const char *s)
     return lo;
 }
 
-/* Sorted distinct copies of the n strings at s[0], s[stride]... (heap
- * array of borrowed pointers). */
+/* The sorted distinct paths (text = 0) or texts of the items: a heap
+ * array of pointers borrowed from them. */
 static char **distinct(const pair_item *items, size_t n, int text, int *n_out)
 {
     char **v = xmalloc(sizeof(char *) * (n ? n : 1));
@@ -315,7 +321,7 @@ static const int KS[3] = {1, 5, 10};
 static void ranks(const double *q, int nq, const double *c, int nc, int E, const int *rel_off,
                   const int *rel, int hits[3])
 {
-    enum { QB = 256 };
+    enum { QB = 64 };
     double *s = xmalloc(sizeof(double) * QB * (size_t)(nc ? nc : 1));
     for (int q0 = 0; q0 < nq; q0 += QB) {
         int qn = nq - q0 < QB ? nq - q0 : QB;
@@ -397,15 +403,18 @@ static int retrieve(cdx_model *m, const char *data, int fast, struct ret_result 
         }
         tty_progress("eval: captions", c + 1, nc, NULL);
     }
-    /* relevance links (image row, caption), duplicates collapsed */
+    /* relevance links (image row, caption), a pair listed twice once */
+    int64_t *link = xmalloc(sizeof(int64_t) * kept);
+    for (size_t i = 0; i < kept; i++)
+        link[i] = (int64_t)imap[find_sorted(ipath, ni, pr->v[i].path)] << 32 |
+                  (int64_t)find_sorted(ctext, nc, pr->v[i].text);
+    qsort(link, kept, sizeof *link, cmp_i64);
     la = xmalloc(sizeof(int) * kept);
     lb = xmalloc(sizeof(int) * kept);
     int nl = 0;
-    for (size_t i = 0; i < kept; i++) {
-        int a = imap[find_sorted(ipath, ni, pr->v[i].path)], b = find_sorted(ctext, nc, pr->v[i].text), dup = 0;
-        for (int j = 0; j < nl && !dup; j++) dup = la[j] == a && lb[j] == b;
-        if (!dup) la[nl] = a, lb[nl++] = b;
-    }
+    for (size_t i = 0; i < kept; i++)
+        if (i == 0 || link[i] != link[i - 1]) la[nl] = (int)(link[i] >> 32), lb[nl++] = (int)(link[i] & 0xffffffff);
+    free(link);
     free(imap);
     r->images = n_ok;
     r->captions = nc;

@@ -26,7 +26,8 @@
  * rather than falling through to the next source: the caption someone
  * wrote is broken and should be fixed, not silently replaced.  An empty
  * source (an empty .txt, XMP without description or subject) does fall
- * through.  White space is trimmed, and tabs and line breaks inside a
+ * through, and so does an embedded XMP packet the toolkit cannot parse
+ * (libexempi does not tell a damaged packet from a missing one).  White space is trimmed, and tabs and line breaks inside a
  * caption become spaces.  An image with no caption is not a pair: it is
  * reported and counted.
  *
