@@ -56,8 +56,12 @@ static char *clean(const char *s, size_t n)
     return out;
 }
 
+/* Record a skipped item; control characters (a file name may hold a line
+ * break) become '?' so the report stays one line per item. */
 static void skip(pairs *p, char *line)
 {
+    for (char *c = line; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
     strv_push_owned(&p->skipped, line);
 }
 
@@ -280,10 +284,13 @@ done:
     return ret;
 }
 
-/* The XMP packet embedded in the image. */
+/* The XMP packet embedded in the image, found by packet scanning (the
+ * toolkit's smart handlers would also import EXIF ImageDescription, whose
+ * "OLYMPUS DIGITAL CAMERA" is no caption, and print their parse errors of
+ * damaged EXIF on stderr; scanning reads the packet as written). */
 static int src_xmp_embedded(const char *path, char **caption, char **why)
 {
-    XmpFilePtr xf = xmp_files_open_new(path, XMP_OPEN_READ | XMP_OPEN_ONLYXMP);
+    XmpFilePtr xf = xmp_files_open_new(path, XMP_OPEN_READ | XMP_OPEN_ONLYXMP | XMP_OPEN_USEPACKETSCANNING);
     XmpPtr xmp = NULL;
     int bad = 0, ret = SRC_NONE;
     if (!xf) return SRC_NONE;

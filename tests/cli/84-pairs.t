@@ -14,6 +14,7 @@ crash.  Then `clipdex train` on a captioned directory must give weights
 bit-identical to a run on the TSV listing the same pairs in the same
 order, and `clipdex eval --pairs DIR` must count the same pairs.
 """
+import json
 import os
 import shutil
 import struct
@@ -185,6 +186,54 @@ if len(skips) != len(hostile):
 T.ok(nocap == 3, "caption-less images counted (%s)" % nocap)
 T.ok(list(got) == sorted(got, key=lambda s: s.split("/")), "pairs in path order")
 
+# ---------------------------------------------------------------- real files
+
+# The shared corpus's JPEG/PNG/TIFF/WebP/HEIF files with metadata from
+# cameras, Photoshop, exiv2's and exiftool's test suites: the caption must
+# be what exiftool reads, by the same rules, except where the documented
+# scope differs (listed, with the reason).
+EXCEPT = {
+    "exif/exiftool/XMP.jpg": "a UTF-16 XMP packet (packet scanning reads UTF-8 ones)",
+    "exif/exiftool/ExifTool.jpg": "a UTF-16 XMP packet (the IPTC caption is used)",
+    "exif/exiftool/AFCP.jpg": "IPTC in an AFCP trailer (libiptcdata reads APP13)",
+    "exif/exiftool/FotoStation.jpg": "IPTC in a FotoStation trailer",
+    "exif/exiv2/issue_1847_poc.jpg": "damaged IPTC: not UTF-8, skipped with a line",
+    "formats/tiff/exiftool/ExifTool.tif": "IPTC in a TIFF (read in JPEGs only)",
+}
+exts = []
+for e in "jpg jpeg jpe png webp heic heif avif tif tiff gif".split():
+    exts += ["-ext", e]
+agree, bad, n_pairs = 0, [], 0
+for sub in ("exif", "formats"):
+    root = os.path.join(qf.CORPUS, sub)
+    proc, got, skips, _ = dump(root)
+    n_pairs += len(got)
+    ex = subprocess.run([EXIFTOOL, "-q", "-q", "-j", "-r", "-charset", "iptc=UTF8", "-XMP-dc:Description",
+                         "-XMP-dc:Subject", "-IPTC:Caption-Abstract", "-IPTC:Keywords"] + exts + [root],
+                        capture_output=True).stdout
+    for e in json.loads(ex or b"[]"):
+        want = None
+        for k in ("Description", "Subject", "Caption-Abstract", "Keywords"):
+            v = e.get(k)
+            v = ", ".join(str(x).strip() for x in v if str(x).strip()) if isinstance(v, list) else \
+                (None if v is None else str(v).replace("\t", " ").replace("\r", " ").replace("\n", " ").strip())
+            if v:
+                want = v
+                break
+        rel = os.path.relpath(e["SourceFile"], qf.CORPUS)
+        if got.get(e["SourceFile"]) == want:
+            agree += 1
+        elif rel not in EXCEPT:
+            bad.append("%s: exiftool %r, clipdex %r" % (rel, want, got.get(e["SourceFile"])))
+T.ok(agree >= 500 and n_pairs >= 25 and not bad,
+     "corpus: %d files read as exiftool reads them (%d captioned), %d documented exceptions"
+     % (agree, n_pairs, len(EXCEPT)))
+for b_ in bad[:10]:
+    T.diag(b_)
+p = subprocess.run([DUMP, qf.CORPUS], capture_output=True)
+T.ok(p.returncode == 0 and not p.stderr and all(l.count(b"\t") >= 1 for l in p.stdout.splitlines()),
+     "the whole corpus (hostile files and names included): no crash, nothing on stderr, one line per item")
+
 # ---------------------------------------------------------------- TSV
 
 tsv = os.path.join(tmp, "pairs.tsv")
@@ -257,7 +306,6 @@ same = pa.returncode == 0 and pb.returncode == 0 and \
     open(os.path.join(tmp, "m-tsv", "model.safetensors"), "rb").read()
 T.ok(same, "train on the directory == train on the TSV of the same pairs (bit-identical weights)")
 pe = qf.run("eval", "--pairs", td, "--format", "json", "--precision", "f32")
-import json  # noqa: E402
 r = json.loads(pe.stdout) if pe.returncode == 0 else {}
 rr = r.get("retrieval", {})
 T.ok(rr.get("pairs") == 6 and rr.get("images") == 6 and rr.get("captions") == 6 and rr.get("no_caption") == 1,
