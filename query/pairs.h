@@ -16,8 +16,9 @@
  *      extension, so photo.txt serves photo.jpg and photo.png alike):
  *      its first line;
  *   2. an XMP sidecar: IMG.EXT.xmp (darktable), else IMG.xmp (Lightroom);
- *   3. the XMP embedded in the image (libexempi: JPEG, PNG, TIFF, WebP...);
- *   4. IPTC in a JPEG (libiptcdata): record 2.
+ *   3. the XMP packet embedded in the image, found by libexempi's packet
+ *      scanner (any format, UTF-8 packets);
+ *   4. IPTC record 2 in a JPEG's APP13 segment (libiptcdata).
  * From XMP the caption is dc:description (its x-default text), else the
  * dc:subject keywords joined by ", "; from IPTC it is Caption/Abstract
  * (2:120), else the Keywords (2:25) joined by ", ".  A source that is
