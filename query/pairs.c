@@ -11,10 +11,13 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <exempi/xmp.h>
 #include <exempi/xmpconsts.h>
@@ -28,6 +31,7 @@
 
 #define TXT_MAX ((size_t)64 << 10)   /* a caption sidecar: its first 64 KiB */
 #define XMP_MAX ((size_t)16 << 20)   /* an XMP sidecar */
+#define SCAN_MAX ((size_t)256 << 20) /* an image scanned for XMP: its first 256 MiB */
 #define MAX_DEPTH 64
 
 int pairs_utf8_ok(const char *s, size_t n)
@@ -78,9 +82,15 @@ static void add(pairs *p, char *path, char *text)
 static int read_head(const char *path, size_t max, char **buf, size_t *n, int *truncated)
 {
     FILE *f = fopen(path, "rb");
+    struct stat st;
     if (!f) return -1;
-    char *b = xmalloc(max + 2);
-    size_t got = fread(b, 1, max + 1, f);
+    /* a buffer for what is there (an image scanned for XMP is usually far
+     * below the cap); a file growing meanwhile is cut at this size */
+    size_t want = max + 1;
+    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size < want)
+        want = (size_t)st.st_size + 1;
+    char *b = xmalloc(want + 1);
+    size_t got = fread(b, 1, want, f);
     int bad = ferror(f);
     fclose(f);
     if (bad) {
@@ -246,6 +256,34 @@ done:
     return out;
 }
 
+/* Parse an XMP packet.  libexempi's xmp_parse writes the toolkit's
+ * message for malformed XML ("XML parsing failure") to std::cerr, which
+ * would add a second line to the one this item gets; stderr points at
+ * /dev/null for the call.  (The commands read pairs on one thread, before
+ * any other starts.) */
+static XmpPtr parse_xmp(const char *buf, size_t n)
+{
+    XmpPtr xmp = xmp_new_empty();
+    int saved = -1, null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (!xmp) goto out;
+    fflush(stderr);
+    if (null >= 0) {
+        saved = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+        if (saved >= 0) dup2(null, STDERR_FILENO);
+    }
+    if (!xmp_parse(xmp, buf, n)) {
+        xmp_free(xmp);
+        xmp = NULL;
+    }
+    if (saved >= 0) {
+        dup2(saved, STDERR_FILENO);
+        close(saved);
+    }
+out:
+    if (null >= 0) close(null);
+    return xmp;
+}
+
 /* An XMP sidecar of the image path. */
 static int src_xmp_sidecar(const char *path, const char *side, char **caption, char **why)
 {
@@ -265,8 +303,8 @@ static int src_xmp_sidecar(const char *path, const char *side, char **caption, c
         ret = SRC_BAD;
         goto done;
     }
-    xmp = xmp_new_empty();
-    if (!xmp || !xmp_parse(xmp, buf, n)) {
+    xmp = parse_xmp(buf, n);
+    if (!xmp) {
         *why = xasprintf("%s: %s: not valid XMP", path, sn);
         ret = SRC_BAD;
         goto done;
@@ -284,83 +322,129 @@ done:
     return ret;
 }
 
-/* The XMP packet embedded in the image, found by packet scanning (the
- * toolkit's smart handlers would also import EXIF ImageDescription, whose
- * "OLYMPUS DIGITAL CAMERA" is no caption, and print their parse errors of
- * damaged EXIF on stderr; scanning reads the packet as written). */
+/* The next XMP packet in buf[*pos..n): a packet wrapper "<?xpacket
+ * begin" .. "<?xpacket end ...?>" (whatever prefix the xmpmeta element
+ * inside has), or an unwrapped "<x:xmpmeta" (or older "<x:xapmeta") to
+ * its closing tag.  0 with *off, *len, and *pos moved past it; -1 when
+ * there is none (a packet cut short ends the scan). */
+static int next_packet(const char *buf, size_t n, size_t *pos, size_t *off, size_t *len)
+{
+    static const char *const open_tag[] = {"<?xpacket begin", "<x:xmpmeta", "<x:xapmeta"};
+    static const char *const close_tag[] = {"<?xpacket end", "</x:xmpmeta>", "</x:xapmeta>"};
+    const char *best = NULL, *end = buf + n;
+    int which = 0;
+    if (*pos >= n) return -1;
+    for (int k = 0; k < 3; k++) {
+        const char *o = memmem(buf + *pos, n - *pos, open_tag[k], strlen(open_tag[k]));
+        if (o && (!best || o < best)) best = o, which = k;
+    }
+    if (!best) return -1;
+    const char *from = best + strlen(open_tag[which]);
+    const char *c = memmem(from, (size_t)(end - from), close_tag[which], strlen(close_tag[which]));
+    if (!c) return -1;
+    c += strlen(close_tag[which]);
+    if (which == 0) { /* the end processing instruction runs to "?>" */
+        const char *q = memmem(c, (size_t)(end - c), "?>", 2);
+        if (!q) return -1;
+        c = q + 2;
+    }
+    *off = (size_t)(best - buf);
+    *len = (size_t)(c - best);
+    *pos = *off + *len;
+    return 0;
+}
+
+/* The XMP embedded in the image: the file is scanned for packets (as
+ * libexempi's packet scanner does, but here, because its file handlers
+ * leak and over-read on damaged files, import EXIF ImageDescription --
+ * "OLYMPUS DIGITAL CAMERA" is no caption -- and print parse errors on
+ * stderr).  The first packet that parses and has a description or
+ * subject is the source; a packet cut short is no packet. */
 static int src_xmp_embedded(const char *path, char **caption, char **why)
 {
-    XmpFilePtr xf = xmp_files_open_new(path, XMP_OPEN_READ | XMP_OPEN_ONLYXMP | XMP_OPEN_USEPACKETSCANNING);
-    XmpPtr xmp = NULL;
-    int bad = 0, ret = SRC_NONE;
-    if (!xf) return SRC_NONE;
-    xmp = xmp_files_get_new_xmp(xf);
-    if (!xmp) goto done; /* none, or a packet the toolkit could not parse */
-    *caption = xmp_caption(xmp, &bad);
-    if (bad) {
-        *why = xasprintf("%s: the embedded XMP description or a keyword is not UTF-8", path);
-        ret = SRC_BAD;
-        goto done;
+    char *buf = NULL;
+    size_t n = 0, pos = 0, off, len;
+    int trunc = 0, bad = 0, ret = SRC_NONE;
+    if (read_head(path, SCAN_MAX, &buf, &n, &trunc) != 0) return SRC_NONE;
+    while (ret == SRC_NONE && next_packet(buf, n, &pos, &off, &len) == 0) {
+        XmpPtr xmp = parse_xmp(buf + off, len);
+        if (!xmp) continue;
+        *caption = xmp_caption(xmp, &bad);
+        xmp_free(xmp);
+        if (bad) {
+            *why = xasprintf("%s: the embedded XMP description or a keyword is not UTF-8", path);
+            ret = SRC_BAD;
+        } else if (*caption) {
+            ret = SRC_CAPTION;
+        }
     }
-    ret = *caption ? SRC_CAPTION : SRC_NONE;
-done:
-    if (xmp) xmp_free(xmp);
-    xmp_files_close(xf, XMP_CLOSE_NOOPTION);
-    xmp_files_free(xf);
+    free(buf);
     return ret;
 }
 
-/* IPTC record 2 of a JPEG: Caption/Abstract, else the Keywords. */
+/* IPTC record 2 of a JPEG: Caption/Abstract, else the Keywords.  Every
+ * dataset iptc_data_get_next_dataset returns carries a reference for the
+ * caller, dropped here once its bytes are read. */
 static int src_iptc(const char *path, const char *ext, char **caption, char **why)
 {
     if (strcmp(ext, "jpg") && strcmp(ext, "jpeg") && strcmp(ext, "jpe")) return SRC_NONE;
     IptcData *d = iptc_data_new_from_jpeg(path);
-    IptcDataSet *ds;
-    char *joined = NULL;
+    IptcDataSet *ds, *next;
+    char *joined = NULL, *c = NULL;
     size_t cap = 0, len = 0;
-    int ret = SRC_NONE;
+    int ret = SRC_NONE, bad = 0;
     if (!d) return SRC_NONE;
     ds = iptc_data_get_next_dataset(d, NULL, IPTC_RECORD_APP_2, IPTC_TAG_CAPTION);
-    if (ds && ds->data && ds->size) {
-        if (!pairs_utf8_ok((const char *)ds->data, ds->size)) {
-            *why = xasprintf("%s: the IPTC caption is not UTF-8", path);
-            ret = SRC_BAD;
-            goto done;
+    if (ds) {
+        if (ds->data && ds->size) {
+            if (pairs_utf8_ok((const char *)ds->data, ds->size)) c = clean((const char *)ds->data, ds->size);
+            else bad = 1;
         }
-        char *c = clean((const char *)ds->data, ds->size);
-        if (*c) {
-            *caption = c;
-            ret = SRC_CAPTION;
-            goto done;
-        }
-        free(c);
+        iptc_dataset_unref(ds);
     }
-    for (ds = NULL; (ds = iptc_data_get_next_dataset(d, ds, IPTC_RECORD_APP_2, IPTC_TAG_KEYWORDS));) {
-        if (!ds->data || !ds->size) continue;
-        if (!pairs_utf8_ok((const char *)ds->data, ds->size)) {
-            *why = xasprintf("%s: an IPTC keyword is not UTF-8", path);
-            ret = SRC_BAD;
-            goto done;
-        }
-        char *k = clean((const char *)ds->data, ds->size);
-        size_t kn = strlen(k);
-        if (kn) {
-            joined = xgrow(joined, &cap, len + kn + 3, 1, 64);
-            if (len) {
-                memcpy(joined + len, ", ", 2);
-                len += 2;
+    if (bad) {
+        *why = xasprintf("%s: the IPTC caption is not UTF-8", path);
+        ret = SRC_BAD;
+        goto done;
+    }
+    if (c && *c) {
+        *caption = c;
+        c = NULL;
+        ret = SRC_CAPTION;
+        goto done;
+    }
+    for (ds = iptc_data_get_next_dataset(d, NULL, IPTC_RECORD_APP_2, IPTC_TAG_KEYWORDS); ds; ds = next) {
+        if (!bad && ds->data && ds->size) {
+            if (!pairs_utf8_ok((const char *)ds->data, ds->size)) {
+                bad = 1;
+            } else {
+                char *k = clean((const char *)ds->data, ds->size);
+                size_t kn = strlen(k);
+                if (kn) {
+                    joined = xgrow(joined, &cap, len + kn + 3, 1, 64);
+                    if (len) {
+                        memcpy(joined + len, ", ", 2);
+                        len += 2;
+                    }
+                    memcpy(joined + len, k, kn + 1);
+                    len += kn;
+                }
+                free(k);
             }
-            memcpy(joined + len, k, kn + 1);
-            len += kn;
         }
-        free(k);
+        next = iptc_data_get_next_dataset(d, ds, IPTC_RECORD_APP_2, IPTC_TAG_KEYWORDS);
+        iptc_dataset_unref(ds);
     }
-    if (joined) {
+    if (bad) {
+        *why = xasprintf("%s: an IPTC keyword is not UTF-8", path);
+        ret = SRC_BAD;
+    } else if (joined) {
         *caption = joined;
         joined = NULL;
         ret = SRC_CAPTION;
     }
 done:
+    free(c);
     free(joined);
     iptc_data_unref(d);
     return ret;
@@ -441,7 +525,7 @@ static void walk(pairs *p, const config *conf, const char *dir, int depth, int m
     while ((e = readdir(d)))
         if (e->d_name[0] != '.') strv_push(&names, e->d_name);
     closedir(d);
-    qsort(names.v, names.n, sizeof *names.v, cmp_name);
+    if (names.n) qsort(names.v, names.n, sizeof *names.v, cmp_name); /* v is NULL when empty */
     for (size_t i = 0; i < names.n; i++) {
         char *path = path_join(dir, names.v[i]);
         struct stat st;
