@@ -16,8 +16,8 @@
  *      extension, so photo.txt serves photo.jpg and photo.png alike):
  *      its first line;
  *   2. an XMP sidecar: IMG.EXT.xmp (darktable), else IMG.xmp (Lightroom);
- *   3. the XMP packet embedded in the image, found by libexempi's packet
- *      scanner (any format, UTF-8 packets);
+ *   3. the XMP packet embedded in the image: the file is scanned for
+ *      packets (any format, UTF-8 packets), parsed with libexempi;
  *   4. IPTC record 2 in a JPEG's APP13 segment (libiptcdata).
  * From XMP the caption is dc:description (its x-default text), else the
  * dc:subject keywords joined by ", "; from IPTC it is Caption/Abstract
@@ -27,8 +27,8 @@
  * rather than falling through to the next source: the caption someone
  * wrote is broken and should be fixed, not silently replaced.  An empty
  * source (an empty .txt, XMP without description or subject) does fall
- * through, and so does an embedded XMP packet the toolkit cannot parse
- * (libexempi does not tell a damaged packet from a missing one).  White space is trimmed, and tabs and line breaks inside a
+ * through, and so does an embedded XMP packet that is cut short or does
+ * not parse (damage inside an image is common and no one's caption).  White space is trimmed, and tabs and line breaks inside a
  * caption become spaces.  An image with no caption is not a pair: it is
  * reported and counted.
  *
