@@ -164,7 +164,7 @@ int cmd_train(int argc, char **argv)
 {
     const cdx_cmd *self = cmd_find("train");
     enum { O_MODEL = 1, O_DATA, O_OUT, O_LR, O_WD, O_BATCH, O_STEPS, O_EPOCHS, O_WARMUP, O_SCHED,
-           O_SEED, O_ORDER, O_LOCK, O_UNLOCK, O_AUGMENT, O_PREPROCESS, O_LOG, O_SUB, O_RESUME, O_UNTIL, O_SAVE_EVERY };
+           O_SEED, O_ORDER, O_LOCK, O_UNLOCK, O_AUGMENT, O_PREPROCESS, O_LOG, O_SUB, O_RESUME, O_UNTIL, O_SAVE_EVERY, O_INIT };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},   {"data", required_argument, NULL, O_DATA},
         {"out", required_argument, NULL, O_OUT},       {"lr", required_argument, NULL, O_LR},
@@ -178,14 +178,15 @@ int cmd_train(int argc, char **argv)
         {"log", required_argument, NULL, O_LOG},       {"sub-batch", required_argument, NULL, O_SUB},
         {"resume", no_argument, NULL, O_RESUME},       {"until", required_argument, NULL, O_UNTIL},
         {"save-every", required_argument, NULL, O_SAVE_EVERY},
+        {"init", required_argument, NULL, O_INIT},
         {NULL, 0, NULL, 0},
     };
     const char *model_opt = NULL, *data = NULL, *out_dir = NULL, *log_path = NULL, *model_dir;
     double lr = 1e-5, v;
     cdx_train_adamw adamw = CDX_TRAIN_ADAMW_DEFAULTS;
-    int resume = 0, n_settings = 0, saved_pairs = 0;
+    int resume = 0, n_settings = 0, saved_pairs = 0, init_random = 0;
     int64_t until = 0, save_every = 0;
-    char *settings = NULL, *data_abs = NULL;
+    char *settings = NULL, *data_abs = NULL, *init_dir = NULL;
     int batch = 32, sub_batch = 0, shuffle = 1, unlock = 0, fast = 0, c, ret = EXIT_OK, n = 0, skipped = 0;
     int64_t steps = 0, warmup = 0, perm_epoch = -1;
     double epochs = 0;
@@ -217,6 +218,13 @@ int cmd_train(int argc, char **argv)
             save_every = (int64_t)v;
             break;
         case O_MODEL: model_opt = optarg; break;
+        case O_INIT:
+            /* random: the model directory gives the config, tokenizer and
+             * processor; the weights start as transformers initialises them */
+            if (!strcmp(optarg, "random")) init_random = 1;
+            else if (!strcmp(optarg, "pretrained")) init_random = 0;
+            else return usage_error(self, "--init must be pretrained or random, not '%s'", optarg);
+            break;
         case O_DATA: data = optarg; break;
         case O_OUT: out_dir = optarg; break;
         case O_LOG: log_path = optarg; break;
@@ -354,6 +362,18 @@ int cmd_train(int argc, char **argv)
         if (!data) return usage_error(self, "--data PAIRS and --out DIR are required");
         if (steps && epochs) return usage_error(self, "give --steps or --epochs, not both");
         if (!(model_dir = resolve_model_dir(model_opt))) return EXIT_USAGE;
+        if (init_random) {
+            /* the first weights go to a directory beside the output, the
+             * run's source model, removed at the end: the output itself is
+             * only ever written by a checkpoint */
+            init_dir = xasprintf("%s.init-%ld", out_dir, (long)getpid());
+            cdx_train_remove_dir(init_dir);
+            if (cdx_train_init_random(model_dir, seed, init_dir)) {
+                ret = error("%s", cdx_last_error());
+                goto out;
+            }
+            model_dir = init_dir;
+        }
         if ((ret = open_model(model_dir, &m))) goto out;
         if (cdx_train_open(model_dir, &tm)) {
             ret = error("%s", cdx_last_error());
@@ -513,5 +533,10 @@ out:
     free(perm);
     free(settings);
     free(data_abs);
+    if (init_dir) {
+        /* the model and its weights are closed above */
+        cdx_train_remove_dir(init_dir);
+        free(init_dir);
+    }
     return ret;
 }

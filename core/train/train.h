@@ -167,4 +167,13 @@ cdx_status cdx_train_load_state(cdx_train_model *m, const char *dir, char **sett
  * tests compare with PyTorch autograd. */
 cdx_status cdx_train_save_grads(cdx_train_model *m, const char *path);
 
+/* A new model directory out_dir with random first weights (train_init.c):
+ * cfg_dir's config.json and its tokenizer and processor files, and
+ * model.safetensors drawn as transformers' CLIPPreTrainedModel initialises
+ * a CLIPModel, from seed (the same seed, the same bytes).  out_dir must
+ * not exist or be empty.  Errors name the file. */
+cdx_status cdx_train_init_random(const char *cfg_dir, uint64_t seed, const char *out_dir);
+/* Remove a directory of regular files (such as that model). */
+void cdx_train_remove_dir(const char *dir);
+
 #endif

@@ -74,4 +74,20 @@ struct cdx_train_model {
     int64_t steps;         /* optimiser steps done */
 };
 
+/* A float32 tensor to write (train_save.c). */
+struct st_entry {
+    const char *name;
+    int ndim;
+    int64_t shape[CDX_MAX_DIMS];
+    int64_t numel;
+    const float *data;
+};
+
+/* Write tensors e[0..n) as one float32 safetensors file at path, fsynced. */
+cdx_status cdx_train_write_tensors(const char *path, const struct st_entry *e, int n);
+/* Copy a regular file, fsynced. */
+cdx_status cdx_train_copy_file(const char *src, const char *dst);
+/* 1 if a file of that name holds weights (not copied into an output). */
+int cdx_train_is_weights_file(const char *name);
+
 #endif

@@ -36,14 +36,6 @@
 #include "internal.h"
 #include "train_impl.h"
 
-struct st_entry {
-    const char *name;
-    int ndim;
-    int64_t shape[CDX_MAX_DIMS];
-    int64_t numel;
-    const float *data;
-};
-
 /* Append to a growable string; 0 on out of memory. */
 static int sb_add(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -493,3 +485,15 @@ out:
     free(e);
     return st;
 }
+
+/* For train_init.c: the same writer and copier. */
+cdx_status cdx_train_write_tensors(const char *path, const struct st_entry *e, int n)
+{
+    return write_safetensors(path, e, n);
+}
+
+cdx_status cdx_train_copy_file(const char *src, const char *dst) { return copy_file(src, dst); }
+
+int cdx_train_is_weights_file(const char *name) { return is_weights_file(name); }
+
+void cdx_train_remove_dir(const char *dir) { remove_dir(dir); }
