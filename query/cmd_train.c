@@ -149,6 +149,21 @@ static int open_model(const char *dir, cdx_model **m)
     return 0;
 }
 
+/* --augment crop: pair k's random resized crop in epoch (augment.c),
+ * decoded again each time (only the box changes, the pixels would not fit
+ * in memory at full size for a large collection). */
+static int crop_input(const cdx_model *m, const char *path, uint64_t seed, int64_t epoch, int k, int S,
+                      float *dst)
+{
+    cdx_image img = {0};
+    cdx_train_box box;
+    if (cdx_image_load(path, &img)) return error("%s (it decoded at the start)", cdx_last_error());
+    cdx_train_crop_box(seed, epoch, k, (int)img.width, (int)img.height, &box);
+    cdx_status st = cdx_train_crop_input(cdx_model_preprocess(m), &img, &box, S, dst);
+    cdx_image_release(&img);
+    return st ? error("%s: %s", path, cdx_last_error()) : 0;
+}
+
 static int parse_num(const cdx_cmd *self, const char *opt, const char *s, double lo, double hi, double *out)
 {
     char *end;
@@ -184,7 +199,7 @@ int cmd_train(int argc, char **argv)
     const char *model_opt = NULL, *data = NULL, *out_dir = NULL, *log_path = NULL, *model_dir;
     double lr = 1e-5, v;
     cdx_train_adamw adamw = CDX_TRAIN_ADAMW_DEFAULTS;
-    int resume = 0, n_settings = 0, saved_pairs = 0, init_random = 0;
+    int resume = 0, n_settings = 0, saved_pairs = 0, init_random = 0, crop = 0;
     int64_t until = 0, save_every = 0;
     char *settings = NULL, *data_abs = NULL, *init_dir = NULL;
     int batch = 32, sub_batch = 0, shuffle = 1, unlock = 0, fast = 0, c, ret = EXIT_OK, n = 0, skipped = 0;
@@ -277,8 +292,9 @@ int cmd_train(int argc, char **argv)
             else return usage_error(self, "--lock must be image or text, not '%s'", optarg);
             break;
         case O_AUGMENT:
-            if (strcmp(optarg, "none") != 0)
-                return usage_error(self, "--augment: only 'none' is implemented, not '%s'", optarg);
+            if (!strcmp(optarg, "crop")) crop = 1;
+            else if (strcmp(optarg, "none") != 0)
+                return usage_error(self, "--augment must be none or crop, not '%s'", optarg);
             break;
         case O_PREPROCESS:
             if (!strcmp(optarg, "exact")) fast = 0;
@@ -340,6 +356,7 @@ int cmd_train(int argc, char **argv)
         unlock = (int)GETN("unlock_last");
         fast = (int)GETN("fast");
         saved_pairs = (int)GETN("pairs");
+        crop = !strcmp(GETS("augment"), "crop");
 #undef GETN
 #undef GETS
         cJSON_Delete(root);
@@ -392,7 +409,7 @@ int cmd_train(int argc, char **argv)
     /* Decode every image once: the bad ones are skipped before training. */
     const int S = info->vision.image_size, E = info->projection_dim;
     const size_t per = 3 * (size_t)S * S;
-    const int cached = (size_t)n * per * sizeof(float) <= CACHE_BYTES;
+    const int cached = !crop && (size_t)n * per * sizeof(float) <= CACHE_BYTES;
     cdx_input_opts in = {.mode = fast ? CDX_INPUT_FAST : CDX_INPUT_EXACT};
     pix = xmalloc(per * sizeof(float) * (size_t)batch);
     if (cached) cache = xmalloc(per * sizeof(float) * (size_t)(n ? n : 1));
@@ -441,6 +458,7 @@ int cmd_train(int argc, char **argv)
         cJSON_AddNumberToObject(set, "lock", locked);
         cJSON_AddNumberToObject(set, "unlock_last", unlock);
         cJSON_AddNumberToObject(set, "fast", fast);
+        cJSON_AddStringToObject(set, "augment", crop ? "crop" : "none");
         settings = cJSON_PrintUnformatted(set);
         cJSON_Delete(set);
         if (!settings) abort();
@@ -466,7 +484,9 @@ int cmd_train(int argc, char **argv)
         for (int b = 0; b < batch; b++) {
             int k = stream_at(step * batch + b, n, shuffle, seed, perm, &perm_epoch);
             float *dst = pix + per * (size_t)b;
-            if (cached) {
+            if (crop) {
+                if ((ret = crop_input(m, pairs[k].path, seed, (step * batch + b) / n, k, S, dst))) goto out;
+            } else if (cached) {
                 memcpy(dst, cache + per * (size_t)k, per * sizeof(float));
             } else if (cdx_model_image_input(m, pairs[k].path, &in, dst)) {
                 ret = error("%s (it decoded at the start)", cdx_last_error());

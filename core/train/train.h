@@ -173,6 +173,21 @@ cdx_status cdx_train_save_grads(cdx_train_model *m, const char *path);
  * a CLIPModel, from seed (the same seed, the same bytes).  out_dir must
  * not exist or be empty.  Errors name the file. */
 cdx_status cdx_train_init_random(const char *cfg_dir, uint64_t seed, const char *out_dir);
+/* --augment crop (augment.c): open_clip's training transform,
+ * RandomResizedCrop(S, scale=(0.9, 1.0), ratio=(3/4, 4/3), bicubic).
+ * cdx_train_crop_box draws the box of pair `pair` in epoch `epoch` of a
+ * W x H image as torchvision's get_params does, from a stream seeded by
+ * (seed, epoch, pair) only; cdx_train_crop_input resizes that box of img
+ * to S x S with cfg's bicubic, rescale and normalisation (out: 3*S*S
+ * floats, CHW). */
+#define CDX_TRAIN_CROP_SCALE_MIN 0.9
+typedef struct cdx_train_box {
+    int x, y, w, h;
+} cdx_train_box;
+void cdx_train_crop_box(uint64_t seed, int64_t epoch, int64_t pair, int W, int H, cdx_train_box *box);
+cdx_status cdx_train_crop_input(const cdx_preprocess_cfg *cfg, const cdx_image *img,
+                                const cdx_train_box *box, int S, float *out);
+
 /* Remove a directory of regular files (such as that model). */
 void cdx_train_remove_dir(const char *dir);
 

@@ -31,6 +31,7 @@ from multiprocessing import Pool
 from PIL import Image
 
 SIDE = 96
+MAX_PIXELS = 16_000_000
 OUT = os.path.abspath(sys.argv[1])
 CLIPART = "/usr/share/openclipart/png"
 TUX = "/usr/share/tuxpaint/stamps"
@@ -60,6 +61,10 @@ def normalise(job):
             im = Image.open(tmp)
         else:
             im = Image.open(src)
+            # a few clip-art PNGs are posters of 100+ megapixels: minutes
+            # and gigabytes for a 96-pixel thumbnail
+            if im.size[0] * im.size[1] > MAX_PIXELS:
+                raise ValueError("%dx%d: over %d pixels" % (im.size[0], im.size[1], MAX_PIXELS))
         im.load()
         im = im.convert("RGBA")
         w, h = im.size
