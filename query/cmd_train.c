@@ -508,6 +508,7 @@ int cmd_train(int argc, char **argv)
         if (logf)
             fprintf(logf, "%lld\t%.9g\t%.9g\t%.3f\n", (long long)step, rate, loss,
                     (double)(now_ms() - t0) / 1000.0);
+        if (logf) fflush(logf); /* a long run's log can be followed (tail -f) */
         if (tty) {
             double secs = (double)(now_ms() - t0) / 1000.0, done = (double)(step + 1 - start);
             double pps = done * batch / (secs > 0 ? secs : 1e-3), eta = secs / done * (double)(stop - step - 1);
