@@ -3,8 +3,9 @@
  * tests/cli/82-train-crop.t to check against torchvision's rules and
  * Pillow.
  *
- *   crop_dump box SEED EPOCH PAIR W H
- *       prints "x y w h", the box cdx_train_crop_box draws
+ *   crop_dump box SEED EPOCH PAIR W H [N]
+ *       prints "x y w h", the box cdx_train_crop_box draws (N lines:
+ *       pairs PAIR .. PAIR+N-1)
  *   crop_dump pixels PREPROCESSOR_CONFIG IMAGE S SEED EPOCH PAIR OUT
  *       decodes IMAGE, draws its box, writes cdx_train_crop_input's
  *       (3,S,S) float32 pixels to OUT and prints the box
@@ -26,14 +27,17 @@ static int die(const char *what)
 int main(int argc, char **argv)
 {
     cdx_train_box box;
-    if (argc == 7 && !strcmp(argv[1], "box")) {
-        cdx_train_crop_box(strtoull(argv[2], NULL, 10), atoll(argv[3]), atoll(argv[4]), atoi(argv[5]),
-                           atoi(argv[6]), &box);
-        printf("%d %d %d %d\n", box.x, box.y, box.w, box.h);
+    if ((argc == 7 || argc == 8) && !strcmp(argv[1], "box")) {
+        long long n = argc == 8 ? atoll(argv[7]) : 1;
+        for (long long i = 0; i < n; i++) {
+            cdx_train_crop_box(strtoull(argv[2], NULL, 10), atoll(argv[3]), atoll(argv[4]) + i, atoi(argv[5]),
+                               atoi(argv[6]), &box);
+            printf("%d %d %d %d\n", box.x, box.y, box.w, box.h);
+        }
         return 0;
     }
     if (argc != 9 || strcmp(argv[1], "pixels")) {
-        fprintf(stderr, "usage: crop_dump box SEED EPOCH PAIR W H | "
+        fprintf(stderr, "usage: crop_dump box SEED EPOCH PAIR W H [N] | "
                         "crop_dump pixels PREPROCESSOR_CONFIG IMAGE S SEED EPOCH PAIR OUT\n");
         return 2;
     }
