@@ -1,6 +1,6 @@
 /*
  * crop_dump.c - clipdex train --augment crop's boxes and pixels, for
- * tests/cli/82-train-crop.t to check against torchvision's rules and
+ * tests/cli/87-train-crop.t to check against torchvision's rules and
  * Pillow.
  *
  *   crop_dump box SEED EPOCH PAIR W H [N]

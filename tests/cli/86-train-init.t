@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""81-train-init.t - `clipdex train --init random` (core/train/train_init.c).
+"""86-train-init.t - `clipdex train --init random` (core/train/train_init.c).
 
 Oracles, independent of clipdex:
 - the tensor names and shapes of a transformers CLIPModel: the tiny test
@@ -50,7 +50,7 @@ import clip_ref  # noqa: E402
 T = qf.Tap()
 ROOT = qf.ROOT
 TINY = os.path.join(ROOT, "build", "testdata", "models", "tiny")
-tmp = tempfile.mkdtemp(prefix="cdx-81-")
+tmp = tempfile.mkdtemp(prefix="cdx-86-")
 
 
 def st_header(path):

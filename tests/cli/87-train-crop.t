@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""82-train-crop.t - `clipdex train --augment crop` (core/train/augment.c).
+"""87-train-crop.t - `clipdex train --augment crop` (core/train/augment.c).
 
 Oracles, independent of clipdex:
 - torchvision's RandomResizedCrop.get_params, as open_clip's training
@@ -40,7 +40,7 @@ T = qf.Tap()
 ROOT = qf.ROOT
 TINY = os.path.join(ROOT, "build", "testdata", "models", "tiny")
 CROP_DUMP = os.path.join(ROOT, qf.BUILD, "tests", "tools", "crop_dump")
-tmp = tempfile.mkdtemp(prefix="cdx-82-")
+tmp = tempfile.mkdtemp(prefix="cdx-87-")
 RMIN, RMAX, SMIN, SMAX = 3 / 4, 4 / 3, 0.9, 1.0
 
 
