@@ -44,6 +44,8 @@ PKGS = openblas libcjson libutf8proc libpng libjpeg libzip sqlite3 libcrypto ini
 PKGS += libwebp libwebpdemux libheif libtiff-4 libexif
 # clipdex serve
 PKGS += libmicrohttpd
+# training and evaluation captions: XMP (exempi), IPTC (libiptcdata)
+PKGS += exempi-2.0 libiptcdata
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -180,7 +182,7 @@ QUERY_OBJS += query/filters.o query/output.o query/gallery.o query/labels.o
 QUERY_OBJS += query/cmd_search.o query/cmd_dupes.o query/cmd_moderate.o query/cmd_stats.o
 QUERY_OBJS += query/cmd_info.o query/search_query.o
 # clipdex train (core/train/)
-QUERY_OBJS += query/cmd_train.o
+QUERY_OBJS += query/cmd_train.o query/pairs.o query/cmd_eval.o
 # clipdex serve: HTTP (libmicrohttpd), the API, the page (query/web/)
 # built in as a C table (web2c.awk)
 QUERY_OBJS += query/cmd_serve.o query/serve_api.o query/serve_files.o gen/web.o
@@ -191,6 +193,8 @@ $(BUILD)/gen/web.c: query/web/web2c.awk $(WEB_FILES)
 $(BUILD)/gen/web.o: $(BUILD)/gen/web.c query/serve.h $(BUILD)/.flags
 	$(call say,CC,$<)$(CC) $(ALL_CFLAGS) -Iquery -Icommon -c $< -o $@
 TEST_TOOLS += tests/tools/mkstore tests/tools/phash_files tests/tools/precision_agree
+# what query/pairs.c reads (tests/cli/84-pairs.t)
+TEST_TOOLS += tests/tools/pairs_dump
 BENCHES += query_fill
 
 # ---- indexer/: the clipdexd daemon ----
@@ -264,6 +268,9 @@ $(BUILD)/tests/tools/powercut.so: tests/tools/powercut.c
 $(BUILD)/tests/tools/precision_agree: tests/tools/precision_agree.c $(BUILD)/query/labels.o $(O_COMMON) $(LIB) $(BUILD)/.flags $(FAISS_LIBS)
 	@mkdir -p $(dir $@)
 	$(call say,LINK,$@)$(CC) $(ALL_CFLAGS) -Icommon -o $@ $< $(BUILD)/query/labels.o $(O_COMMON) $(LIB) $(LDLIBS)
+$(BUILD)/tests/tools/pairs_dump: tests/tools/pairs_dump.c $(BUILD)/query/pairs.o $(O_COMMON) $(LIB) $(BUILD)/.flags $(FAISS_LIBS)
+	@mkdir -p $(dir $@)
+	$(call say,LINK,$@)$(CC) $(ALL_CFLAGS) -Icommon -Iquery -o $@ $< $(BUILD)/query/pairs.o $(O_COMMON) $(LIB) $(LDLIBS)
 
 $(FAISS_C):
 	scripts/deps.sh

@@ -3,7 +3,8 @@
  * image-caption pairs with CLIP's contrastive objective (core/train/).
  *
  * The pairs come from a TSV file, `path<TAB>caption` a line, paths
- * relative to the file.  Every image is decoded and preprocessed once at
+ * relative to the file, or from a directory of captioned images (sidecar
+ * .txt or .xmp, embedded XMP or IPTC): query/pairs.h.  Every image is decoded and preprocessed once at
  * the start, through the model's own input path in EXACT mode
  * (cdx_model_image_input: what the reference CLIPImageProcessor sees, no
  * EXIF rotation), so a bad image is reported and skipped before training
@@ -33,6 +34,7 @@
 #include <cJSON.h>
 
 #include "cmd.h"
+#include "pairs.h"
 #include "train/train.h"
 
 #define CACHE_BYTES ((size_t)2 << 30)
@@ -71,43 +73,31 @@ static int stream_at(int64_t pos, int n, int shuffle, uint64_t seed, int *perm, 
     return perm[pos % n];
 }
 
-/* Read PAIRS: tokenised captions, paths joined to the file's directory.
- * Lines that are not pairs are reported and skipped. */
+/* Read PAIRS (a TSV file or a captioned directory: query/pairs.h) and
+ * tokenise the captions.  Items that are not pairs are reported and
+ * skipped. */
 static int read_pairs(const char *file, cdx_tokenizer *tok, int max_len, struct pair **out,
                       int *n_out, int *skipped)
 {
-    FILE *f = fopen(file, "r");
-    char *line = NULL, *dir = NULL;
-    size_t cap = 0, pcap = 0;
-    ssize_t len;
-    int lineno = 0, n = 0;
+    pairs pr = {0};
+    char err[1024];
+    size_t pcap = 0;
+    int n = 0;
     struct pair *p = NULL;
     int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)max_len);
-    if (!f) {
-        free(ids);
-        return error("%s: %s", file, strerror(errno));
-    }
-    const char *slash = strrchr(file, '/');
-    dir = slash ? xstrndup(file, (size_t)(slash - file + 1)) : xstrdup("");
-    while ((len = getline(&line, &cap, f)) >= 0) {
-        lineno++;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-        if (len == 0) continue;
-        char *tab = strchr(line, '\t');
-        if (!tab || tab == line || !tab[1]) {
-            warning("%s:%d: not path<TAB>caption (skipped)", file, lineno);
-            (*skipped)++;
-            continue;
-        }
-        *tab = 0;
+    int rc = pairs_read(&pr, file, PAIRS_CAPTIONS, err, sizeof err);
+    for (size_t i = 0; i < pr.skipped.n; i++) warning("%s (skipped)", pr.skipped.v[i]);
+    *skipped += (int)pr.skipped.n;
+    for (size_t i = 0; i < pr.n && rc == 0; i++) {
         int n_ids = 0;
-        if (cdx_tokenizer_encode(tok, tab + 1, max_len, ids, &n_ids)) {
-            warning("%s:%d: caption: %s (skipped)", file, lineno, cdx_last_error());
+        if (cdx_tokenizer_encode(tok, pr.v[i].text, max_len, ids, &n_ids)) {
+            warning("%s: caption: %s (skipped)", pr.v[i].path, cdx_last_error());
             (*skipped)++;
             continue;
         }
         p = xgrow(p, &pcap, (size_t)n + 1, sizeof *p, 64);
-        p[n].path = line[0] == '/' ? xstrdup(line) : xasprintf("%s%s", dir, line);
+        p[n].path = pr.v[i].path;
+        pr.v[i].path = NULL;
         /* cut after the first end-of-text token: the pooled one */
         int k = 0;
         while (k < n_ids && ids[k] != cdx_tokenizer_eot(tok)) k++;
@@ -116,14 +106,11 @@ static int read_pairs(const char *file, cdx_tokenizer *tok, int max_len, struct 
         memcpy(p[n].ids, ids, sizeof(int32_t) * (size_t)p[n].n_ids);
         n++;
     }
-    int bad = ferror(f);
-    fclose(f);
-    free(line);
-    free(dir);
+    pairs_release(&pr);
     free(ids);
     *out = p;
     *n_out = n;
-    if (bad) return error("%s: read error", file);
+    if (rc) return error("%s", err);
     return 0;
 }
 

@@ -64,6 +64,10 @@ const cdx_cmd cdx_commands[] = {
      "[--order file|shuffle] [--lock image|text] [--unlock-last N] [--augment none|crop] [--init pretrained|random] "
      "[--preprocess exact|fast] [--log FILE] [--save-every N] [--until STEP] [--resume]",
      "fine-tune a CLIP model on image-caption pairs (contrastive training)"},
+    {"eval", cmd_eval,
+     "clipdex eval [--model DIR] [--precision P] [--preprocess exact|fast] [--classes DIR|TSV] "
+     "[--template T]... [--templates FILE] [--pairs PAIRS] [--format text|json]",
+     "zero-shot classification accuracy and image-text retrieval recall on your data"},
     {"help", cmd_help, "clipdex help [COMMAND]", "show help for a command"},
     {NULL, NULL, NULL, NULL},
 };

@@ -21,10 +21,14 @@ PKGS="build-essential pkg-config perl ca-certificates curl dpkg-dev
   python3 python3-torch python3-numpy python3-pil
   libsentencepiece-dev sentencepiece python3-sentencepiece python3-protobuf
   valgrind
-  libmicrohttpd-dev chromium nodejs"
+  libmicrohttpd-dev chromium nodejs
+  libexempi-dev libiptcdata0-dev libimage-exiftool-perl"
 # SigLIP's tokenizers: libsentencepiece (the library), sentencepiece
 # (spm_train, for the test models' tokenizers), python3-sentencepiece (the
 # tests' oracle).
+# clipdex train/eval captions: libexempi (XMP) and libiptcdata (IPTC);
+# exiftool (libimage-exiftool-perl) writes the tests' metadata, an
+# independent writer for those readers.
 # clipdex serve: libmicrohttpd; its browser test drives Debian's chromium
 # through puppeteer-core (npm, pinned in tests/browser/package-lock.json).
 # npm comes with a NodeSource nodejs, from Debian's npm package otherwise.
