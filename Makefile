@@ -128,6 +128,7 @@ $(BUILD)/core/engine/kernels.o $(BUILD)/core/engine/linear.o $(BUILD)/core/engin
 # ---- core/train/: contrastive training (clipdex train): trainable
 # parameters, forward with activations, backward, loss, AdamW, saving ----
 CORE_OBJS += core/train/train.o core/train/grad_kernels.o core/train/train_save.o
+CORE_OBJS += core/train/train_stale.o
 TEST_TOOLS += tests/tools/grad_dump
 UNIT_TESTS += test_grad
 $(BUILD)/core/train/grad_kernels.o: KFLAGS = -O3 -fopenmp-simd

@@ -285,6 +285,14 @@ int cmd_train(int argc, char **argv)
     if (resume && n_settings)
         return usage_error(self, "--resume continues with the interrupted run's settings: "
                                  "give only --out, --log, --until and --save-every with it");
+    {
+        /* an earlier run killed in the middle of a save left OUT.tmp-PID */
+        int stale = 0;
+        if (cdx_train_remove_stale(out_dir, &stale)) return error("%s", cdx_last_error());
+        if (stale)
+            fprintf(stderr, "clipdex: train: removed %d temporary director%s of an interrupted save "
+                    "beside %s\n", stale, stale == 1 ? "y" : "ies", out_dir);
+    }
     if (resume) {
         /* the checkpoint is the model; the settings come with it */
         model_dir = out_dir;

@@ -155,6 +155,11 @@ double cdx_train_lr(cdx_train_schedule s, double lr, int64_t warmup, int64_t tot
  * settings (train_state.json), for cdx_train_load_state. */
 cdx_status cdx_train_save(cdx_train_model *m, const char *out_dir, const char *settings);
 
+/* Remove the OUT.tmp-PID directories that interrupted saves to out_dir
+ * left behind, only those whose process is gone (train_stale.c says how
+ * that is decided); *removed is how many.  Errors: out of memory only. */
+cdx_status cdx_train_remove_stale(const char *out_dir, int *removed);
+
 /* Continue a run: read the moments and step count that cdx_train_save
  * wrote into dir (m opened from dir, with the same trainable set).
  * *settings receives the saved settings (heap string, caller frees; NULL

@@ -74,4 +74,8 @@ struct cdx_train_model {
     int64_t steps;         /* optimiser steps done */
 };
 
+/* train_stale.c: a test hook at the points of a save ("start", "before",
+ * "swapped"); does nothing unless CLIPDEX_TEST_SAVE_STOP is set. */
+void cdx_train_test_stop(const char *where);
+
 #endif

@@ -393,6 +393,7 @@ cdx_status cdx_train_save(cdx_train_model *m, const char *out_dir, const char *s
     int made = 0, n = 0;
 
     if (!m || !out_dir || !*out_dir) return cdx_fail(CDX_ERR_ARG, "cdx_train_save: invalid argument");
+    cdx_train_test_stop("start");
     if (stat(out_dir, &sb) == 0) {
         /* replace only a model directory: never a directory of other things */
         if (!S_ISDIR(sb.st_mode)) return cdx_fail(CDX_ERR_IO, "%s: exists and is not a directory", out_dir);
@@ -464,6 +465,7 @@ cdx_status cdx_train_save(cdx_train_model *m, const char *out_dir, const char *s
         goto out;
     }
 
+    cdx_train_test_stop("before");
     if (rename(tmp, out_dir) != 0) {
         if (errno != ENOTEMPTY && errno != EEXIST) {
             st = cdx_fail(CDX_ERR_IO, "%s: %s", out_dir, strerror(errno));
@@ -474,6 +476,7 @@ cdx_status cdx_train_save(cdx_train_model *m, const char *out_dir, const char *s
             st = cdx_fail(CDX_ERR_IO, "%s: %s", out_dir, strerror(errno));
             goto out;
         }
+        cdx_train_test_stop("swapped");
     } else {
         made = 0;
     }
