@@ -34,6 +34,7 @@
 
 #include "cmd.h"
 #include "train/train.h"
+#include "train_store.h"
 
 #define CACHE_BYTES ((size_t)2 << 30)
 
@@ -164,7 +165,8 @@ int cmd_train(int argc, char **argv)
 {
     const cdx_cmd *self = cmd_find("train");
     enum { O_MODEL = 1, O_DATA, O_OUT, O_LR, O_WD, O_BATCH, O_STEPS, O_EPOCHS, O_WARMUP, O_SCHED,
-           O_SEED, O_ORDER, O_LOCK, O_UNLOCK, O_AUGMENT, O_PREPROCESS, O_LOG, O_SUB, O_RESUME, O_UNTIL, O_SAVE_EVERY };
+           O_SEED, O_ORDER, O_LOCK, O_UNLOCK, O_AUGMENT, O_PREPROCESS, O_LOG, O_SUB, O_RESUME, O_UNTIL, O_SAVE_EVERY,
+           O_FROM_STORE };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},   {"data", required_argument, NULL, O_DATA},
         {"out", required_argument, NULL, O_OUT},       {"lr", required_argument, NULL, O_LR},
@@ -178,12 +180,15 @@ int cmd_train(int argc, char **argv)
         {"log", required_argument, NULL, O_LOG},       {"sub-batch", required_argument, NULL, O_SUB},
         {"resume", no_argument, NULL, O_RESUME},       {"until", required_argument, NULL, O_UNTIL},
         {"save-every", required_argument, NULL, O_SAVE_EVERY},
+        {"from-store", no_argument, NULL, O_FROM_STORE},
         {NULL, 0, NULL, 0},
     };
     const char *model_opt = NULL, *data = NULL, *out_dir = NULL, *log_path = NULL, *model_dir;
     double lr = 1e-5, v;
     cdx_train_adamw adamw = CDX_TRAIN_ADAMW_DEFAULTS;
-    int resume = 0, n_settings = 0, saved_pairs = 0;
+    int resume = 0, n_settings = 0, saved_pairs = 0, from_store = 0;
+    float *embs = NULL, *bemb = NULL; /* --from-store: per pair, per batch */
+    int *have = NULL;
     int64_t until = 0, save_every = 0;
     char *settings = NULL, *data_abs = NULL;
     int batch = 32, sub_batch = 0, shuffle = 1, unlock = 0, fast = 0, c, ret = EXIT_OK, n = 0, skipped = 0;
@@ -208,6 +213,7 @@ int cmd_train(int argc, char **argv)
             n_settings++;
         switch (c) {
         case O_RESUME: resume = 1; break;
+        case O_FROM_STORE: from_store = 1; break;
         case O_UNTIL:
             if (parse_num(self, "until", optarg, 1, 1e12, &v)) return EXIT_USAGE;
             until = (int64_t)v;
@@ -339,6 +345,7 @@ int cmd_train(int argc, char **argv)
         locked = (unsigned)GETN("lock");
         unlock = (int)GETN("unlock_last");
         fast = (int)GETN("fast");
+        from_store = GETN("from_store") > 0;
         saved_pairs = (int)GETN("pairs");
 #undef GETN
 #undef GETS
@@ -360,6 +367,9 @@ int cmd_train(int argc, char **argv)
         }
     } else {
         if (!data) return usage_error(self, "--data PAIRS and --out DIR are required");
+        if (from_store && !(locked & CDX_TRAIN_VISION))
+            return usage_error(self, "--from-store takes the image tower's output from the store, so it "
+                                     "needs the tower frozen: add --lock image");
         if (steps && epochs) return usage_error(self, "give --steps or --epochs, not both");
         if (!(model_dir = resolve_model_dir(model_opt))) return EXIT_USAGE;
         if ((ret = open_model(model_dir, &m))) goto out;
@@ -382,10 +392,33 @@ int cmd_train(int argc, char **argv)
     const size_t per = 3 * (size_t)S * S;
     const int cached = (size_t)n * per * sizeof(float) <= CACHE_BYTES;
     cdx_input_opts in = {.mode = fast ? CDX_INPUT_FAST : CDX_INPUT_EXACT};
-    pix = xmalloc(per * sizeof(float) * (size_t)batch);
-    if (cached) cache = xmalloc(per * sizeof(float) * (size_t)(n ? n : 1));
+    if (!from_store) pix = xmalloc(per * sizeof(float) * (size_t)batch);
+    if (cached && !from_store) cache = xmalloc(per * sizeof(float) * (size_t)(n ? n : 1));
     int kept = 0;
+    if (from_store) {
+        /* LiT from the index: the stored vectors instead of the images */
+        char **paths = xmalloc(sizeof(char *) * (size_t)(n ? n : 1));
+        int missing = 0;
+        for (int i = 0; i < n; i++) paths[i] = pairs[i].path;
+        embs = xmalloc(sizeof(float) * (size_t)E * (size_t)(n ? n : 1));
+        have = xmalloc(sizeof(int) * (size_t)(n ? n : 1));
+        bemb = xmalloc(sizeof(float) * (size_t)E * (size_t)batch);
+        ret = train_store_vectors(self, model_dir, n, paths, E, embs, have, &missing);
+        free(paths);
+        if (ret) goto out;
+    }
     for (int i = 0; i < n; i++) {
+        if (from_store) {
+            if (have[i]) {
+                memmove(embs + (size_t)kept * E, embs + (size_t)i * E, sizeof(float) * (size_t)E);
+                pairs[kept++] = pairs[i];
+                continue;
+            }
+            free(pairs[i].path);
+            free(pairs[i].ids);
+            skipped++;
+            continue;
+        }
         float *dst = cached ? cache + per * (size_t)kept : pix;
         if (cdx_model_image_input(m, pairs[i].path, &in, dst)) {
             warning("%s (skipped)", cdx_last_error());
@@ -429,6 +462,7 @@ int cmd_train(int argc, char **argv)
         cJSON_AddNumberToObject(set, "lock", locked);
         cJSON_AddNumberToObject(set, "unlock_last", unlock);
         cJSON_AddNumberToObject(set, "fast", fast);
+        if (from_store) cJSON_AddNumberToObject(set, "from_store", 1);
         settings = cJSON_PrintUnformatted(set);
         cJSON_Delete(set);
         if (!settings) abort();
@@ -453,8 +487,10 @@ int cmd_train(int argc, char **argv)
         int total = 0;
         for (int b = 0; b < batch; b++) {
             int k = stream_at(step * batch + b, n, shuffle, seed, perm, &perm_epoch);
-            float *dst = pix + per * (size_t)b;
-            if (cached) {
+            float *dst = from_store ? NULL : pix + per * (size_t)b;
+            if (from_store) {
+                memcpy(bemb + (size_t)b * E, embs + (size_t)k * E, sizeof(float) * (size_t)E);
+            } else if (cached) {
                 memcpy(dst, cache + per * (size_t)k, per * sizeof(float));
             } else if (cdx_model_image_input(m, pairs[k].path, &in, dst)) {
                 ret = error("%s (it decoded at the start)", cdx_last_error());
@@ -464,7 +500,7 @@ int cmd_train(int argc, char **argv)
             lens[b] = pairs[k].n_ids;
             total += pairs[k].n_ids;
         }
-        cdx_train_batch tb = {batch, pix, ids, lens};
+        cdx_train_batch tb = {batch, from_store ? NULL : pix, ids, lens, from_store ? bemb : NULL};
         double rate = cdx_train_lr(sched, lr, warmup, steps, step);
         cdx_status gs = sub_batch ? cdx_train_grad_cached(tm, &tb, sub_batch, &loss)
                                   : cdx_train_grad(tm, &tb, &loss);
@@ -489,7 +525,6 @@ int cmd_train(int argc, char **argv)
             goto out;
         }
     }
-    (void)E;
     if (logf) {
         int bad = fclose(logf) != 0;
         logf = NULL;
@@ -519,6 +554,9 @@ out:
     free(ids);
     free(lens);
     free(perm);
+    free(embs);
+    free(bemb);
+    free(have);
     free(settings);
     free(data_abs);
     return ret;

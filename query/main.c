@@ -61,7 +61,7 @@ const cdx_cmd cdx_commands[] = {
     {"train", cmd_train,
      "clipdex train [--model DIR] --data PAIRS --out DIR [--lr LR] [--weight-decay WD] [--batch B] [--sub-batch N] "
      "[--steps N | --epochs E] [--warmup N] [--schedule cosine|constant] [--seed S] "
-     "[--order file|shuffle] [--lock image|text] [--unlock-last N] [--augment none] "
+     "[--order file|shuffle] [--lock image|text] [--from-store] [--unlock-last N] [--augment none] "
      "[--preprocess exact|fast] [--log FILE] [--save-every N] [--until STEP] [--resume]",
      "fine-tune a CLIP model on image-caption pairs (contrastive training)"},
     {"help", cmd_help, "clipdex help [COMMAND]", "show help for a command"},

@@ -86,6 +86,10 @@ typedef struct cdx_train_batch {
     const float *pixels;
     const int32_t *ids;
     const int *lens;
+    /* LiT from the store (clipdex train --from-store): pixels NULL and
+     * img_emb (n,E) the image embeddings themselves, which the image
+     * tower would have computed; only with the image tower locked */
+    const float *img_emb;
 } cdx_train_batch;
 
 /* Forward of both towers, keeping the activations the backward pass
