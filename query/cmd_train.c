@@ -44,6 +44,30 @@ struct pair {
     int n_ids;
 };
 
+/* The pixels of a batch, handed to gradient caching one sub-batch at a
+ * time (cdx_train_batch.fill): from the cache, or decoded again, so that
+ * no buffer holds the whole batch's images. */
+struct fill_ctx {
+    const struct pair *pairs;
+    const int *kidx; /* batch position -> pair */
+    const float *cache;
+    cdx_model *m;
+    const cdx_input_opts *in;
+    size_t per;
+};
+
+static int fill_pixels(void *user, int first, int count, float *out)
+{
+    const struct fill_ctx *f = user;
+    for (int i = 0; i < count; i++) {
+        int k = f->kidx[first + i];
+        float *dst = out + f->per * (size_t)i;
+        if (f->cache) memcpy(dst, f->cache + f->per * (size_t)k, f->per * sizeof(float));
+        else if (cdx_model_image_input(f->m, f->pairs[k].path, f->in, dst)) return -1;
+    }
+    return 0;
+}
+
 /* splitmix64: a small, well-mixed generator; one stream per epoch. */
 static uint64_t splitmix(uint64_t *s)
 {
@@ -188,7 +212,7 @@ int cmd_train(int argc, char **argv)
     cdx_train_adamw adamw = CDX_TRAIN_ADAMW_DEFAULTS;
     int resume = 0, n_settings = 0, saved_pairs = 0, from_store = 0;
     float *embs = NULL, *bemb = NULL; /* --from-store: per pair, per batch */
-    int *have = NULL;
+    int *have = NULL, *kidx = NULL;
     int64_t until = 0, save_every = 0;
     char *settings = NULL, *data_abs = NULL;
     int batch = 32, sub_batch = 0, shuffle = 1, unlock = 0, fast = 0, c, ret = EXIT_OK, n = 0, skipped = 0;
@@ -392,7 +416,10 @@ int cmd_train(int argc, char **argv)
     const size_t per = 3 * (size_t)S * S;
     const int cached = (size_t)n * per * sizeof(float) <= CACHE_BYTES;
     cdx_input_opts in = {.mode = fast ? CDX_INPUT_FAST : CDX_INPUT_EXACT};
-    if (!from_store) pix = xmalloc(per * sizeof(float) * (size_t)batch);
+    /* gradient caching takes the pixels a sub-batch at a time (fill_pixels) */
+    const int by_sub = !from_store && sub_batch && sub_batch < batch;
+    if (!from_store && !by_sub) pix = xmalloc(per * sizeof(float) * (size_t)batch);
+    kidx = xmalloc(sizeof(int) * (size_t)batch);
     if (cached && !from_store) cache = xmalloc(per * sizeof(float) * (size_t)(n ? n : 1));
     int kept = 0;
     if (from_store) {
@@ -487,8 +514,11 @@ int cmd_train(int argc, char **argv)
         int total = 0;
         for (int b = 0; b < batch; b++) {
             int k = stream_at(step * batch + b, n, shuffle, seed, perm, &perm_epoch);
-            float *dst = from_store ? NULL : pix + per * (size_t)b;
-            if (from_store) {
+            float *dst = from_store || by_sub ? NULL : pix + per * (size_t)b;
+            kidx[b] = k;
+            if (by_sub) {
+                /* fill_pixels, during the step */
+            } else if (from_store) {
                 memcpy(bemb + (size_t)b * E, embs + (size_t)k * E, sizeof(float) * (size_t)E);
             } else if (cached) {
                 memcpy(dst, cache + per * (size_t)k, per * sizeof(float));
@@ -500,7 +530,9 @@ int cmd_train(int argc, char **argv)
             lens[b] = pairs[k].n_ids;
             total += pairs[k].n_ids;
         }
-        cdx_train_batch tb = {batch, from_store ? NULL : pix, ids, lens, from_store ? bemb : NULL};
+        struct fill_ctx fc = {pairs, kidx, cached ? cache : NULL, m, &in, per};
+        cdx_train_batch tb = {batch, from_store || by_sub ? NULL : pix, ids, lens, from_store ? bemb : NULL,
+                              by_sub ? fill_pixels : NULL, &fc};
         double rate = cdx_train_lr(sched, lr, warmup, steps, step);
         cdx_status gs = sub_batch ? cdx_train_grad_cached(tm, &tb, sub_batch, &loss)
                                   : cdx_train_grad(tm, &tb, &loss);
@@ -556,6 +588,7 @@ out:
     free(perm);
     free(embs);
     free(bemb);
+    free(kidx);
     free(have);
     free(settings);
     free(data_abs);

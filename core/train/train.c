@@ -791,7 +791,7 @@ static cdx_train_batch sub_of(const cdx_train_batch *b, int first, int count, si
     int64_t ids_off = 0;
     for (int i = 0; i < first; i++) ids_off += b->lens[i];
     cdx_train_batch s = {count, b->pixels ? b->pixels + per * (size_t)first : NULL, b->ids + ids_off,
-                         b->lens + first, NULL};
+                         b->lens + first, NULL, NULL, NULL};
     if (b->img_emb) s.img_emb = b->img_emb + (size_t)first * (size_t)E;
     return s;
 }
@@ -804,15 +804,24 @@ cdx_status cdx_train_grad_cached(cdx_train_model *m, const cdx_train_batch *b, i
     if (sub_batch >= b->n) return cdx_train_grad(m, b, loss);
     const int E = m->cfg.projection_dim, n = b->n, S = m->cfg.vision.image_size;
     const size_t per = 3 * (size_t)S * S;
-    float *buf = malloc(sizeof(float) * 4 * (size_t)n * E), d_t = 0;
+    float *buf = malloc(sizeof(float) * 4 * (size_t)n * E), d_t = 0, *spix = NULL;
     cdx_status st = CDX_OK;
     if (!buf) return cdx_fail(CDX_ERR_NOMEM, "out of memory");
     float *img = buf, *txt = img + (size_t)n * E, *di = txt + (size_t)n * E, *dt = di + (size_t)n * E;
+    if (!b->pixels && !b->img_emb && b->fill && !(spix = malloc(sizeof(float) * per * (size_t)sub_batch))) {
+        free(buf);
+        return cdx_fail(CDX_ERR_NOMEM, "out of memory for a sub-batch of images");
+    }
     cdx_train_zero_grad(m);
     /* 1: the embeddings, one sub-batch's activations at a time */
     for (int i = 0; i < n; i += sub_batch) {
         int c = n - i < sub_batch ? n - i : sub_batch;
         cdx_train_batch s = sub_of(b, i, c, per, E);
+        if (spix && b->fill(b->fill_user, i, c, spix)) {
+            st = CDX_ERR_IO;
+            goto out;
+        }
+        if (spix) s.pixels = spix;
         if ((st = cdx_train_forward(m, &s, img + (size_t)i * E, txt + (size_t)i * E))) goto out;
     }
     /* 2: the loss over the whole batch, its gradient w.r.t. the embeddings */
@@ -825,6 +834,11 @@ cdx_status cdx_train_grad_cached(cdx_train_model *m, const cdx_train_batch *b, i
     for (int i = 0; i < n; i += sub_batch) {
         int c = n - i < sub_batch ? n - i : sub_batch;
         cdx_train_batch s = sub_of(b, i, c, per, E);
+        if (spix && b->fill(b->fill_user, i, c, spix)) {
+            st = CDX_ERR_IO;
+            goto out;
+        }
+        if (spix) s.pixels = spix;
         /* the embeddings land in img/txt again: the same numbers */
         if ((st = cdx_train_forward(m, &s, img + (size_t)i * E, txt + (size_t)i * E)) ||
             (st = cdx_train_backward(m, di + (size_t)i * E, dt + (size_t)i * E)))
@@ -834,6 +848,7 @@ cdx_status cdx_train_grad_cached(cdx_train_model *m, const cdx_train_batch *b, i
     *loss = l;
 out:
     free(buf);
+    free(spix);
     return st;
 }
 

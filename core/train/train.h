@@ -90,6 +90,13 @@ typedef struct cdx_train_batch {
      * img_emb (n,E) the image embeddings themselves, which the image
      * tower would have computed; only with the image tower locked */
     const float *img_emb;
+    /* Or pixels NULL and fill: the pixels of pairs first .. first+count-1
+     * into out ((count,3,S,S)), asked for one sub-batch at a time by
+     * cdx_train_grad_cached, so no buffer holds the whole batch's images
+     * (616 MB at batch 1024 and 224 px).  Returns non-zero after setting
+     * the error (cdx_fail). */
+    int (*fill)(void *user, int first, int count, float *out);
+    void *fill_user;
 } cdx_train_batch;
 
 /* Forward of both towers, keeping the activations the backward pass
