@@ -86,6 +86,17 @@ typedef struct cdx_train_batch {
     const float *pixels;
     const int32_t *ids;
     const int *lens;
+    /* LiT from the store (clipdex train --from-store): pixels NULL and
+     * img_emb (n,E) the image embeddings themselves, which the image
+     * tower would have computed; only with the image tower locked */
+    const float *img_emb;
+    /* Or pixels NULL and fill: the pixels of pairs first .. first+count-1
+     * into out ((count,3,S,S)), asked for one sub-batch at a time by
+     * cdx_train_grad_cached, so no buffer holds the whole batch's images
+     * (616 MB at batch 1024 and 224 px).  Returns non-zero after setting
+     * the error (cdx_fail). */
+    int (*fill)(void *user, int first, int count, float *out);
+    void *fill_user;
 } cdx_train_batch;
 
 /* Forward of both towers, keeping the activations the backward pass
@@ -154,6 +165,11 @@ double cdx_train_lr(cdx_train_schedule s, double lr, int64_t warmup, int64_t tot
  * AdamW's moments (train_state.safetensors) and the step count with the
  * settings (train_state.json), for cdx_train_load_state. */
 cdx_status cdx_train_save(cdx_train_model *m, const char *out_dir, const char *settings);
+
+/* Remove the OUT.tmp-PID directories that interrupted saves to out_dir
+ * left behind, only those whose process is gone (train_stale.c says how
+ * that is decided); *removed is how many.  Errors: out of memory only. */
+cdx_status cdx_train_remove_stale(const char *out_dir, int *removed);
 
 /* Continue a run: read the moments and step count that cdx_train_save
  * wrote into dir (m opened from dir, with the same trainable set).

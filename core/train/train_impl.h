@@ -90,4 +90,8 @@ cdx_status cdx_train_copy_file(const char *src, const char *dst);
 /* 1 if a file of that name holds weights (not copied into an output). */
 int cdx_train_is_weights_file(const char *name);
 
+/* train_stale.c: a test hook at the points of a save ("start", "before",
+ * "swapped"); does nothing unless CLIPDEX_TEST_SAVE_STOP is set. */
+void cdx_train_test_stop(const char *where);
+
 #endif
