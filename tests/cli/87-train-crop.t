@@ -18,8 +18,10 @@ Oracles, independent of clipdex:
 3. The command: --augment crop twice gives the same weights; --augment none
    gives exactly the default run's (the inference preprocessing); crop
    trains on other pixels than none; --until then --resume with crop ends
-   bit-identical (weights and moments) to the uninterrupted run; --augment
-   with a bad value is a usage error.
+   bit-identical (weights and moments) to the uninterrupted run; gradient
+   caching (--sub-batch) sees the same crops (with --lr 0, the direct
+   path's losses); --augment with a bad value, or crop with --from-store,
+   is a usage error.
 """
 import json
 import math
@@ -221,6 +223,25 @@ p2 = qf.sanitizer_check(subprocess.run([qf.CLIPDEX, "train", "--resume", "--out"
 T.ok(p1.returncode == 0 and p2.returncode == 0, "--until 2, then --resume")
 T.ok(weights(o_r) == weights(o_c1) and weights(o_r, "train_state.safetensors") == weights(o_c1, "train_state.safetensors"),
      "resumed with crop: weights and AdamW moments bit-identical to the uninterrupted run")
+
+# gradient caching takes its pixels a sub-batch at a time: the same crops.
+# With --lr 0 the weights never move, so every step's loss must agree with
+# the direct path's (to float32 rounding) and differ from uncropped pixels'.
+def losses(out, *extra):
+    log = out + ".log"
+    p = train(out, "--lr", "0", "--log", log, *extra)
+    return [float(l.split("\t")[2]) for l in open(log)] if p.returncode == 0 else []
+
+
+l_direct = losses(os.path.join(tmp, "l1"), "--augment", "crop")
+l_sub = losses(os.path.join(tmp, "l2"), "--augment", "crop", "--sub-batch", "1")
+l_none = losses(os.path.join(tmp, "l3"), "--sub-batch", "1")
+T.ok(len(l_direct) == 4 and len(l_sub) == 4 and all(abs(a - b) <= 1e-5 * abs(a) for a, b in zip(l_direct, l_sub)),
+     "--augment crop --sub-batch 1: the direct path's losses (%s vs %s)" % (l_sub[:2], l_direct[:2]))
+T.ok(len(l_none) == 4 and any(abs(a - b) > 1e-4 * abs(a) for a, b in zip(l_none, l_sub)),
+     "and not the uncropped pixels' losses (%s)" % l_none[:2])
+p = train(os.path.join(tmp, "bad2"), "--augment", "crop", "--lock", "image", "--from-store")
+T.ok(p.returncode == 2 and b"--augment crop needs the images" in p.stderr, "--augment crop --from-store: usage error")
 
 p = train(os.path.join(tmp, "bad"), "--augment", "flip")
 T.ok(p.returncode == 2 and b"--augment must be none or crop" in p.stderr, "--augment flip: usage error")
