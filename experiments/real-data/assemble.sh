@@ -21,9 +21,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 OPENMOJI_VERSION=17.0.0
 PY=/usr/bin/python3
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
+OUT=$(realpath -m "$OUT")
 case "$OUT/" in "$REPO"/*) echo "$0: $OUT is inside the repository: give a directory outside it" >&2; exit 2;; esac
+mkdir -p "$OUT"
 
 need_apt=
 [ -d /usr/share/openclipart/png ] || need_apt="$need_apt openclipart-png"
