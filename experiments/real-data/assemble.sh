@@ -43,10 +43,10 @@ if [ ! -f "$OUT/src/openmoji/package/data/openmoji.json" ]; then
 fi
 
 # the model to train from scratch: the experiment's config and processor,
-# the CLIP tokenizer files of ../shared/clip (data, MIT; see its README)
+# and the CLIP tokenizer files clipdex ships (data/clip: OpenAI's BPE, MIT)
 mkdir -p "$OUT/tiny-clip"
 cp "$HERE/tiny-clip/config.json" "$HERE/tiny-clip/preprocessor_config.json" "$OUT/tiny-clip/"
-SHARED=${CLIP_TOKENIZER_DIR:-$REPO/../shared/clip}
-cp "$SHARED/vocab.json" "$SHARED/merges.txt" "$OUT/tiny-clip/"
+VOCAB=${CLIP_TOKENIZER_DIR:-$REPO/data/clip}
+cp "$VOCAB/vocab.json" "$VOCAB/merges.txt" "$OUT/tiny-clip/"
 
 $PY "$HERE/assemble.py" "$OUT"
