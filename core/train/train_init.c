@@ -114,12 +114,15 @@ static int add_blocks(struct init_list *l, const char *prefix, const cdx_tower_i
                 return 0;
         if (!add(l, NAME("%s.encoder.layers.%d.self_attn.out_proj.weight", prefix, b), 2, C, C, 0, 0,
                  F_NORMAL, out_std) ||
-            !add(l, NAME("%s.encoder.layers.%d.self_attn.out_proj.bias", prefix, b), 1, C, 0, 0, 0, F_ZERO, 0) ||
+            !add(l, NAME("%s.encoder.layers.%d.self_attn.out_proj.bias", prefix, b), 1, C, 0, 0, 0,
+                 F_ZERO, 0) ||
             !add(l, NAME("%s.encoder.layers.%d.layer_norm2.weight", prefix, b), 1, C, 0, 0, 0, F_ONE, 0) ||
             !add(l, NAME("%s.encoder.layers.%d.layer_norm2.bias", prefix, b), 1, C, 0, 0, 0, F_ZERO, 0) ||
-            !add(l, NAME("%s.encoder.layers.%d.mlp.fc1.weight", prefix, b), 2, F, C, 0, 0, F_NORMAL, fc_std) ||
+            !add(l, NAME("%s.encoder.layers.%d.mlp.fc1.weight", prefix, b), 2, F, C, 0, 0, F_NORMAL,
+                 fc_std) ||
             !add(l, NAME("%s.encoder.layers.%d.mlp.fc1.bias", prefix, b), 1, F, 0, 0, 0, F_ZERO, 0) ||
-            !add(l, NAME("%s.encoder.layers.%d.mlp.fc2.weight", prefix, b), 2, C, F, 0, 0, F_NORMAL, in_std) ||
+            !add(l, NAME("%s.encoder.layers.%d.mlp.fc2.weight", prefix, b), 2, C, F, 0, 0, F_NORMAL,
+                 in_std) ||
             !add(l, NAME("%s.encoder.layers.%d.mlp.fc2.bias", prefix, b), 1, C, 0, 0, 0, F_ZERO, 0))
             return 0;
 #undef NAME
@@ -150,7 +153,8 @@ cdx_status cdx_train_init_random(const char *cfg_dir, uint64_t seed, const char 
     int made = 0;
     cdx_status st;
 
-    if (!cfg_dir || !out_dir || !*out_dir) return cdx_fail(CDX_ERR_ARG, "cdx_train_init_random: invalid argument");
+    if (!cfg_dir || !out_dir || !*out_dir)
+        return cdx_fail(CDX_ERR_ARG, "cdx_train_init_random: invalid argument");
     if (!(cfg_path = cdx_path_join(cfg_dir, "config.json"))) goto nomem;
     if ((st = cdx_config_load(cfg_path, &cfg))) goto out;
     if ((st = cdx_read_file(cfg_path, 1 << 20, &text, &len))) goto out;
@@ -187,7 +191,8 @@ cdx_status cdx_train_init_random(const char *cfg_dir, uint64_t seed, const char 
     const int E = cfg.projection_dim, P = vi->patch_size, side = vi->image_size / P;
     const int Ct = ti->hidden, Cv = vi->hidden;
     /* the order of cdx_train_open's table */
-    if (!add(&l, "text_model.embeddings.token_embedding.weight", 2, ti->vocab_size, Ct, 0, 0, F_NORMAL, 0.02 * f) ||
+    if (!add(&l, "text_model.embeddings.token_embedding.weight", 2, ti->vocab_size, Ct, 0, 0, F_NORMAL,
+             0.02 * f) ||
         !add(&l, "text_model.embeddings.position_embedding.weight", 2, ti->max_positions, Ct, 0, 0, F_NORMAL,
              0.02 * f) ||
         !add_blocks(&l, "text_model", ti, f) ||
