@@ -109,6 +109,7 @@ $(BUILD)/core/engine/openclip.o: PROG_CFLAGS = -DCDX_DATADIR='"$(PREFIX)/share/c
 	-DCDX_SRC_DATADIR='"$(CURDIR)/data"'
 # reduced precision (bf16, int8) through oneDNN: CPU level, prepared layers
 CORE_OBJS += core/engine/cpu.o core/engine/precision.o core/engine/qlinear.o core/engine/qgram.o
+CORE_OBJS += core/engine/tower_key.o
 UNIT_TESTS += test_tokenizer test_weights test_kernels test_qlinear
 BENCHES += engine_bench
 # bench/README-precision.md: oneDNN on its own threads against our column split
@@ -131,7 +132,9 @@ $(BUILD)/core/engine/kernels.o $(BUILD)/core/engine/linear.o $(BUILD)/core/engin
 # parameters, forward with activations, backward, loss, AdamW, saving ----
 CORE_OBJS += core/train/train.o core/train/grad_kernels.o core/train/train_save.o
 CORE_OBJS += core/train/train_siglip.o core/train/train_openclip.o core/train/torchbin_write.o
-TEST_TOOLS += tests/tools/grad_dump
+CORE_OBJS += core/train/train_stale.o
+CORE_OBJS += core/train/train_init.o core/train/augment.o
+TEST_TOOLS += tests/tools/grad_dump tests/tools/crop_dump
 UNIT_TESTS += test_grad
 $(BUILD)/core/train/grad_kernels.o: KFLAGS = -O3 -fopenmp-simd
 
@@ -156,6 +159,7 @@ BENCHES += image_bench
 CORE_OBJS += core/store/store.o core/store/store_changes.o core/store/store_search.o core/store/store_check.o
 CORE_OBJS += core/store/store_join.o core/store/vindex.o core/store/store_scan.o core/store/faiss_dist.o
 CORE_OBJS += core/store/store_backup.o core/store/store_review.o
+CORE_OBJS += core/store/store_tower.o
 CORE_OBJS += gen/schema.o
 UNIT_TESTS += test_store_f16 test_store_scan test_faiss_dist test_store test_store_schema
 UNIT_TESTS += test_store_overfetch
@@ -182,7 +186,7 @@ QUERY_OBJS += query/filters.o query/output.o query/gallery.o query/labels.o
 QUERY_OBJS += query/cmd_search.o query/cmd_dupes.o query/cmd_moderate.o query/cmd_stats.o
 QUERY_OBJS += query/cmd_info.o query/search_query.o
 # clipdex train (core/train/)
-QUERY_OBJS += query/cmd_train.o query/pairs.o query/cmd_eval.o
+QUERY_OBJS += query/cmd_train.o query/pairs.o query/cmd_eval.o query/train_store.o
 # clipdex serve: HTTP (libmicrohttpd), the API, the page (query/web/)
 # built in as a C table (web2c.awk)
 QUERY_OBJS += query/cmd_serve.o query/serve_api.o query/serve_files.o gen/web.o

@@ -34,7 +34,7 @@
 #define BATCH 1000
 #define QUERIES 300
 
-static const cdx_store_model model = {"bench-model-512", "bench", NULL, DIM};
+static const cdx_store_model model = {"bench-model-512", "bench", NULL, DIM, NULL};
 
 static double now(void)
 {

@@ -589,6 +589,11 @@ typedef struct cdx_store_model {
     const char *name;  /* human name, e.g. "clip-vit-base-patch32" */
     const char *dir;   /* where it was loaded from (informative) */
     int dim;           /* embedding dimension E */
+    const char *vision_key; /* the image tower's identity (cdx_model_vision_key)
+                          or NULL: a model whose key the store does not know
+                          but whose image tower made a vector space there
+                          uses that space (no re-embedding; see
+                          cdx_store_use_model) */
 } cdx_store_model;
 
 /* The model key: SHA-256 over config.json's bytes, the weights file's size
@@ -597,12 +602,25 @@ typedef struct cdx_store_model {
 cdx_status cdx_store_model_key(const char *config_path, const char *weights_path,
                                char out[2 * CDX_HASH_SIZE + 1]);
 
+/* The image tower's key: SHA-256 over exactly what decides the model's
+ * image vectors (the vision configuration, the preprocessing, the image
+ * tower's and its projection's float32 values; core/engine/tower_key.c).
+ * Models that differ only in their text towers (clipdex train --lock
+ * image) share it.  Reads the whole image tower (tenths of a second).
+ * out receives 64 hex digits + NUL. */
+cdx_status cdx_model_vision_key(const cdx_model *m, char out[2 * CDX_HASH_SIZE + 1]);
+
 /* Select the vector space to work in and load its FAISS index (replaying
  * the change log since the file was saved; rebuilding it from SQLite, with
  * progress reports, when it is missing, stale or corrupt).  A writer
  * registers a new model; a reader looks the model up by key and fails
  * with CDX_ERR_STORE (naming the models the store has) when there is
- * none.  *model_id (may be NULL) receives the model's id. */
+ * none.  *model_id (may be NULL) receives the model's id.
+ * With m->vision_key: a key the store does not know, whose image tower
+ * is that of a vector space there, selects that space (its id) and is
+ * remembered for next time (schema/005_tower_identity.sql); a known
+ * model with no recorded vision key gets it recorded.  Searching that
+ * space with this model's text tower needs no re-embedding. */
 cdx_status cdx_store_use_model(cdx_store *s, const cdx_store_model *m, int64_t *model_id);
 
 /* Writer: the precision (F32, BF16, INT8; not AUTO) recorded with the

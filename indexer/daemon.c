@@ -433,7 +433,7 @@ static void reload(indexer *d)
 static int open_model(indexer *d)
 {
     char *cfg_json = NULL;
-    char key[2 * CDX_HASH_SIZE + 1];
+    char key[2 * CDX_HASH_SIZE + 1], vkey[2 * CDX_HASH_SIZE + 1];
     const cdx_model_info *info;
     cdx_store_model sm;
     int ret = -1;
@@ -470,6 +470,13 @@ static int open_model(indexer *d)
     sm.name = d->model_name;
     sm.dir = d->cfg.model_dir;
     sm.dim = info->projection_dim;
+    /* the image tower's own identity: a model sharing it with one already
+     * indexed (tuned with --lock image) re-embeds nothing */
+    if (cdx_model_vision_key(d->model, vkey) != CDX_OK) {
+        LOG_ERROR("%s", cdx_last_error());
+        goto cleanup;
+    }
+    sm.vision_key = vkey;
     if (cdx_store_use_model(d->store, &sm, &d->model_id) != CDX_OK ||
         cdx_store_set_precision(d->store, cdx_model_get_precision(d->model, NULL)) != CDX_OK) {
         LOG_ERROR("%s", cdx_last_error());

@@ -36,6 +36,7 @@
 #include "cmd.h"
 #include "pairs.h"
 #include "train/train.h"
+#include "train_store.h"
 
 #define CACHE_BYTES ((size_t)2 << 30)
 
@@ -44,6 +45,41 @@ struct pair {
     int32_t *ids;
     int n_ids;
 };
+
+/* The pixels of a batch, handed to gradient caching one sub-batch at a
+ * time (cdx_train_batch.fill): from the cache, or decoded again, so that
+ * no buffer holds the whole batch's images. */
+struct fill_ctx {
+    const struct pair *pairs;
+    const int *kidx; /* batch position -> pair */
+    const float *cache;
+    cdx_model *m;
+    const cdx_input_opts *in;
+    size_t per;
+    /* --augment crop: position b of the batch is stream position pos0 + b */
+    int crop;
+    uint64_t seed;
+    int64_t pos0;
+    int n, S;
+};
+
+static int crop_input(const cdx_model *m, const char *path, uint64_t seed, int64_t epoch, int k, int S,
+                      float *dst);
+
+static int fill_pixels(void *user, int first, int count, float *out)
+{
+    const struct fill_ctx *f = user;
+    for (int i = 0; i < count; i++) {
+        int k = f->kidx[first + i];
+        float *dst = out + f->per * (size_t)i;
+        if (f->crop) {
+            if (crop_input(f->m, f->pairs[k].path, f->seed, (f->pos0 + first + i) / f->n, k, f->S, dst))
+                return -1;
+        } else if (f->cache) memcpy(dst, f->cache + f->per * (size_t)k, f->per * sizeof(float));
+        else if (cdx_model_image_input(f->m, f->pairs[k].path, f->in, dst)) return -1;
+    }
+    return 0;
+}
 
 /* splitmix64: a small, well-mixed generator; one stream per epoch. */
 static uint64_t splitmix(uint64_t *s)
@@ -137,6 +173,21 @@ static int open_model(const char *dir, cdx_model **m)
     return 0;
 }
 
+/* --augment crop: pair k's random resized crop in epoch (augment.c),
+ * decoded again each time (only the box changes, the pixels would not fit
+ * in memory at full size for a large collection). */
+static int crop_input(const cdx_model *m, const char *path, uint64_t seed, int64_t epoch, int k, int S,
+                      float *dst)
+{
+    cdx_image img = {0};
+    cdx_train_box box;
+    if (cdx_image_load(path, &img)) return error("%s (it decoded at the start)", cdx_last_error());
+    cdx_train_crop_box(seed, epoch, k, (int)img.width, (int)img.height, &box);
+    cdx_status st = cdx_train_crop_input(cdx_model_preprocess(m), &img, &box, S, dst);
+    cdx_image_release(&img);
+    return st ? error("%s: %s", path, cdx_last_error()) : 0;
+}
+
 static int parse_num(const cdx_cmd *self, const char *opt, const char *s, double lo, double hi, double *out)
 {
     char *end;
@@ -152,7 +203,8 @@ int cmd_train(int argc, char **argv)
 {
     const cdx_cmd *self = cmd_find("train");
     enum { O_MODEL = 1, O_DATA, O_OUT, O_LR, O_WD, O_BATCH, O_STEPS, O_EPOCHS, O_WARMUP, O_SCHED,
-           O_SEED, O_ORDER, O_LOCK, O_UNLOCK, O_AUGMENT, O_PREPROCESS, O_LOG, O_SUB, O_RESUME, O_UNTIL, O_SAVE_EVERY };
+           O_SEED, O_ORDER, O_LOCK, O_UNLOCK, O_AUGMENT, O_PREPROCESS, O_LOG, O_SUB, O_RESUME, O_UNTIL, O_SAVE_EVERY,
+           O_FROM_STORE, O_INIT };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},   {"data", required_argument, NULL, O_DATA},
         {"out", required_argument, NULL, O_OUT},       {"lr", required_argument, NULL, O_LR},
@@ -166,14 +218,18 @@ int cmd_train(int argc, char **argv)
         {"log", required_argument, NULL, O_LOG},       {"sub-batch", required_argument, NULL, O_SUB},
         {"resume", no_argument, NULL, O_RESUME},       {"until", required_argument, NULL, O_UNTIL},
         {"save-every", required_argument, NULL, O_SAVE_EVERY},
+        {"from-store", no_argument, NULL, O_FROM_STORE},
+        {"init", required_argument, NULL, O_INIT},
         {NULL, 0, NULL, 0},
     };
     const char *model_opt = NULL, *data = NULL, *out_dir = NULL, *log_path = NULL, *model_dir;
     double lr = 1e-5, v;
     cdx_train_adamw adamw = CDX_TRAIN_ADAMW_DEFAULTS;
-    int resume = 0, n_settings = 0, saved_pairs = 0;
+    int resume = 0, n_settings = 0, saved_pairs = 0, from_store = 0, init_random = 0, crop = 0;
+    float *embs = NULL, *bemb = NULL; /* --from-store: per pair, per batch */
+    int *have = NULL, *kidx = NULL;
     int64_t until = 0, save_every = 0;
-    char *settings = NULL, *data_abs = NULL;
+    char *settings = NULL, *data_abs = NULL, *init_dir = NULL;
     int batch = 32, sub_batch = 0, shuffle = 1, unlock = 0, fast = 0, c, ret = EXIT_OK, n = 0, skipped = 0;
     int64_t steps = 0, warmup = 0, perm_epoch = -1;
     double epochs = 0;
@@ -196,6 +252,7 @@ int cmd_train(int argc, char **argv)
             n_settings++;
         switch (c) {
         case O_RESUME: resume = 1; break;
+        case O_FROM_STORE: from_store = 1; break;
         case O_UNTIL:
             if (parse_num(self, "until", optarg, 1, 1e12, &v)) return EXIT_USAGE;
             until = (int64_t)v;
@@ -205,6 +262,13 @@ int cmd_train(int argc, char **argv)
             save_every = (int64_t)v;
             break;
         case O_MODEL: model_opt = optarg; break;
+        case O_INIT:
+            /* random: the model directory gives the config, tokenizer and
+             * processor; the weights start as transformers initialises them */
+            if (!strcmp(optarg, "random")) init_random = 1;
+            else if (!strcmp(optarg, "pretrained")) init_random = 0;
+            else return usage_error(self, "--init must be pretrained or random, not '%s'", optarg);
+            break;
         case O_DATA: data = optarg; break;
         case O_OUT: out_dir = optarg; break;
         case O_LOG: log_path = optarg; break;
@@ -257,8 +321,9 @@ int cmd_train(int argc, char **argv)
             else return usage_error(self, "--lock must be image or text, not '%s'", optarg);
             break;
         case O_AUGMENT:
-            if (strcmp(optarg, "none") != 0)
-                return usage_error(self, "--augment: only 'none' is implemented, not '%s'", optarg);
+            if (!strcmp(optarg, "crop")) crop = 1;
+            else if (strcmp(optarg, "none") != 0)
+                return usage_error(self, "--augment must be none or crop, not '%s'", optarg);
             break;
         case O_PREPROCESS:
             if (!strcmp(optarg, "exact")) fast = 0;
@@ -273,6 +338,14 @@ int cmd_train(int argc, char **argv)
     if (resume && n_settings)
         return usage_error(self, "--resume continues with the interrupted run's settings: "
                                  "give only --out, --log, --until and --save-every with it");
+    {
+        /* an earlier run killed in the middle of a save left OUT.tmp-PID */
+        int stale = 0;
+        if (cdx_train_remove_stale(out_dir, &stale)) return error("%s", cdx_last_error());
+        if (stale)
+            fprintf(stderr, "clipdex: train: removed %d temporary director%s of an interrupted save "
+                    "beside %s\n", stale, stale == 1 ? "y" : "ies", out_dir);
+    }
     if (resume) {
         /* the checkpoint is the model; the settings come with it */
         model_dir = out_dir;
@@ -319,7 +392,9 @@ int cmd_train(int argc, char **argv)
         locked = (unsigned)GETN("lock");
         unlock = (int)GETN("unlock_last");
         fast = (int)GETN("fast");
+        from_store = GETN("from_store") > 0;
         saved_pairs = (int)GETN("pairs");
+        crop = !strcmp(GETS("augment"), "crop");
 #undef GETN
 #undef GETS
         cJSON_Delete(root);
@@ -340,8 +415,26 @@ int cmd_train(int argc, char **argv)
         }
     } else {
         if (!data) return usage_error(self, "--data PAIRS and --out DIR are required");
+        if (from_store && crop)
+            return usage_error(self, "--augment crop needs the images; --from-store trains on the stored "
+                                     "vectors of the uncropped images");
+        if (from_store && !(locked & CDX_TRAIN_VISION))
+            return usage_error(self, "--from-store takes the image tower's output from the store, so it "
+                                     "needs the tower frozen: add --lock image");
         if (steps && epochs) return usage_error(self, "give --steps or --epochs, not both");
         if (!(model_dir = resolve_model_dir(model_opt))) return EXIT_USAGE;
+        if (init_random) {
+            /* the first weights go to a directory beside the output, the
+             * run's source model, removed at the end: the output itself is
+             * only ever written by a checkpoint */
+            init_dir = xasprintf("%s.init-%ld", out_dir, (long)getpid());
+            cdx_train_remove_dir(init_dir);
+            if (cdx_train_init_random(model_dir, seed, init_dir)) {
+                ret = error("%s", cdx_last_error());
+                goto out;
+            }
+            model_dir = init_dir;
+        }
         if ((ret = open_model(model_dir, &m))) goto out;
         if (cdx_train_open(model_dir, &tm)) {
             ret = error("%s", cdx_last_error());
@@ -360,12 +453,40 @@ int cmd_train(int argc, char **argv)
     /* Decode every image once: the bad ones are skipped before training. */
     const int S = info->vision.image_size, E = info->projection_dim;
     const size_t per = 3 * (size_t)S * S;
-    const int cached = (size_t)n * per * sizeof(float) <= CACHE_BYTES;
+    const int cached = !crop && (size_t)n * per * sizeof(float) <= CACHE_BYTES;
     cdx_input_opts in = {.mode = fast ? CDX_INPUT_FAST : CDX_INPUT_EXACT};
-    pix = xmalloc(per * sizeof(float) * (size_t)batch);
-    if (cached) cache = xmalloc(per * sizeof(float) * (size_t)(n ? n : 1));
+    /* gradient caching takes the pixels a sub-batch at a time (fill_pixels) */
+    const int by_sub = !from_store && sub_batch && sub_batch < batch;
+    if (!from_store && !by_sub) pix = xmalloc(per * sizeof(float) * (size_t)batch);
+    kidx = xmalloc(sizeof(int) * (size_t)batch);
+    if (cached && !from_store) cache = xmalloc(per * sizeof(float) * (size_t)(n ? n : 1));
+    /* the decoding check below writes one image at a time when nothing is cached */
+    if (!cached && !pix && !from_store) pix = xmalloc(per * sizeof(float));
     int kept = 0;
+    if (from_store) {
+        /* LiT from the index: the stored vectors instead of the images */
+        char **paths = xmalloc(sizeof(char *) * (size_t)(n ? n : 1));
+        int missing = 0;
+        for (int i = 0; i < n; i++) paths[i] = pairs[i].path;
+        embs = xmalloc(sizeof(float) * (size_t)E * (size_t)(n ? n : 1));
+        have = xmalloc(sizeof(int) * (size_t)(n ? n : 1));
+        bemb = xmalloc(sizeof(float) * (size_t)E * (size_t)batch);
+        ret = train_store_vectors(self, model_dir, n, paths, E, embs, have, &missing);
+        free(paths);
+        if (ret) goto out;
+    }
     for (int i = 0; i < n; i++) {
+        if (from_store) {
+            if (have[i]) {
+                memmove(embs + (size_t)kept * E, embs + (size_t)i * E, sizeof(float) * (size_t)E);
+                pairs[kept++] = pairs[i];
+                continue;
+            }
+            free(pairs[i].path);
+            free(pairs[i].ids);
+            skipped++;
+            continue;
+        }
         float *dst = cached ? cache + per * (size_t)kept : pix;
         if (cdx_model_image_input(m, pairs[i].path, &in, dst)) {
             warning("%s (skipped)", cdx_last_error());
@@ -409,6 +530,8 @@ int cmd_train(int argc, char **argv)
         cJSON_AddNumberToObject(set, "lock", locked);
         cJSON_AddNumberToObject(set, "unlock_last", unlock);
         cJSON_AddNumberToObject(set, "fast", fast);
+        if (from_store) cJSON_AddNumberToObject(set, "from_store", 1);
+        cJSON_AddStringToObject(set, "augment", crop ? "crop" : "none");
         settings = cJSON_PrintUnformatted(set);
         cJSON_Delete(set);
         if (!settings) abort();
@@ -433,8 +556,15 @@ int cmd_train(int argc, char **argv)
         int total = 0;
         for (int b = 0; b < batch; b++) {
             int k = stream_at(step * batch + b, n, shuffle, seed, perm, &perm_epoch);
-            float *dst = pix + per * (size_t)b;
-            if (cached) {
+            float *dst = from_store || by_sub ? NULL : pix + per * (size_t)b;
+            kidx[b] = k;
+            if (by_sub) {
+                /* fill_pixels, during the step */
+            } else if (from_store) {
+                memcpy(bemb + (size_t)b * E, embs + (size_t)k * E, sizeof(float) * (size_t)E);
+            } else if (crop) {
+                if ((ret = crop_input(m, pairs[k].path, seed, (step * batch + b) / n, k, S, dst))) goto out;
+            } else if (cached) {
                 memcpy(dst, cache + per * (size_t)k, per * sizeof(float));
             } else if (cdx_model_image_input(m, pairs[k].path, &in, dst)) {
                 ret = error("%s (it decoded at the start)", cdx_last_error());
@@ -444,7 +574,9 @@ int cmd_train(int argc, char **argv)
             lens[b] = pairs[k].n_ids;
             total += pairs[k].n_ids;
         }
-        cdx_train_batch tb = {batch, pix, ids, lens};
+        struct fill_ctx fc = {pairs, kidx, cached ? cache : NULL, m, &in, per, crop, seed, step * batch, n, S};
+        cdx_train_batch tb = {batch, from_store || by_sub ? NULL : pix, ids, lens, from_store ? bemb : NULL,
+                              by_sub ? fill_pixels : NULL, &fc};
         double rate = cdx_train_lr(sched, lr, warmup, steps, step);
         cdx_status gs = sub_batch ? cdx_train_grad_cached(tm, &tb, sub_batch, &loss)
                                   : cdx_train_grad(tm, &tb, &loss);
@@ -456,6 +588,7 @@ int cmd_train(int argc, char **argv)
         if (logf)
             fprintf(logf, "%lld\t%.9g\t%.9g\t%.3f\n", (long long)step, rate, loss,
                     (double)(now_ms() - t0) / 1000.0);
+        if (logf) fflush(logf); /* a long run's log can be followed (tail -f) */
         if (tty) {
             double secs = (double)(now_ms() - t0) / 1000.0, done = (double)(step + 1 - start);
             double pps = done * batch / (secs > 0 ? secs : 1e-3), eta = secs / done * (double)(stop - step - 1);
@@ -469,7 +602,6 @@ int cmd_train(int argc, char **argv)
             goto out;
         }
     }
-    (void)E;
     if (logf) {
         int bad = fclose(logf) != 0;
         logf = NULL;
@@ -499,7 +631,16 @@ out:
     free(ids);
     free(lens);
     free(perm);
+    free(embs);
+    free(bemb);
+    free(kidx);
+    free(have);
     free(settings);
     free(data_abs);
+    if (init_dir) {
+        /* the model and its weights are closed above */
+        cdx_train_remove_dir(init_dir);
+        free(init_dir);
+    }
     return ret;
 }

@@ -303,7 +303,19 @@ int qctx_open_model(qctx *c, unsigned towers)
     sm.name = name;
     sm.dir = c->model_dir;
     sm.dim = c->dim;
-    if ((st = cdx_store_use_model(c->store, &sm, &c->model_id)) != CDX_OK) {
+    sm.vision_key = NULL;
+    st = cdx_store_use_model(c->store, &sm, &c->model_id);
+    if (st == CDX_ERR_STORE) {
+        /* Unknown key: a model whose image tower made vectors here (one
+         * tuned with --lock image) searches them.  Hashing the tower
+         * costs tenths of a second, so only on this miss; the store
+         * remembers the key afterwards. */
+        char vkey[2 * CDX_HASH_SIZE + 1];
+        if (cdx_model_vision_key(c->model, vkey) != CDX_OK) return error("%s", cdx_last_error());
+        sm.vision_key = vkey;
+        st = cdx_store_use_model(c->store, &sm, &c->model_id);
+    }
+    if (st != CDX_OK) {
         /* a damaged database is not cured by indexing (its message says
          * what is); a missing model is */
         if (st == CDX_ERR_FORMAT) return error("%s", cdx_last_error());

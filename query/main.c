@@ -61,7 +61,8 @@ const cdx_cmd cdx_commands[] = {
     {"train", cmd_train,
      "clipdex train [--model DIR] --data PAIRS --out DIR [--lr LR] [--weight-decay WD] [--batch B] [--sub-batch N] "
      "[--steps N | --epochs E] [--warmup N] [--schedule cosine|constant] [--seed S] "
-     "[--order file|shuffle] [--lock image|text] [--unlock-last N] [--augment none] "
+     "[--order file|shuffle] [--lock image|text] [--from-store] [--unlock-last N] [--augment none|crop] "
+     "[--init pretrained|random] "
      "[--preprocess exact|fast] [--log FILE] [--save-every N] [--until STEP] [--resume]",
      "fine-tune a CLIP model on image-caption pairs (contrastive training)"},
     {"eval", cmd_eval,
@@ -130,6 +131,18 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     cdx_log_set(log_sink, NULL, getenv("CLIPDEX_DEBUG") ? CDX_LOG_DEBUG : CDX_LOG_WARN);
+    /* Compute threads: all online CPUs unless CLIPDEX_THREADS says (the
+     * results are the same on any count; tests check 1 against 2). */
+    const char *th = getenv("CLIPDEX_THREADS");
+    if (th && *th) {
+        char *end;
+        long n = strtol(th, &end, 10);
+        if (*end || n < 1 || n > 256) {
+            fprintf(stderr, "clipdex: CLIPDEX_THREADS must be 1..256, not '%s'\n", th);
+            return EXIT_USAGE;
+        }
+        cdx_threads_set((int)n);
+    }
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--") == 0) break;
         if (is_help(argv[i])) {

@@ -20,29 +20,48 @@
 #include "pool.h"
 
 /* OpenBLAS runs single-threaded (cdx_threads_set); the product is split
- * by output columns across the compute pool instead, 64 columns at least
- * per slice.  Each slice is a contiguous block of W's rows and a column
- * band of y (ldc = N).  One set of threads for everything means no
- * OpenBLAS worker spins (sched_yield) while our own kernels run. */
+ * by output columns across the compute pool instead.  Each slice is a
+ * contiguous block of W's rows and a column band of y (ldc = N).  One set
+ * of threads for everything means no OpenBLAS worker spins (sched_yield)
+ * while our own kernels run.
+ *
+ * The bands have a fixed width that depends on N only, and each band is
+ * its own sgemm call: OpenBLAS's summation order for a column depends on
+ * the width of the call (its small-matrix and tail kernels), so bands
+ * sized by the thread split made 1 and 2 threads differ in the last bit.
+ * cdx_fixed_blocks picks the width. */
 struct sgemm_ctx {
     float *y;
     const float *x, *W;
     int64_t R;
-    int K, N;
+    int K, N, bw;
 };
+
+int cdx_fixed_blocks(int n, int unit, int *width)
+{
+    /* At most 16 bands (an even split for 1, 2, 4, 8 or 16 threads),
+     * each a multiple of unit and as wide as that allows: every band
+     * repacks the other operand, so narrower costs time. */
+    int units = (n + unit - 1) / unit, per = (units + 15) / 16;
+    *width = per * unit;
+    return (n + *width - 1) / *width;
+}
 
 static void sgemm_cols(void *vctx, int64_t b, int64_t e)
 {
     const struct sgemm_ctx *c = vctx;
-    int n0 = (int)b * 64, n1 = (int)e * 64 < c->N ? (int)e * 64 : c->N;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->R, n1 - n0, c->K, 1.0f, c->x, c->K,
-                c->W + (int64_t)n0 * c->K, c->K, 0.0f, c->y + n0, c->N);
+    for (int64_t i = b; i < e; i++) {
+        int n0 = (int)i * c->bw, n1 = n0 + c->bw < c->N ? n0 + c->bw : c->N;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->R, n1 - n0, c->K, 1.0f, c->x,
+                    c->K, c->W + (int64_t)n0 * c->K, c->K, 0.0f, c->y + n0, c->N);
+    }
 }
 
 void cdx_linear_sgemm(float *y, const float *x, const float *W, int64_t R, int K, int N)
 {
-    struct sgemm_ctx c = {y, x, W, R, K, N};
-    cdx_parallel_for((N + 63) / 64, 1, sgemm_cols, &c);
+    struct sgemm_ctx c = {y, x, W, R, K, N, 0};
+    int nb = cdx_fixed_blocks(N, 64, &c.bw);
+    cdx_parallel_for(nb, 1, sgemm_cols, &c);
 }
 
 void cdx_ref_linear(float *y, const float *x, const float *W, int64_t R, int K, int N)

@@ -20,6 +20,12 @@ void cdx_linear_stream(float *y, const float *x, const float *W, int64_t R, int 
 /* Plain loops in double: the reference twin. */
 void cdx_ref_linear(float *y, const float *x, const float *W, int64_t R, int K, int N);
 
+/* Splits n into equal blocks, a multiple of unit wide, whose width
+ * depends on n alone (never on the thread count), so that a split product
+ * sums in the same order on any number of threads.  Returns the number of
+ * blocks and sets *width. */
+int cdx_fixed_blocks(int n, int unit, int *width);
+
 /* Rows at or below which cdx_linear streams (measured; see bench/). */
 #define CDX_STREAM_MAX_ROWS 64
 

@@ -739,7 +739,7 @@ cdx_status cdx_store_use_model(cdx_store *s, const cdx_store_model *m, int64_t *
 {
     sqlite3_stmt *q = NULL;
     cdx_status st = CDX_OK;
-    int64_t id = 0;
+    int64_t id = 0, shared = 0;
     int dim = 0;
     char *factory = NULL;
 
@@ -761,6 +761,27 @@ cdx_status cdx_store_use_model(cdx_store *s, const cdx_store_model *m, int64_t *
     sqlite3_finalize(q);
     q = NULL;
     if (st != CDX_OK) goto cleanup;
+    if (id) {
+        cdx_store_tower_record(s, id, m->vision_key);
+    } else {
+        /* another model with this image tower made a vector space here */
+        if ((st = cdx_store_tower_lookup(s, m, &shared)) != CDX_OK) goto cleanup;
+        if (shared) {
+            id = shared;
+            dim = m->dim;
+            if (sqlite3_prepare_v2(s->db, "SELECT index_factory FROM models WHERE id = ?", -1, &q,
+                                   NULL) != SQLITE_OK) {
+                st = cdx_store_sqlfail(s, "prepare");
+                goto cleanup;
+            }
+            sqlite3_bind_int64(q, 1, id);
+            if (sqlite3_step(q) == SQLITE_ROW && !(factory = strdup((const char *)sqlite3_column_text(q, 0))))
+                st = cdx_fail(CDX_ERR_NOMEM, "out of memory");
+            sqlite3_finalize(q);
+            q = NULL;
+            if (st != CDX_OK) goto cleanup;
+        }
+    }
 
     if (id && dim != m->dim) {
         st = cdx_fail(CDX_ERR_MODEL, "%s: model %s is recorded with dimension %d, not %d",
@@ -787,13 +808,22 @@ cdx_status cdx_store_use_model(cdx_store *s, const cdx_store_model *m, int64_t *
                       s->dir, m->name ? m->name : m->key, n ? names : "none");
         goto cleanup;
     }
-    if (s->writer) {
+    if (s->writer && shared) {
+        /* The space of another model with this image tower: it stays
+         * that model's row (and index type); only "current" moves. */
+        char sql[96];
+        snprintf(sql, sizeof sql,
+                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('current_model', %lld)",
+                 (long long)id);
+        if ((st = cdx_store_exec(s, sql)) != CDX_OK) goto cleanup;
+    } else if (s->writer) {
         /* Register or update the model, record it as the current one and
          * the index type it should be searched with. */
         if (sqlite3_prepare_v2(s->db,
-                               "INSERT INTO models(key, name, dir, dim, index_factory, created_at) "
-                               "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(key) DO UPDATE SET "
-                               "name = ?2, dir = ?3, index_factory = ?5",
+                               "INSERT INTO models(key, name, dir, dim, index_factory, created_at, "
+                               "vision_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(key) DO "
+                               "UPDATE SET name = ?2, dir = ?3, index_factory = ?5, "
+                               "vision_key = coalesce(vision_key, ?7)",
                                -1, &q, NULL) != SQLITE_OK) {
             st = cdx_store_sqlfail(s, "prepare");
             goto cleanup;
@@ -804,6 +834,7 @@ cdx_status cdx_store_use_model(cdx_store *s, const cdx_store_model *m, int64_t *
         sqlite3_bind_int(q, 4, m->dim);
         sqlite3_bind_text(q, 5, s->factory, -1, SQLITE_TRANSIENT);
         sqlite3_bind_int64(q, 6, (int64_t)time(NULL));
+        if (m->vision_key && *m->vision_key) sqlite3_bind_text(q, 7, m->vision_key, -1, SQLITE_TRANSIENT);
         if (sqlite3_step(q) != SQLITE_DONE) {
             st = cdx_store_sqlfail(s, "register model");
             goto cleanup;

@@ -78,6 +78,11 @@ struct cdx_store {
 
 /* A SQLite failure as a cdx_status with "DB: what: sqlite message". */
 cdx_status cdx_store_sqlfail(cdx_store *s, const char *what);
+
+/* store_tower.c: the vector space a model shares by its image tower
+ * (*id = 0: none), and recording a row's vision key. */
+cdx_status cdx_store_tower_lookup(cdx_store *s, const cdx_store_model *m, int64_t *id);
+void cdx_store_tower_record(cdx_store *s, int64_t id, const char *vision_key);
 /* The cached statement for slot id, prepared from sql on first use; reset
  * and unbound.  NULL on failure (error recorded). */
 sqlite3_stmt *cdx_store_stmt(cdx_store *s, int id, const char *sql);

@@ -25,6 +25,7 @@
 
 #include "grad_kernels.h"
 #include "internal.h"
+#include "engine/linear.h"
 #include "pool.h"
 
 /* ---------------------------------------------------------------- linear */
@@ -33,38 +34,46 @@ struct glin_ctx {
     float *dx, *dW;
     const float *dy, *x, *W;
     int64_t R;
-    int K, N;
+    int K, N, bn, bk;
     float beta;
 };
 
-/* dW rows n0..n1: dW[n0:n1] += dy[:, n0:n1]^T x. */
+/* Both products are split into fixed-width blocks (cdx_fixed_blocks), one
+ * sgemm call each, so the sums do not depend on the thread count. */
+
+/* dW rows n0..n1 of each block: dW[n0:n1] += dy[:, n0:n1]^T x. */
 static void glin_dw(void *vctx, int64_t b, int64_t e)
 {
     const struct glin_ctx *c = vctx;
-    int n0 = (int)b * 32, n1 = (int)e * 32 < c->N ? (int)e * 32 : c->N;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n1 - n0, c->K, (int)c->R, 1.0f, c->dy + n0,
-                c->N, c->x, c->K, 1.0f, c->dW + (int64_t)n0 * c->K, c->K);
+    for (int64_t i = b; i < e; i++) {
+        int n0 = (int)i * c->bn, n1 = n0 + c->bn < c->N ? n0 + c->bn : c->N;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n1 - n0, c->K, (int)c->R, 1.0f,
+                    c->dy + n0, c->N, c->x, c->K, 1.0f, c->dW + (int64_t)n0 * c->K, c->K);
+    }
 }
 
-/* dx columns k0..k1: dx[:, k0:k1] (+)= dy W[:, k0:k1]. */
+/* dx columns k0..k1 of each block: dx[:, k0:k1] (+)= dy W[:, k0:k1]. */
 static void glin_dx(void *vctx, int64_t b, int64_t e)
 {
     const struct glin_ctx *c = vctx;
-    int k0 = (int)b * 32, k1 = (int)e * 32 < c->K ? (int)e * 32 : c->K;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)c->R, k1 - k0, c->N, 1.0f, c->dy,
-                c->N, c->W + k0, c->K, c->beta, c->dx + k0, c->K);
+    for (int64_t i = b; i < e; i++) {
+        int k0 = (int)i * c->bk, k1 = k0 + c->bk < c->K ? k0 + c->bk : c->K;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)c->R, k1 - k0, c->N, 1.0f,
+                    c->dy, c->N, c->W + k0, c->K, c->beta, c->dx + k0, c->K);
+    }
 }
 
 void cdx_grad_linear(float *dx, float *dW, float *db, const float *dy, const float *x,
                      const float *W, int64_t R, int K, int N, int accumulate)
 {
-    struct glin_ctx c = {dx, dW, dy, x, W, R, K, N, accumulate ? 1.0f : 0.0f};
+    struct glin_ctx c = {dx, dW, dy, x, W, R, K, N, 0, 0, accumulate ? 1.0f : 0.0f};
     if (R <= 0) return;
-    if (dW) cdx_parallel_for((N + 31) / 32, 1, glin_dw, &c);
+    int nbn = cdx_fixed_blocks(N, 32, &c.bn), nbk = cdx_fixed_blocks(K, 32, &c.bk);
+    if (dW) cdx_parallel_for(nbn, 1, glin_dw, &c);
     if (db)
         for (int64_t r = 0; r < R; r++)
             for (int n = 0; n < N; n++) db[n] += dy[r * N + n];
-    if (dx) cdx_parallel_for((K + 31) / 32, 1, glin_dx, &c);
+    if (dx) cdx_parallel_for(nbk, 1, glin_dx, &c);
 }
 
 /* ---------------------------------------------------------------- layernorm */

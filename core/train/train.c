@@ -478,14 +478,27 @@ static cdx_status text_forward(cdx_train_model *m, int n, const int32_t *ids, co
     return CDX_OK;
 }
 
+/* No parameter of the image tower learns (--lock image). */
+static int vision_frozen(const cdx_train_model *m)
+{
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].tower == CDX_TRAIN_VISION && m->params[i].trainable) return 0;
+    return 1;
+}
+
 cdx_status cdx_train_forward(cdx_train_model *m, const cdx_train_batch *b, float *img, float *txt)
 {
     cdx_status st;
-    if (!m || !b || b->n < 1 || !b->pixels || !b->ids || !b->lens || !img || !txt)
+    if (!m || !b || b->n < 1 || (!b->pixels && !b->img_emb) || !b->ids || !b->lens || !img || !txt)
         return cdx_fail(CDX_ERR_ARG, "cdx_train_forward: invalid argument");
+    if (!b->pixels && !vision_frozen(m))
+        return cdx_fail(CDX_ERR_ARG, "cdx_train_forward: image embeddings without pixels need the image "
+                        "tower locked");
     m->n = 0;
+    if (!b->pixels) memcpy(img, b->img_emb, sizeof(float) * (size_t)b->n * (size_t)m->cfg.projection_dim);
     if (m->sig) return cdx_train_siglip_forward(m, b, img, txt);
-    if ((st = vision_forward(m, b->n, b->pixels, img)) || (st = text_forward(m, b->n, b->ids, b->lens, txt)))
+    if ((b->pixels && (st = vision_forward(m, b->n, b->pixels, img))) ||
+        (st = text_forward(m, b->n, b->ids, b->lens, txt)))
         return st;
     m->n = b->n;
     return CDX_OK;
@@ -812,11 +825,13 @@ out:
 }
 
 /* The k-th sub-batch of b: pairs k*sb .. and their token ids. */
-static cdx_train_batch sub_of(const cdx_train_batch *b, int first, int count, size_t per)
+static cdx_train_batch sub_of(const cdx_train_batch *b, int first, int count, size_t per, int E)
 {
     int64_t ids_off = 0;
     for (int i = 0; i < first; i++) ids_off += b->lens[i];
-    cdx_train_batch s = {count, b->pixels + per * (size_t)first, b->ids + ids_off, b->lens + first};
+    cdx_train_batch s = {count, b->pixels ? b->pixels + per * (size_t)first : NULL, b->ids + ids_off,
+                         b->lens + first, NULL, NULL, NULL};
+    if (b->img_emb) s.img_emb = b->img_emb + (size_t)first * (size_t)E;
     return s;
 }
 
@@ -828,15 +843,24 @@ cdx_status cdx_train_grad_cached(cdx_train_model *m, const cdx_train_batch *b, i
     if (sub_batch >= b->n) return cdx_train_grad(m, b, loss);
     const int E = m->cfg.projection_dim, n = b->n, S = m->cfg.vision.image_size;
     const size_t per = 3 * (size_t)S * S;
-    float *buf = malloc(sizeof(float) * 4 * (size_t)n * E), d_t = 0;
+    float *buf = malloc(sizeof(float) * 4 * (size_t)n * E), d_t = 0, *spix = NULL;
     cdx_status st = CDX_OK;
     if (!buf) return cdx_fail(CDX_ERR_NOMEM, "out of memory");
     float *img = buf, *txt = img + (size_t)n * E, *di = txt + (size_t)n * E, *dt = di + (size_t)n * E;
+    if (!b->pixels && !b->img_emb && b->fill && !(spix = malloc(sizeof(float) * per * (size_t)sub_batch))) {
+        free(buf);
+        return cdx_fail(CDX_ERR_NOMEM, "out of memory for a sub-batch of images");
+    }
     cdx_train_zero_grad(m);
     /* 1: the embeddings, one sub-batch's activations at a time */
     for (int i = 0; i < n; i += sub_batch) {
         int c = n - i < sub_batch ? n - i : sub_batch;
-        cdx_train_batch s = sub_of(b, i, c, per);
+        cdx_train_batch s = sub_of(b, i, c, per, E);
+        if (spix && b->fill(b->fill_user, i, c, spix)) {
+            st = CDX_ERR_IO;
+            goto out;
+        }
+        if (spix) s.pixels = spix;
         if ((st = cdx_train_forward(m, &s, img + (size_t)i * E, txt + (size_t)i * E))) goto out;
     }
     /* 2: the loss over the whole batch, its gradient w.r.t. the embeddings */
@@ -848,7 +872,12 @@ cdx_status cdx_train_grad_cached(cdx_train_model *m, const cdx_train_batch *b, i
     /* 3: each sub-batch again, backpropagated with its rows */
     for (int i = 0; i < n; i += sub_batch) {
         int c = n - i < sub_batch ? n - i : sub_batch;
-        cdx_train_batch s = sub_of(b, i, c, per);
+        cdx_train_batch s = sub_of(b, i, c, per, E);
+        if (spix && b->fill(b->fill_user, i, c, spix)) {
+            st = CDX_ERR_IO;
+            goto out;
+        }
+        if (spix) s.pixels = spix;
         /* the embeddings land in img/txt again: the same numbers */
         if ((st = cdx_train_forward(m, &s, img + (size_t)i * E, txt + (size_t)i * E)) ||
             (st = cdx_train_backward(m, di + (size_t)i * E, dt + (size_t)i * E)))
@@ -858,6 +887,7 @@ cdx_status cdx_train_grad_cached(cdx_train_model *m, const cdx_train_batch *b, i
     *loss = l;
 out:
     free(buf);
+    free(spix);
     return st;
 }
 

@@ -86,6 +86,17 @@ typedef struct cdx_train_batch {
     const float *pixels;
     const int32_t *ids;
     const int *lens;
+    /* LiT from the store (clipdex train --from-store): pixels NULL and
+     * img_emb (n,E) the image embeddings themselves, which the image
+     * tower would have computed; only with the image tower locked */
+    const float *img_emb;
+    /* Or pixels NULL and fill: the pixels of pairs first .. first+count-1
+     * into out ((count,3,S,S)), asked for one sub-batch at a time by
+     * cdx_train_grad_cached, so no buffer holds the whole batch's images
+     * (616 MB at batch 1024 and 224 px).  Returns non-zero after setting
+     * the error (cdx_fail). */
+    int (*fill)(void *user, int first, int count, float *out);
+    void *fill_user;
 } cdx_train_batch;
 
 /* Forward of both towers, keeping the activations the backward pass
@@ -164,6 +175,11 @@ double cdx_train_lr(cdx_train_schedule s, double lr, int64_t warmup, int64_t tot
  * settings (train_state.json), for cdx_train_load_state. */
 cdx_status cdx_train_save(cdx_train_model *m, const char *out_dir, const char *settings);
 
+/* Remove the OUT.tmp-PID directories that interrupted saves to out_dir
+ * left behind, only those whose process is gone (train_stale.c says how
+ * that is decided); *removed is how many.  Errors: out of memory only. */
+cdx_status cdx_train_remove_stale(const char *out_dir, int *removed);
+
 /* Continue a run: read the moments and step count that cdx_train_save
  * wrote into dir (m opened from dir, with the same trainable set).
  * *settings receives the saved settings (heap string, caller frees; NULL
@@ -175,5 +191,29 @@ cdx_status cdx_train_load_state(cdx_train_model *m, const char *dir, char **sett
  * parameters' names and shapes) as one float32 safetensors file: what the
  * tests compare with PyTorch autograd. */
 cdx_status cdx_train_save_grads(cdx_train_model *m, const char *path);
+
+/* A new model directory out_dir with random first weights (train_init.c):
+ * cfg_dir's config.json and its tokenizer and processor files, and
+ * model.safetensors drawn as transformers' CLIPPreTrainedModel initialises
+ * a CLIPModel, from seed (the same seed, the same bytes).  out_dir must
+ * not exist or be empty.  Errors name the file. */
+cdx_status cdx_train_init_random(const char *cfg_dir, uint64_t seed, const char *out_dir);
+/* --augment crop (augment.c): open_clip's training transform,
+ * RandomResizedCrop(S, scale=(0.9, 1.0), ratio=(3/4, 4/3), bicubic).
+ * cdx_train_crop_box draws the box of pair `pair` in epoch `epoch` of a
+ * W x H image as torchvision's get_params does, from a stream seeded by
+ * (seed, epoch, pair) only; cdx_train_crop_input resizes that box of img
+ * to S x S with cfg's bicubic, rescale and normalisation (out: 3*S*S
+ * floats, CHW). */
+#define CDX_TRAIN_CROP_SCALE_MIN 0.9
+typedef struct cdx_train_box {
+    int x, y, w, h;
+} cdx_train_box;
+void cdx_train_crop_box(uint64_t seed, int64_t epoch, int64_t pair, int W, int H, cdx_train_box *box);
+cdx_status cdx_train_crop_input(const cdx_preprocess_cfg *cfg, const cdx_image *img,
+                                const cdx_train_box *box, int S, float *out);
+
+/* Remove a directory of regular files (such as that model). */
+void cdx_train_remove_dir(const char *dir);
 
 #endif

@@ -147,4 +147,24 @@ void cdx_train_attend_prefix(float *o, const float *q, const float *k, const flo
                              int n_seq, const int64_t *off, const int *len, const int *nk, int H,
                              int D);
 
+/* A float32 tensor to write (train_save.c). */
+struct st_entry {
+    const char *name;
+    int ndim;
+    int64_t shape[CDX_MAX_DIMS];
+    int64_t numel;
+    const float *data;
+};
+
+/* Write tensors e[0..n) as one float32 safetensors file at path, fsynced. */
+cdx_status cdx_train_write_tensors(const char *path, const struct st_entry *e, int n);
+/* Copy a regular file, fsynced. */
+cdx_status cdx_train_copy_file(const char *src, const char *dst);
+/* 1 if a file of that name holds weights (not copied into an output). */
+int cdx_train_is_weights_file(const char *name);
+
+/* train_stale.c: a test hook at the points of a save ("start", "before",
+ * "swapped"); does nothing unless CLIPDEX_TEST_SAVE_STOP is set. */
+void cdx_train_test_stop(const char *where);
+
 #endif

@@ -32,17 +32,10 @@
 #include <unistd.h>
 
 #include <cJSON.h>
+#include <openssl/evp.h>
 
 #include "internal.h"
 #include "train_impl.h"
-
-struct st_entry {
-    const char *name;
-    int ndim;
-    int64_t shape[CDX_MAX_DIMS];
-    int64_t numel;
-    const float *data;
-};
 
 /* Append to a growable string; 0 on out of memory. */
 static int sb_add(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
@@ -82,6 +75,20 @@ static int write_all(int fd, const void *p, size_t n)
     return 1;
 }
 
+static cdx_status data_sha256(const struct st_entry *e, int n, char out[2 * CDX_HASH_SIZE + 1])
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    uint8_t h[CDX_HASH_SIZE];
+    unsigned hl = 0;
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
+    for (int i = 0; ok && i < n; i++) ok = EVP_DigestUpdate(ctx, e[i].data, (size_t)e[i].numel * 4) == 1;
+    ok = ok && EVP_DigestFinal_ex(ctx, h, &hl) == 1 && hl == CDX_HASH_SIZE;
+    EVP_MD_CTX_free(ctx);
+    if (!ok) return cdx_fail(CDX_ERR_IO, "hashing the weights failed");
+    cdx_hash_hex(h, out);
+    return CDX_OK;
+}
+
 static cdx_status write_safetensors(const char *path, const struct st_entry *e, int n)
 {
     char *hdr = NULL;
@@ -90,7 +97,14 @@ static cdx_status write_safetensors(const char *path, const struct st_entry *e, 
     int fd = -1;
     cdx_status st = CDX_OK;
 
-    if (!sb_add(&hdr, &len, &cap, "{\"__metadata__\":{\"format\":\"pt\"}")) goto nomem;
+    /* The SHA-256 of the tensor bytes, in the header: a store knows a model
+     * by its config and the first MiB of its weights file (cdx_store_model_key),
+     * and a trained model can differ from its input only further on (say
+     * --lock text with the temperature clamped where it was) */
+    char sum[2 * CDX_HASH_SIZE + 1];
+    if ((st = data_sha256(e, n, sum))) return st;
+    if (!sb_add(&hdr, &len, &cap, "{\"__metadata__\":{\"format\":\"pt\",\"clipdex_sha256\":\"%s\"}", sum))
+        goto nomem;
     for (int i = 0; i < n; i++) {
         if (!sb_add(&hdr, &len, &cap, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[", e[i].name)) goto nomem;
         for (int d = 0; d < e[i].ndim; d++)
@@ -393,6 +407,7 @@ cdx_status cdx_train_save(cdx_train_model *m, const char *out_dir, const char *s
     int made = 0, n = 0;
 
     if (!m || !out_dir || !*out_dir) return cdx_fail(CDX_ERR_ARG, "cdx_train_save: invalid argument");
+    cdx_train_test_stop("start");
     if (stat(out_dir, &sb) == 0) {
         /* replace only a model directory: never a directory of other things */
         if (!S_ISDIR(sb.st_mode)) return cdx_fail(CDX_ERR_IO, "%s: exists and is not a directory", out_dir);
@@ -473,6 +488,7 @@ cdx_status cdx_train_save(cdx_train_model *m, const char *out_dir, const char *s
         goto out;
     }
 
+    cdx_train_test_stop("before");
     if (rename(tmp, out_dir) != 0) {
         if (errno != ENOTEMPTY && errno != EEXIST) {
             st = cdx_fail(CDX_ERR_IO, "%s: %s", out_dir, strerror(errno));
@@ -483,6 +499,7 @@ cdx_status cdx_train_save(cdx_train_model *m, const char *out_dir, const char *s
             st = cdx_fail(CDX_ERR_IO, "%s: %s", out_dir, strerror(errno));
             goto out;
         }
+        cdx_train_test_stop("swapped");
     } else {
         made = 0;
     }
@@ -503,3 +520,15 @@ out:
     free(e);
     return st;
 }
+
+/* For train_init.c: the same writer and copier. */
+cdx_status cdx_train_write_tensors(const char *path, const struct st_entry *e, int n)
+{
+    return write_safetensors(path, e, n);
+}
+
+cdx_status cdx_train_copy_file(const char *src, const char *dst) { return copy_file(src, dst); }
+
+int cdx_train_is_weights_file(const char *name) { return is_weights_file(name); }
+
+void cdx_train_remove_dir(const char *dir) { remove_dir(dir); }

@@ -358,7 +358,9 @@ cdx_status cdx_train_siglip_forward(cdx_train_model *m, const cdx_train_batch *b
 {
     cdx_status st;
     m->n = 0;
-    if ((st = vision_forward(m, b->n, b->pixels, img)) || (st = text_forward(m, b->n, b->ids, b->lens, txt)))
+    /* no pixels: img holds the stored image embeddings (train.c) */
+    if ((b->pixels && (st = vision_forward(m, b->n, b->pixels, img))) ||
+        (st = text_forward(m, b->n, b->ids, b->lens, txt)))
         return st;
     m->n = b->n;
     return CDX_OK;

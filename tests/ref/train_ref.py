@@ -142,9 +142,11 @@ class Model:
                          p["vision_model.post_layernorm.bias"], eps)
         return x @ p["visual_projection.weight"].T
 
-    def loss(self, pix, seqs):
-        """CLIP's symmetric cross-entropy (Radford et al. 2021, fig. 3)."""
-        I = F.normalize(self.vision(pix), dim=-1)
+    def loss(self, pix, seqs, img_emb=None):
+        """CLIP's symmetric cross-entropy (Radford et al. 2021, fig. 3).
+        img_emb: the image embeddings given (LiT from an index), else the
+        image tower's output for pix."""
+        I = F.normalize(self.vision(pix) if img_emb is None else img_emb, dim=-1)
         T = F.normalize(self.text(seqs), dim=-1)
         logits = self.p["logit_scale"].reshape(()).exp() * I @ T.T
         labels = torch.arange(len(seqs))
@@ -179,9 +181,11 @@ def lr_at(lr, warmup, schedule, total, step):
 
 
 def train(model_dir, pairs_file, steps, batch, lr=5e-4, weight_decay=0.2, warmup=0,
-          schedule="cosine", lock=None, unlock_last=0, dtype="f64"):
+          schedule="cosine", lock=None, unlock_last=0, dtype="f64", image_emb=None):
     """steps of torch.optim.AdamW on the pairs, batch k = pairs kB..kB+B-1
-    (wrapping).  Returns the losses and the final weights (numpy)."""
+    (wrapping).  Returns the losses and the final weights (numpy).
+    image_emb: {absolute image path: embedding} used instead of the image
+    tower (pairs whose image has none are skipped), as LiT from an index."""
     m = Model(model_dir, torch.float64 if dtype == "f64" else torch.float32)
     base = os.path.dirname(os.path.abspath(pairs_file))
     pairs = []
@@ -191,10 +195,16 @@ def train(model_dir, pairs_file, steps, batch, lr=5e-4, weight_decay=0.2, warmup
             if not line or "\t" not in line:
                 continue
             path, cap = line.split("\t", 1)
-            try:
-                pix = clip_ref.preprocess(os.path.join(base, path), m.pre)
-            except Exception:
-                continue  # bad or missing: skipped, as clipdex does
+            if image_emb is not None:
+                e = image_emb.get(os.path.realpath(os.path.join(base, path)))
+                if e is None:
+                    continue
+                pix = torch.tensor(np.asarray(e, np.float64))
+            else:
+                try:
+                    pix = clip_ref.preprocess(os.path.join(base, path), m.pre)
+                except Exception:
+                    continue  # bad or missing: skipped, as clipdex does
             pairs.append((pix, m.tok.encode(cap, m.cfg["text_config"]["max_position_embeddings"])))
     names = m.trainable(lock, unlock_last)
     # weight decay only on tensors of 2 or more dimensions (open_clip's rule)
@@ -213,7 +223,7 @@ def train(model_dir, pairs_file, steps, batch, lr=5e-4, weight_decay=0.2, warmup
         for g in opt.param_groups:
             g["lr"] = lr_at(lr, warmup, schedule, steps, step)
         opt.zero_grad()
-        loss = m.loss(pix, seqs)
+        loss = m.loss(pix, seqs) if image_emb is None else m.loss(None, seqs, pix)
         loss.backward()
         opt.step()
         with torch.no_grad():

@@ -118,7 +118,7 @@ int main(int argc, char **argv)
     /* the forward pass is the engine's */
     float *img = malloc(sizeof(float) * 4 * (size_t)n * E), *txt = img + (size_t)n * E;
     float *ref_i = txt + (size_t)n * E, *ref_t = ref_i + (size_t)n * E;
-    cdx_train_batch b = {n, pix, ids, lens};
+    cdx_train_batch b = {n, pix, ids, lens, NULL, NULL, NULL};
     if (cdx_train_forward(tm, &b, img, txt)) return die("forward");
     if (cdx_model_encode_images(m, pix, n, ref_i, 0)) return die("encode images");
     for (int i = 0; i < n; i++)

@@ -122,9 +122,9 @@ int main(int argc, char **argv)
     if (cdx_store_open(argv[1], NULL, &s) != CDX_OK) return die("open");
     if (cdx_store_models(s, &mi, &n_models) != CDX_OK || n_models == 0) return die("models");
     /* The model the writer uses (the store of this test has one). */
-    cdx_store_model m = {mi[0].key, mi[0].name, mi[0].dir, mi[0].dim};
+    cdx_store_model m = {mi[0].key, mi[0].name, mi[0].dir, mi[0].dim, NULL};
     for (size_t i = 0; i < n_models; i++)
-        if (mi[i].current) m = (cdx_store_model){mi[i].key, mi[i].name, mi[i].dir, mi[i].dim};
+        if (mi[i].current) m = (cdx_store_model){mi[i].key, mi[i].name, mi[i].dir, mi[i].dim, NULL};
     dim = m.dim;
     if (cdx_store_use_model(s, &m, NULL) != CDX_OK) return die("use_model");
 

@@ -87,8 +87,8 @@ static cdx_store *open_r(const char *dir)
     return s;
 }
 
-static cdx_store_model model_a = {"aaaa0001", "model-a", "/models/a", DIM};
-static cdx_store_model model_b = {"bbbb0002", "model-b", "/models/b", 32};
+static cdx_store_model model_a = {"aaaa0001", "model-a", "/models/a", DIM, NULL};
+static cdx_store_model model_b = {"bbbb0002", "model-b", "/models/b", 32, NULL};
 
 static int put(cdx_store *s, const char *path, uint64_t content, int dim)
 {
@@ -366,7 +366,7 @@ static void test_models(void)
     wrong.dim = 8;
     ok(cdx_store_use_model(r, &wrong, NULL) == CDX_ERR_MODEL, "same key, other dimension refused: %s",
        cdx_last_error());
-    cdx_store_model unknown = {"cccc", "model-c", NULL, DIM};
+    cdx_store_model unknown = {"cccc", "model-c", NULL, DIM, NULL};
     ok(cdx_store_use_model(r, &unknown, NULL) == CDX_ERR_STORE && strstr(cdx_last_error(), "model-a"),
        "unknown model: error lists the store's models: %s", cdx_last_error());
     cdx_store_model_info *mi = NULL;

@@ -64,7 +64,7 @@ static int by_desc(const void *a, const void *b)
 int main(void)
 {
     char dir[] = "/tmp/cdx-test-overfetch-XXXXXX", path[128], hashsrc[64];
-    cdx_store_model model = {"ofetch01", "overfetch", "/models/o", DIM};
+    cdx_store_model model = {"ofetch01", "overfetch", "/models/o", DIM, NULL};
     cdx_store_opts o = {0};
     cdx_store *s = NULL;
     static float vecs[N_OTHER + N_MATCH][DIM];
