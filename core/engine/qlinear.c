@@ -25,6 +25,7 @@
 #include "linear.h"
 #include "pool.h"
 #include "qlinear.h"
+#include "qsmall.h"
 
 #define MAX_SLICES 64
 
@@ -45,6 +46,13 @@ struct cdx_qlinear {
     float *wscale;           /* int8: (N) per-output-channel scales */
     float *inv_smooth;       /* int8: (K) 1/s, or NULL */
     size_t bytes;
+    /* int8 with AVX-512 VNNI for few rows (CDX_QL_FEW_ROWS): the weights
+     * packed for qsmall.c, and oneDNN's layout made from them only when
+     * a call has more than CDX_QSMALL_MAX_ROWS rows (a text query never
+     * does), so a query process holds one copy of the weights. */
+    cdx_qsmall small;
+    void *small_mem;         /* owns small.w and small.comp */
+    int pending;             /* oneDNN slices not made yet */
 };
 
 /* ------------------------------------------------------------ oneDNN */
@@ -322,6 +330,21 @@ out:
 cdx_status cdx_qlinear_new(const float *W, int K, int N, cdx_precision p, const float *act,
                            cdx_qlinear **out)
 {
+    return cdx_qlinear_new_flags(W, K, N, p, act, 0, out);
+}
+
+/* The small-row layout from plain (N,K) int8 weights. */
+static int make_small(cdx_qlinear *q, const int8_t *plain)
+{
+    const size_t wb = cdx_qsmall_wbytes(q->K, q->N), cb = cdx_qsmall_cbytes(q->K, q->N);
+    if (!(q->small_mem = aligned_alloc(64, (wb + cb + 63) & ~(size_t)63))) return 0;
+    cdx_qsmall_pack(&q->small, q->small_mem, (int32_t *)((char *)q->small_mem + wb), plain, q->K, q->N);
+    return 1;
+}
+
+cdx_status cdx_qlinear_new_flags(const float *W, int K, int N, cdx_precision p, const float *act,
+                                 unsigned flags, cdx_qlinear **out)
+{
     cdx_status st = CDX_OK;
     cdx_qlinear *q = NULL;
     void *plain = NULL;
@@ -395,7 +418,17 @@ cdx_status cdx_qlinear_new(const float *W, int K, int N, cdx_precision p, const 
     const int native = p == CDX_PRECISION_BF16
                            ? isa >= CDX_ISA_AVX512
                            : isa == CDX_ISA_AVX2_VNNI || isa >= CDX_ISA_AVX512_VNNI;
-    if (engine && native && to_onednn(q, plain, esz)) {
+    /* CLIPDEX_QSMALL=off: the oneDNN path for every row count (to measure
+     * one against the other in one run) */
+    const char *qs_env = getenv("CLIPDEX_QSMALL");
+    if (qs_env && strcmp(qs_env, "off") == 0) flags &= ~CDX_QL_FEW_ROWS;
+    if (engine && p == CDX_PRECISION_INT8 && (flags & CDX_QL_FEW_ROWS) && cdx_qsmall_native()) {
+        if (!make_small(q, plain)) goto nomem;
+        q->onednn = 1;
+        q->pending = 1;
+        q->impl = "qsmall avx512_vnni (oneDNN above 32 rows)";
+        q->bytes += cdx_qsmall_wbytes(K, N) + cdx_qsmall_cbytes(K, N);
+    } else if (engine && native && to_onednn(q, plain, esz)) {
         q->onednn = 1;
     } else {
         /* Emulated: the same values as floats, through the float32 path. */
@@ -427,6 +460,7 @@ void cdx_qlinear_free(cdx_qlinear *q)
     free(q->wf);
     free(q->wscale);
     free(q->inv_smooth);
+    free(q->small_mem);
     free(q);
 }
 
@@ -501,11 +535,54 @@ static void run_slices(void *vctx, int64_t s0, int64_t s1)
     omp_set_num_threads(saved);
 }
 
+/* Few rows through qsmall.c: quantise each row to int8 (the same values
+ * as the oneDNN path), shift to u8 for vpdpbusd, then one pass over the
+ * packed weights with the dequantisation in the kernel's epilogue. */
+static cdx_status run_small(const cdx_qlinear *q, cdx_qscratch *s, float *y, const float *x,
+                            int64_t R)
+{
+    const int K = q->K, KP = 4 * q->small.KG;
+    if (!grow(s, (size_t)R * KP, R))
+        return cdx_fail(CDX_ERR_NOMEM, "out of memory for a %lld-row product", (long long)R);
+    for (int64_t r = 0; r < R; r++) {
+        int8_t *d = (int8_t *)s->buf + r * KP;
+        s->rowscale[r] = quant_row_avx512(d, x + r * K, q->inv_smooth, K);
+        memset(d + K, 0, (size_t)(KP - K));
+        uint8_t *u = (uint8_t *)d;
+        for (int k = 0; k < KP; k++) u[k] ^= 0x80; /* q + 128 */
+    }
+    cdx_qsmall_run(&q->small, y, s->buf, s->rowscale, q->wscale, R);
+    return CDX_OK;
+}
+
+/* oneDNN's layout for a small-row layer, made on its first call with
+ * more rows.  Layers are shared read-only by callers, hence the lock. */
+static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int ensure_onednn(const cdx_qlinear *cq)
+{
+    cdx_qlinear *q = (cdx_qlinear *)cq;
+    int ok = 1;
+    pthread_mutex_lock(&pending_lock);
+    if (q->pending) {
+        int8_t *plain = malloc((size_t)q->N * q->K);
+        ok = plain != NULL;
+        if (ok) cdx_qsmall_unpack(&q->small, plain);
+        ok = ok && to_onednn(q, plain, 1);
+        q->impl = "qsmall avx512_vnni (oneDNN above 32 rows)"; /* to_onednn named its own */
+        free(plain);
+        if (ok) q->pending = 0;
+    }
+    pthread_mutex_unlock(&pending_lock);
+    return ok;
+}
+
 cdx_status cdx_qlinear_run(const cdx_qlinear *q, cdx_qscratch *s, float *y, const float *x,
                            int64_t R)
 {
     const int K = q->K, N = q->N;
     const int bf = q->p == CDX_PRECISION_BF16;
+    if (q->small.w && R <= CDX_QSMALL_MAX_ROWS) return run_small(q, s, y, x, R);
     size_t xbytes = (size_t)R * K * (q->onednn ? (bf ? 2 : 1) : sizeof(float));
     size_t abytes = !bf && q->onednn ? (size_t)R * N * sizeof(int32_t) : 0;
     xbytes = (xbytes + 63) & ~(size_t)63;
@@ -521,6 +598,8 @@ cdx_status cdx_qlinear_run(const cdx_qlinear *q, cdx_qscratch *s, float *y, cons
         return CDX_OK;
     }
     struct prim *prims[MAX_SLICES];
+    if (q->pending && !ensure_onednn(q))
+        return cdx_fail(CDX_ERR_NOMEM, "out of memory for oneDNN's copy of a %dx%d int8 layer", N, K);
     for (int i = 0; i < q->nslices; i++)
         if (!(prims[i] = get_prim(q, i, R)))
             return cdx_fail(CDX_ERR_INTERNAL, "oneDNN could not build a %lldx%dx%d %s product",
@@ -540,6 +619,17 @@ static float *plain_weights(const cdx_qlinear *q)
     if (!w) return NULL;
     if (!q->onednn) {
         memcpy(w, q->wf, NK * sizeof(float));
+        return w;
+    }
+    if (q->small.w) {
+        int8_t *b = malloc(NK);
+        if (!b) {
+            free(w);
+            return NULL;
+        }
+        cdx_qsmall_unpack(&q->small, b);
+        for (size_t i = 0; i < NK; i++) w[i] = b[i];
+        free(b);
         return w;
     }
     const size_t esz = q->p == CDX_PRECISION_BF16 ? 2 : 1;

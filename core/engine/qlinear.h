@@ -54,6 +54,13 @@ typedef struct cdx_qscratch {
 cdx_status cdx_qlinear_new(const float *W, int K, int N, cdx_precision p, const float *act,
                            cdx_qlinear **out);
 void cdx_qlinear_free(cdx_qlinear *q);
+/* As cdx_qlinear_new, with hints: CDX_QL_FEW_ROWS says most calls have
+ * few rows (a text tower): int8 with AVX-512 VNNI then runs up to
+ * CDX_QSMALL_MAX_ROWS rows in qsmall.c and makes oneDNN's copy of the
+ * weights only when a call has more. */
+#define CDX_QL_FEW_ROWS 1u
+cdx_status cdx_qlinear_new_flags(const float *W, int K, int N, cdx_precision p, const float *act,
+                                 unsigned flags, cdx_qlinear **out);
 
 /* y (R,N) = x (R,K) W^T.  Not thread-safe per scratch. */
 cdx_status cdx_qlinear_run(const cdx_qlinear *q, cdx_qscratch *s, float *y, const float *x,

@@ -208,14 +208,14 @@ cdx_status cdx_stack_prepare(cdx_stack *t, cdx_weights *w, cdx_precision p)
             memcpy(wqkv, l->q_w, CC * sizeof(float));
             memcpy(wqkv + CC, l->k_w, CC * sizeof(float));
             memcpy(wqkv + 2 * CC, l->v_w, CC * sizeof(float));
-            st = cdx_qlinear_new(wqkv, C, 3 * C, p, a1, &l->qkv_q);
-        } else if (!(st = cdx_qlinear_new(l->q_w, C, C, p, a1, &l->q_q)) &&
-                   !(st = cdx_qlinear_new(l->k_w, C, C, p, a1, &l->k_q))) {
-            st = cdx_qlinear_new(l->v_w, C, C, p, a1, &l->v_q);
+            st = cdx_qlinear_new_flags(wqkv, C, 3 * C, p, a1, t->qflags, &l->qkv_q);
+        } else if (!(st = cdx_qlinear_new_flags(l->q_w, C, C, p, a1, t->qflags, &l->q_q)) &&
+                   !(st = cdx_qlinear_new_flags(l->k_w, C, C, p, a1, t->qflags, &l->k_q))) {
+            st = cdx_qlinear_new_flags(l->v_w, C, C, p, a1, t->qflags, &l->v_q);
         }
-        if (st || (st = cdx_qlinear_new(l->o_w, C, C, p, NULL, &l->o_q)) ||
-            (st = cdx_qlinear_new(l->fc1_w, C, F, p, a2, &l->fc1_q)) ||
-            (st = cdx_qlinear_new(l->fc2_w, F, C, p, NULL, &l->fc2_q)))
+        if (st || (st = cdx_qlinear_new_flags(l->o_w, C, C, p, NULL, t->qflags, &l->o_q)) ||
+            (st = cdx_qlinear_new_flags(l->fc1_w, C, F, p, a2, t->qflags, &l->fc1_q)) ||
+            (st = cdx_qlinear_new_flags(l->fc2_w, F, C, p, NULL, t->qflags, &l->fc2_q)))
             goto out;
         /* The float32 originals are only read again if the precision
          * goes back to f32: out of memory until then (a text query at

@@ -42,6 +42,7 @@ typedef struct cdx_stack {
     float eps;
     cdx_act act;
     cdx_block_w *layers; /* L entries, owned */
+    unsigned qflags;     /* cdx_qlinear_new_flags hints (CDX_QL_FEW_ROWS for text) */
 } cdx_stack;
 
 /* Activation buffers, (rows, width) row-major, rows >= B*T of a call:
