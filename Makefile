@@ -106,7 +106,7 @@ CORE_OBJS += core/engine/openclip.o
 $(BUILD)/core/engine/openclip.o: PROG_CFLAGS = -DCDX_DATADIR='"$(PREFIX)/share/clipdex"' \
 	-DCDX_SRC_DATADIR='"$(CURDIR)/data"'
 # reduced precision (bf16, int8) through oneDNN: CPU level, prepared layers
-CORE_OBJS += core/engine/cpu.o core/engine/precision.o core/engine/qlinear.o core/engine/qgram.o core/engine/qsmall.o
+CORE_OBJS += core/engine/cpu.o core/engine/precision.o core/engine/qlinear.o core/engine/qgram.o core/engine/qsmall.o core/engine/qcache.o
 UNIT_TESTS += test_tokenizer test_weights test_kernels test_qlinear test_qsmall
 BENCHES += engine_bench
 # bench/README-precision.md: oneDNN on its own threads against our column split

@@ -505,6 +505,8 @@ cdx_status cdx_model_set_precision(cdx_model *m, cdx_precision p)
     m->prec_why = "float32 (a reduced precision could not be prepared)";
     /* a text tower mostly runs one query of a few tokens */
     m->text.qflags = CDX_QL_FEW_ROWS;
+    m->text.cache_tower = "text";
+    m->vision.cache_tower = "vision";
     if (p != CDX_PRECISION_F32) {
         if (((m->towers & CDX_TOWER_TEXT) && (st = cdx_stack_prepare(&m->text, m->w, p))) ||
             ((m->towers & CDX_TOWER_VISION) && (st = cdx_stack_prepare(&m->vision, m->w, p))) ||

@@ -53,6 +53,7 @@ struct cdx_qlinear {
     cdx_qsmall small;
     void *small_mem;         /* owns small.w and small.comp */
     int pending;             /* oneDNN slices not made yet */
+    int borrowed;            /* wscale, inv_smooth, small point into a cache file */
 };
 
 /* ------------------------------------------------------------ oneDNN */
@@ -458,10 +459,115 @@ void cdx_qlinear_free(cdx_qlinear *q)
     if (!q) return;
     for (int s = 0; s < q->nslices; s++) dnnl_memory_destroy(q->sl[s].wmem);
     free(q->wf);
-    free(q->wscale);
-    free(q->inv_smooth);
+    if (!q->borrowed) {
+        free(q->wscale);
+        free(q->inv_smooth);
+    }
     free(q->small_mem);
     free(q);
+}
+
+int cdx_qlinear_export(const cdx_qlinear *q, cdx_qlinear_desc *d, const void *blob[CDX_QL_MAX_BLOBS])
+{
+    memset(d, 0, sizeof *d);
+    if (!q->onednn || (q->pending && !q->small.w)) return 0;
+    d->K = (uint32_t)q->K;
+    d->N = (uint32_t)q->N;
+    d->p = (uint32_t)q->p;
+    d->has_smooth = q->inv_smooth != NULL;
+    int nb = 0;
+    if (q->p == CDX_PRECISION_INT8) {
+        blob[nb] = q->wscale;
+        d->blob_bytes[nb++] = (uint64_t)q->N * sizeof(float);
+        if (q->inv_smooth) {
+            blob[nb] = q->inv_smooth;
+            d->blob_bytes[nb++] = (uint64_t)q->K * sizeof(float);
+        }
+    }
+    if (q->small.w) {
+        d->kind = 0;
+        blob[nb] = q->small.w; /* comp follows it in small_mem */
+        d->blob_bytes[nb++] = cdx_qsmall_wbytes(q->K, q->N) + cdx_qsmall_cbytes(q->K, q->N);
+    } else {
+        d->kind = 1;
+        d->nslices = (uint32_t)q->nslices;
+        for (int s = 0; s < q->nslices; s++) {
+            void *h = NULL;
+            if (dnnl_memory_get_data_handle(q->sl[s].wmem, &h) || !h) return 0;
+            d->slice_n0[s] = (uint32_t)q->sl[s].n0;
+            d->slice_n[s] = (uint32_t)q->sl[s].n;
+            blob[nb] = h;
+            d->blob_bytes[nb++] = dnnl_memory_desc_get_size(&q->sl[s].wmd);
+        }
+    }
+    d->nblobs = (uint32_t)nb;
+    return 1;
+}
+
+cdx_status cdx_qlinear_import(const cdx_qlinear_desc *d, const void *const blob[CDX_QL_MAX_BLOBS],
+                              cdx_qlinear **out)
+{
+    cdx_qlinear *q = NULL;
+    *out = NULL;
+    pthread_once(&engine_once, engine_init);
+    const int int8 = d->p == CDX_PRECISION_INT8;
+    uint32_t nb = 0;
+    if ((d->p != CDX_PRECISION_BF16 && !int8) || !engine || d->K == 0 || d->N == 0 ||
+        d->K > (1u << 20) || d->N > (1u << 20) || d->nslices > MAX_SLICES || d->nblobs > CDX_QL_MAX_BLOBS ||
+        (d->kind == 0 && (!int8 || !cdx_qsmall_native())) || d->kind > 1 || (d->has_smooth && !int8))
+        goto bad;
+    if (!(q = calloc(1, sizeof *q))) return cdx_fail(CDX_ERR_NOMEM, "out of memory");
+    q->p = (cdx_precision)d->p;
+    q->K = (int)d->K;
+    q->N = (int)d->N;
+    q->onednn = 1;
+    q->borrowed = 1;
+    if (int8) {
+        if (d->blob_bytes[nb] != (uint64_t)q->N * sizeof(float)) goto bad;
+        q->wscale = (float *)blob[nb++];
+        if (d->has_smooth) {
+            if (d->blob_bytes[nb] != (uint64_t)q->K * sizeof(float)) goto bad;
+            q->inv_smooth = (float *)blob[nb++];
+        }
+    }
+    if (d->kind == 0) {
+        const size_t wb = cdx_qsmall_wbytes(q->K, q->N), cb = cdx_qsmall_cbytes(q->K, q->N);
+        if (d->blob_bytes[nb] != wb + cb) goto bad;
+        q->small = (cdx_qsmall){q->K, q->N, (q->K + 3) / 4, (q->N + 31) / 32, (const int8_t *)blob[nb],
+                                (const int32_t *)((const char *)blob[nb] + wb)};
+        nb++;
+        q->pending = 1;
+        q->impl = "qsmall avx512_vnni (oneDNN above 32 rows)";
+        q->bytes = wb + cb;
+    } else {
+        if (d->nslices == 0) goto bad;
+        for (uint32_t s = 0, n0 = 0; s < d->nslices; s++) {
+            struct slice *sl = &q->sl[s];
+            if (d->slice_n0[s] != n0 || d->slice_n[s] == 0 || d->slice_n[s] > d->N - n0) goto bad;
+            sl->n0 = (int)n0;
+            sl->n = (int)d->slice_n[s];
+            n0 += d->slice_n[s];
+            if (s + 1 == d->nslices && n0 != d->N) goto bad;
+            dnnl_primitive_desc_t pd = make_pd(q->p, 256, q->K, sl->n, q->N, NULL);
+            if (!pd) goto bad;
+            const char *impl = NULL;
+            dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+            q->impl = impl && strncmp(impl, "brg", 3) == 0 ? "oneDNN brgemm" : "oneDNN";
+            sl->wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+            dnnl_primitive_desc_destroy(pd);
+            if (dnnl_memory_desc_get_size(&sl->wmd) != d->blob_bytes[nb] ||
+                dnnl_memory_create(&sl->wmem, &sl->wmd, engine, (void *)blob[nb]))
+                goto bad;
+            q->nslices++;
+            q->bytes += d->blob_bytes[nb++];
+        }
+    }
+    if (nb != d->nblobs) goto bad;
+    *out = q;
+    return CDX_OK;
+bad:
+    cdx_qlinear_free(q);
+    return cdx_fail(CDX_ERR_FORMAT, "a cached layer does not match this process's layout");
 }
 
 size_t cdx_qlinear_bytes(const cdx_qlinear *q) { return q->bytes; }

@@ -10,6 +10,7 @@
 #include "kernels.h"
 #include "linear.h"
 #include "pool.h"
+#include "qcache.h"
 #include "transformer.h"
 
 cdx_status cdx_stack_init(cdx_stack *t, const cdx_tower_info *ti, cdx_act act)
@@ -36,6 +37,7 @@ static void unprepare(cdx_stack *t)
             *q[j] = NULL;
         }
     }
+    cdx_qcache_release(t);
 }
 
 void cdx_stack_free(cdx_stack *t)
@@ -188,6 +190,9 @@ cdx_status cdx_stack_prepare(cdx_stack *t, cdx_weights *w, cdx_precision p)
     float *a1 = NULL, *a2 = NULL, *wqkv = NULL;
     unprepare(t);
     if (p == CDX_PRECISION_F32) return CDX_OK;
+    /* converted by an earlier process: nothing to read of the float32
+     * weights (their pages are never touched) */
+    if (cdx_qcache_load(t, w, p)) return CDX_OK;
     a1 = malloc(sizeof(float) * (size_t)C);
     a2 = malloc(sizeof(float) * (size_t)C);
     /* q, k and v as one product needs 3C columns of the MLP's buffer */
@@ -227,6 +232,7 @@ cdx_status cdx_stack_prepare(cdx_stack *t, cdx_weights *w, cdx_precision p)
     }
 out:
     if (st) unprepare(t);
+    else cdx_qcache_store(t, w, p);
     free(a1);
     free(a2);
     free(wqkv);
