@@ -90,8 +90,7 @@ static int enabled(const char **dir_override)
     return 1;
 }
 
-/* The cache directory (malloc'd), or NULL. */
-static char *cache_dir(void)
+char *cdx_weights_cache_dir(void)
 {
     const char *over, *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
     char *d = NULL;
@@ -119,7 +118,7 @@ static int key_and_path(const cdx_stack *t, const cdx_weights *w, cdx_precision 
     size_t n = 0;
     *key = *path = NULL;
     if (!t->cache_tower || !w || !w->dir) return 0;
-    char *dir = cache_dir();
+    char *dir = cdx_weights_cache_dir();
     if (!dir) return 0;
     const dnnl_version_t *v = dnnl_version();
     n += (size_t)snprintf(buf + n, sizeof buf - n,
