@@ -314,7 +314,7 @@ testdata: all
 	@$(PYTHON) tests/tools/make_testdata.py --out build/testdata
 
 check: tests-build testdata
-	CLIPDEX_PRECISION=f32 CLIPDEX_BUILD=$(BUILD) PYTHON=$(PYTHON) prove -f $(PROVE_FLAGS) \
+	CLIPDEX_PRECISION=f32 CLIPDEX_CACHE=off CLIPDEX_BUILD=$(BUILD) PYTHON=$(PYTHON) prove -f $(PROVE_FLAGS) \
 		$(T_BINS) $(sort $(wildcard tests/cli/*.t))
 
 asan-check:
