@@ -151,6 +151,15 @@ out:
     return e;
 }
 
+int cdx_qlinear_primitives(void)
+{
+    int n = 0;
+    pthread_mutex_lock(&cache_lock);
+    for (const struct prim *e = cache; e; e = e->next) n++;
+    pthread_mutex_unlock(&cache_lock);
+    return n;
+}
+
 /* ------------------------------------------------------------ rounding */
 
 float cdx_bf16_round(float f)
@@ -606,6 +615,7 @@ struct run_ctx {
     int32_t *acc;
     const float *rowscale;
     float *y;
+    float *ydst; /* bf16: where oneDNN writes (y, or Mp padded rows) */
     int64_t R;
 };
 
@@ -621,7 +631,7 @@ static void run_slices(void *vctx, int64_t s0, int64_t s1)
     for (int64_t s = s0; s < s1; s++) {
         const struct slice *sl = &q->sl[s];
         struct prim *e = c->prims[s];
-        void *dst = q->p == CDX_PRECISION_BF16 ? (void *)(c->y + sl->n0) : (void *)(c->acc + sl->n0);
+        void *dst = q->p == CDX_PRECISION_BF16 ? (void *)(c->ydst + sl->n0) : (void *)(c->acc + sl->n0);
         pthread_mutex_lock(&e->use);
         dnnl_memory_set_data_handle(e->src, c->src);
         dnnl_memory_set_data_handle(e->dst, dst);
@@ -689,13 +699,22 @@ cdx_status cdx_qlinear_run(const cdx_qlinear *q, cdx_qscratch *s, float *y, cons
     const int K = q->K, N = q->N;
     const int bf = q->p == CDX_PRECISION_BF16;
     if (q->small.w && R <= CDX_QSMALL_MAX_ROWS) return run_small(q, s, y, x, R);
-    size_t xbytes = (size_t)R * K * (q->onednn ? (bf ? 2 : 1) : sizeof(float));
-    size_t abytes = !bf && q->onednn ? (size_t)R * N * sizeof(int32_t) : 0;
+    /* oneDNN runs Mp rows, R rounded up to a multiple of 8 (zero rows
+     * below), so its cached primitives are one per 8 row counts, not one
+     * per text length */
+    static int pad = -1; /* CLIPDEX_ONEDNN_PAD=off: exact rows (to measure the padding) */
+    if (pad < 0) pad = !(getenv("CLIPDEX_ONEDNN_PAD") && strcmp(getenv("CLIPDEX_ONEDNN_PAD"), "off") == 0);
+    const int64_t Mp = q->onednn && pad ? (R + 7) & ~(int64_t)7 : R;
+    const size_t esz = q->onednn ? (bf ? 2 : 1) : sizeof(float);
+    size_t xbytes = (size_t)Mp * K * esz;
+    size_t abytes = !bf && q->onednn ? (size_t)Mp * N * sizeof(int32_t) : 0;
+    size_t ybytes = bf && Mp > R ? (size_t)Mp * N * sizeof(float) : 0;
     xbytes = (xbytes + 63) & ~(size_t)63;
-    if (!grow(s, xbytes + abytes, R))
+    if (!grow(s, xbytes + abytes + ybytes, R))
         return cdx_fail(CDX_ERR_NOMEM, "out of memory for a %lld-row product", (long long)R);
     struct cvt_ctx cc = {x, s->buf, K, q->inv_smooth, s->rowscale, !q->onednn};
     cdx_parallel_for(R, 8, bf ? cvt_bf16 : cvt_int8, &cc);
+    if (Mp > R) memset((char *)s->buf + (size_t)R * K * esz, 0, (size_t)(Mp - R) * K * esz);
     if (!q->onednn) {
         cdx_linear(y, s->buf, q->wf, R, K, N);
         if (!bf)
@@ -707,11 +726,13 @@ cdx_status cdx_qlinear_run(const cdx_qlinear *q, cdx_qscratch *s, float *y, cons
     if (q->pending && !ensure_onednn(q))
         return cdx_fail(CDX_ERR_NOMEM, "out of memory for oneDNN's copy of a %dx%d int8 layer", N, K);
     for (int i = 0; i < q->nslices; i++)
-        if (!(prims[i] = get_prim(q, i, R)))
+        if (!(prims[i] = get_prim(q, i, Mp)))
             return cdx_fail(CDX_ERR_INTERNAL, "oneDNN could not build a %lldx%dx%d %s product",
-                            (long long)R, K, q->sl[i].n, cdx_precision_name(q->p));
-    struct run_ctx rc = {q, prims, s->buf, (int32_t *)((char *)s->buf + xbytes), s->rowscale, y, R};
+                            (long long)Mp, K, q->sl[i].n, cdx_precision_name(q->p));
+    float *ydst = ybytes ? (float *)((char *)s->buf + xbytes + abytes) : y;
+    struct run_ctx rc = {q, prims, s->buf, (int32_t *)((char *)s->buf + xbytes), s->rowscale, y, ydst, R};
     cdx_parallel_for(q->nslices, 1, run_slices, &rc);
+    if (ydst != y) memcpy(y, ydst, (size_t)R * N * sizeof(float));
     return CDX_OK;
 }
 

@@ -89,6 +89,10 @@ int cdx_qlinear_export(const cdx_qlinear *q, cdx_qlinear_desc *d, const void *bl
 cdx_status cdx_qlinear_import(const cdx_qlinear_desc *d, const void *const blob[CDX_QL_MAX_BLOBS],
                               cdx_qlinear **out);
 
+/* oneDNN primitives made so far in this process (for the test that the
+ * row padding bounds them). */
+int cdx_qlinear_primitives(void);
+
 /* Bytes of weight data the layer holds. */
 size_t cdx_qlinear_bytes(const cdx_qlinear *q);
 /* "onednn" when oneDNN runs it, "emulated" for the float32 fallback. */

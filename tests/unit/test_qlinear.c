@@ -191,5 +191,40 @@ int main(void)
         free(yr);
     }
     qflags = 0;
+    {
+        /* Row counts 41..48 share one set of oneDNN primitives (rows
+         * padded to a multiple of 8), and the padded rows change nothing:
+         * each count against the twin. */
+        const int K = 256, N = 384;
+        float *W = malloc(sizeof(float) * N * K), *x = malloc(sizeof(float) * 48 * K);
+        float *y = malloc(sizeof(float) * 48 * N), *yr = malloc(sizeof(float) * 48 * N);
+        for (int i = 0; i < N * K; i++) W[i] = frand() / sqrtf((float)K);
+        for (int i = 0; i < 48 * K; i++) x[i] = frand();
+        for (int pi = 0; pi < 2; pi++) {
+            const cdx_precision p = pi ? CDX_PRECISION_INT8 : CDX_PRECISION_BF16;
+            cdx_qlinear *q = NULL;
+            cdx_qscratch s = {0};
+            if (cdx_qlinear_new(W, K, N, p, NULL, &q) != CDX_OK) continue;
+            cdx_qlinear_run(q, &s, y, x, 41);
+            const int before = cdx_qlinear_primitives();
+            double worst = 0;
+            for (int R = 41; R <= 48; R++) {
+                memset(y, 0xff, sizeof(float) * 48 * N);
+                cdx_qlinear_run(q, &s, y, x, R);
+                cdx_qlinear_ref(q, yr, x, R);
+                double e = rel_errf(y, yr, (size_t)R * N);
+                worst = e > worst ? e : worst;
+            }
+            ok(worst < 2e-5, "%s rows 41..48: vs twin, worst %.2e", cdx_precision_name(p), worst);
+            ok(cdx_qlinear_primitives() == before, "%s rows 41..48: no new oneDNN primitive (%d)",
+               cdx_precision_name(p), cdx_qlinear_primitives());
+            cdx_qlinear_free(q);
+            cdx_qscratch_release(&s);
+        }
+        free(W);
+        free(x);
+        free(y);
+        free(yr);
+    }
     return done_testing();
 }
