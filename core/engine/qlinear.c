@@ -687,7 +687,7 @@ static int ensure_onednn(const cdx_qlinear *cq)
         ok = ok && to_onednn(q, plain, 1);
         q->impl = "qsmall avx512_vnni (oneDNN above 32 rows)"; /* to_onednn named its own */
         free(plain);
-        if (ok) q->pending = 0;
+        if (ok) __atomic_store_n(&q->pending, 0, __ATOMIC_RELEASE); /* read unlocked in run */
     }
     pthread_mutex_unlock(&pending_lock);
     return ok;
@@ -699,12 +699,14 @@ cdx_status cdx_qlinear_run(const cdx_qlinear *q, cdx_qscratch *s, float *y, cons
     const int K = q->K, N = q->N;
     const int bf = q->p == CDX_PRECISION_BF16;
     if (q->small.w && R <= CDX_QSMALL_MAX_ROWS) return run_small(q, s, y, x, R);
-    /* oneDNN runs Mp rows, R rounded up to a multiple of 8 (zero rows
-     * below), so its cached primitives are one per 8 row counts, not one
-     * per text length */
+    /* oneDNN runs Mp rows: above 16, R rounded up to a multiple of 8
+     * (zero rows below), so its cached primitives are one per row count
+     * up to 16 and one per 8 above, not one per text length (at most 24
+     * for one text of up to 77 tokens).  Up to 16 rows exactly: padding
+     * 10 bf16 rows to 16 measured 10-20% slower (bench/run-textq.sh). */
     static int pad = -1; /* CLIPDEX_ONEDNN_PAD=off: exact rows (to measure the padding) */
     if (pad < 0) pad = !(getenv("CLIPDEX_ONEDNN_PAD") && strcmp(getenv("CLIPDEX_ONEDNN_PAD"), "off") == 0);
-    const int64_t Mp = q->onednn && pad ? (R + 7) & ~(int64_t)7 : R;
+    const int64_t Mp = q->onednn && pad && R > 16 ? (R + 7) & ~(int64_t)7 : R;
     const size_t esz = q->onednn ? (bf ? 2 : 1) : sizeof(float);
     size_t xbytes = (size_t)Mp * K * esz;
     size_t abytes = !bf && q->onednn ? (size_t)Mp * N * sizeof(int32_t) : 0;
@@ -723,7 +725,7 @@ cdx_status cdx_qlinear_run(const cdx_qlinear *q, cdx_qscratch *s, float *y, cons
         return CDX_OK;
     }
     struct prim *prims[MAX_SLICES];
-    if (q->pending && !ensure_onednn(q))
+    if (__atomic_load_n(&q->pending, __ATOMIC_ACQUIRE) && !ensure_onednn(q))
         return cdx_fail(CDX_ERR_NOMEM, "out of memory for oneDNN's copy of a %dx%d int8 layer", N, K);
     for (int i = 0; i < q->nslices; i++)
         if (!(prims[i] = get_prim(q, i, Mp)))
