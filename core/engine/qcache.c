@@ -189,7 +189,9 @@ int cdx_qcache_load(cdx_stack *t, const cdx_weights *w, cdx_precision p)
         goto out;
     }
     len = (size_t)st.st_size;
-    if ((map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED) {
+    /* populated: the checksum reads every page now, in one call rather
+     * than a fault per page */
+    if ((map = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0)) == MAP_FAILED) {
         why = "cannot be mapped";
         goto out;
     }
