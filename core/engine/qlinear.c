@@ -337,15 +337,27 @@ out:
     return ok;
 }
 
+static const char *small_impl(const cdx_qlinear *q)
+{
+    return q->p == CDX_PRECISION_INT8 ? "qsmall avx512_vnni (oneDNN above 32 rows)"
+                                      : "qsmall avx512_bf16 (oneDNN above 32 rows)";
+}
+
 cdx_status cdx_qlinear_new(const float *W, int K, int N, cdx_precision p, const float *act,
                            cdx_qlinear **out)
 {
     return cdx_qlinear_new_flags(W, K, N, p, act, 0, out);
 }
 
-/* The small-row layout from plain (N,K) int8 weights. */
-static int make_small(cdx_qlinear *q, const int8_t *plain)
+/* The small-row layout from plain (N,K) int8 or bf16 weights. */
+static int make_small(cdx_qlinear *q, const void *plain)
 {
+    if (q->p == CDX_PRECISION_BF16) {
+        const size_t wb = cdx_qsmall_wbytes_bf16(q->K, q->N);
+        if (!(q->small_mem = aligned_alloc(64, (wb + 63) & ~(size_t)63))) return 0;
+        cdx_qsmall_pack_bf16(&q->small, q->small_mem, plain, q->K, q->N);
+        return 1;
+    }
     const size_t wb = cdx_qsmall_wbytes(q->K, q->N), cb = cdx_qsmall_cbytes(q->K, q->N);
     if (!(q->small_mem = aligned_alloc(64, (wb + cb + 63) & ~(size_t)63))) return 0;
     cdx_qsmall_pack(&q->small, q->small_mem, (int32_t *)((char *)q->small_mem + wb), plain, q->K, q->N);
@@ -432,12 +444,14 @@ cdx_status cdx_qlinear_new_flags(const float *W, int K, int N, cdx_precision p, 
      * one against the other in one run) */
     const char *qs_env = getenv("CLIPDEX_QSMALL");
     if (qs_env && strcmp(qs_env, "off") == 0) flags &= ~CDX_QL_FEW_ROWS;
-    if (engine && p == CDX_PRECISION_INT8 && (flags & CDX_QL_FEW_ROWS) && cdx_qsmall_native()) {
+    if (engine && (flags & CDX_QL_FEW_ROWS) &&
+        (p == CDX_PRECISION_INT8 ? cdx_qsmall_native() : cdx_qsmall_native_bf16())) {
         if (!make_small(q, plain)) goto nomem;
         q->onednn = 1;
         q->pending = 1;
-        q->impl = "qsmall avx512_vnni (oneDNN above 32 rows)";
-        q->bytes += cdx_qsmall_wbytes(K, N) + cdx_qsmall_cbytes(K, N);
+        q->impl = small_impl(q);
+        q->bytes += p == CDX_PRECISION_INT8 ? cdx_qsmall_wbytes(K, N) + cdx_qsmall_cbytes(K, N)
+                                            : cdx_qsmall_wbytes_bf16(K, N);
     } else if (engine && native && to_onednn(q, plain, esz)) {
         q->onednn = 1;
     } else {
@@ -495,8 +509,9 @@ int cdx_qlinear_export(const cdx_qlinear *q, cdx_qlinear_desc *d, const void *bl
     }
     if (q->small.w) {
         d->kind = 0;
-        blob[nb] = q->small.w; /* comp follows it in small_mem */
-        d->blob_bytes[nb++] = cdx_qsmall_wbytes(q->K, q->N) + cdx_qsmall_cbytes(q->K, q->N);
+        blob[nb] = q->small.w; /* int8: comp follows it in small_mem */
+        d->blob_bytes[nb++] = q->small.bf16 ? cdx_qsmall_wbytes_bf16(q->K, q->N)
+                                            : cdx_qsmall_wbytes(q->K, q->N) + cdx_qsmall_cbytes(q->K, q->N);
     } else {
         d->kind = 1;
         d->nslices = (uint32_t)q->nslices;
@@ -523,7 +538,8 @@ cdx_status cdx_qlinear_import(const cdx_qlinear_desc *d, const void *const blob[
     uint32_t nb = 0;
     if ((d->p != CDX_PRECISION_BF16 && !int8) || !engine || d->K == 0 || d->N == 0 ||
         d->K > (1u << 20) || d->N > (1u << 20) || d->nslices > MAX_SLICES || d->nblobs > CDX_QL_MAX_BLOBS ||
-        (d->kind == 0 && (!int8 || !cdx_qsmall_native())) || d->kind > 1 || (d->has_smooth && !int8))
+        (d->kind == 0 && !(int8 ? cdx_qsmall_native() : cdx_qsmall_native_bf16())) || d->kind > 1 ||
+        (d->has_smooth && !int8))
         goto bad;
     if (!(q = calloc(1, sizeof *q))) return cdx_fail(CDX_ERR_NOMEM, "out of memory");
     q->p = (cdx_precision)d->p;
@@ -539,14 +555,22 @@ cdx_status cdx_qlinear_import(const cdx_qlinear_desc *d, const void *const blob[
             q->inv_smooth = (float *)blob[nb++];
         }
     }
-    if (d->kind == 0) {
+    if (d->kind == 0 && !int8) {
+        const size_t wb = cdx_qsmall_wbytes_bf16(q->K, q->N);
+        if (d->blob_bytes[nb] != wb) goto bad;
+        q->small = (cdx_qsmall){q->K, q->N, (q->K + 1) / 2, (q->N + 31) / 32, (const int8_t *)blob[nb], NULL, 1};
+        nb++;
+        q->pending = 1;
+        q->impl = small_impl(q);
+        q->bytes = wb;
+    } else if (d->kind == 0) {
         const size_t wb = cdx_qsmall_wbytes(q->K, q->N), cb = cdx_qsmall_cbytes(q->K, q->N);
         if (d->blob_bytes[nb] != wb + cb) goto bad;
         q->small = (cdx_qsmall){q->K, q->N, (q->K + 3) / 4, (q->N + 31) / 32, (const int8_t *)blob[nb],
-                                (const int32_t *)((const char *)blob[nb] + wb)};
+                                (const int32_t *)((const char *)blob[nb] + wb), 0};
         nb++;
         q->pending = 1;
-        q->impl = "qsmall avx512_vnni (oneDNN above 32 rows)";
+        q->impl = small_impl(q);
         q->bytes = wb + cb;
     } else {
         if (d->nslices == 0) goto bad;
@@ -660,6 +684,15 @@ static cdx_status run_small(const cdx_qlinear *q, cdx_qscratch *s, float *y, con
     const int K = q->K, KP = 4 * q->small.KG;
     if (!grow(s, (size_t)R * KP, R))
         return cdx_fail(CDX_ERR_NOMEM, "out of memory for a %lld-row product", (long long)R);
+    if (q->small.bf16) {
+        for (int64_t r = 0; r < R; r++) {
+            uint16_t *d = (uint16_t *)((char *)s->buf + r * KP);
+            bf16_row_avx512(d, x + r * K, K);
+            memset(d + K, 0, (size_t)KP - 2 * (size_t)K);
+        }
+        cdx_qsmall_run(&q->small, y, s->buf, NULL, NULL, R);
+        return CDX_OK;
+    }
     for (int64_t r = 0; r < R; r++) {
         int8_t *d = (int8_t *)s->buf + r * KP;
         s->rowscale[r] = quant_row_avx512(d, x + r * K, q->inv_smooth, K);
@@ -681,11 +714,13 @@ static int ensure_onednn(const cdx_qlinear *cq)
     int ok = 1;
     pthread_mutex_lock(&pending_lock);
     if (q->pending) {
-        int8_t *plain = malloc((size_t)q->N * q->K);
+        const size_t esz = q->small.bf16 ? 2 : 1;
+        void *plain = malloc((size_t)q->N * q->K * esz);
         ok = plain != NULL;
-        if (ok) cdx_qsmall_unpack(&q->small, plain);
-        ok = ok && to_onednn(q, plain, 1);
-        q->impl = "qsmall avx512_vnni (oneDNN above 32 rows)"; /* to_onednn named its own */
+        if (ok && q->small.bf16) cdx_qsmall_unpack_bf16(&q->small, plain);
+        else if (ok) cdx_qsmall_unpack(&q->small, plain);
+        ok = ok && to_onednn(q, plain, esz);
+        q->impl = small_impl(q); /* to_onednn named its own */
         free(plain);
         if (ok) __atomic_store_n(&q->pending, 0, __ATOMIC_RELEASE); /* read unlocked in run */
     }
@@ -751,13 +786,21 @@ static float *plain_weights(const cdx_qlinear *q)
         return w;
     }
     if (q->small.w) {
-        int8_t *b = malloc(NK);
+        void *b = malloc(NK * (q->small.bf16 ? 2 : 1));
         if (!b) {
             free(w);
             return NULL;
         }
-        cdx_qsmall_unpack(&q->small, b);
-        for (size_t i = 0; i < NK; i++) w[i] = b[i];
+        if (q->small.bf16) {
+            cdx_qsmall_unpack_bf16(&q->small, b);
+            for (size_t i = 0; i < NK; i++) {
+                uint32_t u = (uint32_t)((uint16_t *)b)[i] << 16;
+                memcpy(&w[i], &u, 4);
+            }
+        } else {
+            cdx_qsmall_unpack(&q->small, b);
+            for (size_t i = 0; i < NK; i++) w[i] = ((int8_t *)b)[i];
+        }
         free(b);
         return w;
     }

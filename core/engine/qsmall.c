@@ -31,6 +31,7 @@ void cdx_qsmall_pack(cdx_qsmall *s, int8_t *wdst, int32_t *comp, const int8_t *w
     s->NB = (N + 31) / 32;
     s->w = wdst;
     s->comp = comp;
+    s->bf16 = 0;
     memset(wdst, 0, cdx_qsmall_wbytes(K, N));
     for (int n = 0; n < s->NB * 32; n++) {
         int32_t sum = 0;
@@ -52,6 +53,58 @@ void cdx_qsmall_unpack(const cdx_qsmall *s, int8_t *w)
 }
 
 int cdx_qsmall_native(void) { return cdx_cpu_isa() >= CDX_ISA_AVX512_VNNI; }
+int cdx_qsmall_native_bf16(void) { return cdx_cpu_isa() >= CDX_ISA_AVX512_BF16; }
+
+size_t cdx_qsmall_wbytes_bf16(int K, int N) { return (size_t)((N + 31) / 32) * (size_t)((K + 1) / 2) * 128; }
+
+void cdx_qsmall_pack_bf16(cdx_qsmall *s, int8_t *wdst, const uint16_t *w, int K, int N)
+{
+    *s = (cdx_qsmall){K, N, (K + 1) / 2, (N + 31) / 32, wdst, NULL, 1};
+    memset(wdst, 0, cdx_qsmall_wbytes_bf16(K, N));
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++)
+            memcpy(wdst + ((size_t)(n / 32) * s->KG + k / 2) * 128 + (n % 32) * 4 + (k % 2) * 2,
+                   w + (size_t)n * K + k, 2);
+}
+
+void cdx_qsmall_unpack_bf16(const cdx_qsmall *s, uint16_t *w)
+{
+    for (int n = 0; n < s->N; n++)
+        for (int k = 0; k < s->K; k++)
+            memcpy(w + (size_t)n * s->K + k,
+                   s->w + ((size_t)(n / 32) * s->KG + k / 2) * 128 + (n % 32) * 4 + (k % 2) * 2, 2);
+}
+
+/* bf16 bits at p as a float.  Byte loads: with a 2-byte memcpy here,
+ * gcc 12's -O3 loop vectoriser produced wrong sums in the twin below
+ * (right at -O2 and with -fno-tree-loop-vectorize). */
+static float bf(const void *p)
+{
+    const unsigned char *c = p;
+    uint32_t u = ((uint32_t)c[0] << 16) | ((uint32_t)c[1] << 24);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static void blocks_scalar_bf16(const cdx_qsmall *s, float *y, const uint8_t *u, int64_t R, int b0, int b1)
+{
+    const size_t ldu = 4 * (size_t)s->KG;
+    for (int b = b0; b < b1; b++)
+        for (int64_t r = 0; r < R; r++)
+            for (int j = 0; j < 32; j++) {
+                const int n = b * 32 + j;
+                if (n >= s->N) break;
+                float acc = 0.0f;
+                for (int g = 0; g < s->KG; g++) {
+                    const int8_t *wg = s->w + ((size_t)b * s->KG + g) * 128 + j * 4;
+                    const uint8_t *ug = u + r * ldu + 4 * g;
+                    acc += bf(ug + 2) * bf(wg + 2); /* exact products: one rounding each */
+                    acc += bf(ug) * bf(wg);
+                }
+                y[r * s->N + n] = acc;
+            }
+}
 
 /* ------------------------------------------------------------ scalar */
 
@@ -77,7 +130,8 @@ static void blocks_scalar(const cdx_qsmall *s, float *y, const uint8_t *u, const
 void cdx_qsmall_run_scalar(const cdx_qsmall *s, float *y, const uint8_t *u, const float *rs,
                            const float *ws, int64_t R)
 {
-    blocks_scalar(s, y, u, rs, ws, R, 0, s->NB);
+    if (s->bf16) blocks_scalar_bf16(s, y, u, R, 0, s->NB);
+    else blocks_scalar(s, y, u, rs, ws, R, 0, s->NB);
 }
 
 /* ------------------------------------------------------------ AVX-512 VNNI */
@@ -123,6 +177,57 @@ block_rows(const cdx_qsmall *s, float *y, const uint8_t *u, const float *rs, con
     }
 }
 
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline)) static inline void
+block_rows_bf16(const cdx_qsmall *s, float *y, const uint8_t *u, int64_t r0, const int RB, int b)
+{
+    const size_t ldu = 4 * (size_t)s->KG;
+    const int8_t *w = s->w + (size_t)b * s->KG * 128;
+    const uint8_t *ub = u + r0 * ldu;
+    __m512 a0[ROWS_PER_PASS], a1[ROWS_PER_PASS];
+#pragma GCC unroll 12
+    for (int r = 0; r < RB; r++) a0[r] = a1[r] = _mm512_setzero_ps();
+    for (int g = 0; g < s->KG; g++) {
+        const __m512bh w0 = (__m512bh)_mm512_load_si512((const void *)(w + (size_t)g * 128));
+        const __m512bh w1 = (__m512bh)_mm512_load_si512((const void *)(w + (size_t)g * 128 + 64));
+#pragma GCC unroll 12
+        for (int r = 0; r < RB; r++) {
+            int32_t two;
+            memcpy(&two, ub + r * ldu + 4 * g, 4);
+            const __m512bh x = (__m512bh)_mm512_set1_epi32(two);
+            a0[r] = _mm512_dpbf16_ps(a0[r], x, w0);
+            a1[r] = _mm512_dpbf16_ps(a1[r], x, w1);
+        }
+    }
+    const int n0 = b * 32, left = s->N - n0;
+    const __mmask16 m0 = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
+    const __mmask16 m1 = left >= 32 ? 0xFFFF : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+#pragma GCC unroll 12
+    for (int r = 0; r < RB; r++) {
+        float *yr = y + (r0 + r) * s->N + n0;
+        _mm512_mask_storeu_ps(yr, m0, a0[r]);
+        _mm512_mask_storeu_ps(yr + 16, m1, a1[r]);
+    }
+}
+
+#define ROWS_CASE_BF(n)                                     \
+    case n:                                                 \
+        block_rows_bf16(s, y, u, r0, n, b);                 \
+        break;
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
+blocks_avx512_bf16(const cdx_qsmall *s, float *y, const uint8_t *u, int64_t R, int b0, int b1)
+{
+    for (int b = b0; b < b1; b++)
+        for (int64_t r0 = 0; r0 < R; r0 += ROWS_PER_PASS) {
+            const int64_t rb = R - r0 < ROWS_PER_PASS ? R - r0 : ROWS_PER_PASS;
+            switch (rb) {
+                ROWS_CASE_BF(1) ROWS_CASE_BF(2) ROWS_CASE_BF(3) ROWS_CASE_BF(4) ROWS_CASE_BF(5)
+                ROWS_CASE_BF(6) ROWS_CASE_BF(7) ROWS_CASE_BF(8) ROWS_CASE_BF(9) ROWS_CASE_BF(10)
+                ROWS_CASE_BF(11) ROWS_CASE_BF(12)
+            }
+        }
+}
+
 #define ROWS_CASE(n)                                        \
     case n:                                                 \
         block_rows(s, y, u, rs, ws, r0, n, b);              \
@@ -156,14 +261,16 @@ struct run_ctx {
 static void run_blocks(void *vctx, int64_t b0, int64_t b1)
 {
     const struct run_ctx *c = vctx;
-    if (c->simd) blocks_avx512(c->s, c->y, c->u, c->rs, c->ws, c->R, (int)b0, (int)b1);
+    if (c->s->bf16 && c->simd) blocks_avx512_bf16(c->s, c->y, c->u, c->R, (int)b0, (int)b1);
+    else if (c->s->bf16) blocks_scalar_bf16(c->s, c->y, c->u, c->R, (int)b0, (int)b1);
+    else if (c->simd) blocks_avx512(c->s, c->y, c->u, c->rs, c->ws, c->R, (int)b0, (int)b1);
     else blocks_scalar(c->s, c->y, c->u, c->rs, c->ws, c->R, (int)b0, (int)b1);
 }
 
 void cdx_qsmall_run(const cdx_qsmall *s, float *y, const uint8_t *u, const float *rs,
                     const float *ws, int64_t R)
 {
-    struct run_ctx c = {s, y, u, rs, ws, R, cdx_qsmall_native()};
+    struct run_ctx c = {s, y, u, rs, ws, R, s->bf16 ? cdx_qsmall_native_bf16() : cdx_qsmall_native()};
     /* 4 blocks (128 columns x K) is the least worth a thread: a 512x512
      * layer is 16 blocks, so both threads take 8.  (With one compute
      * thread, cdx_threads_set(1), it all runs here.) */

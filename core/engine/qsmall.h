@@ -29,10 +29,12 @@
 
 typedef struct cdx_qsmall {
     int K, N;
-    int KG;              /* k-groups of 4: ceil(K/4); a row of u has 4*KG bytes */
+    int KG;              /* k-groups of 4 bytes: ceil(K/4) int8 or ceil(K/2)
+                            bf16; a row of u has 4*KG bytes */
     int NB;              /* 32-column blocks: ceil(N/32) */
     const int8_t *w;     /* NB * KG * 128 bytes, 64-byte aligned */
-    const int32_t *comp; /* NB*32: 128 * sum_k w[n,k] (0 past N) */
+    const int32_t *comp; /* int8: NB*32: 128 * sum_k w[n,k] (0 past N) */
+    int bf16;            /* the bf16 variant (below) */
 } cdx_qsmall;
 
 /* Bytes of the packed weights and of comp for (N,K). */
@@ -56,5 +58,17 @@ void cdx_qsmall_run_scalar(const cdx_qsmall *s, float *y, const uint8_t *u, cons
                            const float *ws, int64_t R);
 /* Whether cdx_qsmall_run uses the vector kernel at this CPU level. */
 int cdx_qsmall_native(void);
+
+/* The bf16 variant: W (N,K) as bfloat16 bits, pairs of k per 4-byte
+ * group (vdpbf16ps: two bf16 products per float32 lane), no scales:
+ *   y[r,n] = sum over k-pairs, in k order, of acc += x1*w1, acc += x0*w0
+ * (the instruction's order; each bf16 x bf16 product is exact in
+ * float32, so the twin rounds where the instruction does).  x rows are
+ * bf16 bits with a stride of 2*KG (zero-padded).  cdx_qsmall_run runs
+ * either variant. */
+size_t cdx_qsmall_wbytes_bf16(int K, int N);
+void cdx_qsmall_pack_bf16(cdx_qsmall *s, int8_t *wdst, const uint16_t *w, int K, int N);
+void cdx_qsmall_unpack_bf16(const cdx_qsmall *s, uint16_t *w);
+int cdx_qsmall_native_bf16(void);
 
 #endif
