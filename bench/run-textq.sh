@@ -17,8 +17,9 @@ one() { # label, env..., precision
     out=$(env "$@" "$B" "$MODEL" text 10 "$REPS" "$PREC")
     med=$(echo "$out" | awk '/text_ms_median/ {print $2}')
     p10=$(echo "$out" | awk '/text_ms_p10/ {print $2}')
+    cpu=$(echo "$out" | awk '/text_cpu_ms_median/ {print $2}')
     rss=$(echo "$out" | awk '/peak_rss_mb/ {print $2}')
-    echo "$label median $med p10 $p10 rss_mb $rss"
+    echo "$label median $med p10 $p10 cpu_median $cpu rss_mb $rss"
 }
 r=1
 while [ "$r" -le "$ROUNDS" ]; do
