@@ -2,8 +2,8 @@
 # run-textq.sh - a 10-token text query at each precision and path, the
 # configurations interleaved round by round so that a loaded machine
 # hurts them alike.  Prints one line per run: config, median, p10 (ms).
-#   old = oneDNN at exact rows (CLIPDEX_QSMALL=off CLIPDEX_ONEDNN_PAD=off),
-#         the path before qsmall.c
+#   old = oneDNN at exact rows on the pool (CLIPDEX_QSMALL=off
+#         CLIPDEX_ONEDNN_PAD=off CLIPDEX_TEXT_SERIAL=off), the path before
 #   new = qsmall.c (int8: AVX-512 VNNI, bf16: AVX512_BF16)
 # Usage: sh bench/run-textq.sh [ROUNDS] [REPS] [MODEL]
 set -eu
@@ -23,11 +23,11 @@ one() { # label, env..., precision
 }
 r=1
 while [ "$r" -le "$ROUNDS" ]; do
-    for t in 2 1; do
+    for t in ${THREADS:-2 1}; do
         PREC=f32 one "t$t f32" BENCH_THREADS=$t
-        PREC=bf16 one "t$t bf16-old(onednn)" BENCH_THREADS=$t CLIPDEX_QSMALL=off CLIPDEX_ONEDNN_PAD=off
+        PREC=bf16 one "t$t bf16-old(onednn)" BENCH_THREADS=$t CLIPDEX_QSMALL=off CLIPDEX_ONEDNN_PAD=off CLIPDEX_TEXT_SERIAL=off
         PREC=bf16 one "t$t bf16-new(qsmall)" BENCH_THREADS=$t
-        PREC=int8 one "t$t int8-old(onednn)" BENCH_THREADS=$t CLIPDEX_QSMALL=off CLIPDEX_ONEDNN_PAD=off
+        PREC=int8 one "t$t int8-old(onednn)" BENCH_THREADS=$t CLIPDEX_QSMALL=off CLIPDEX_ONEDNN_PAD=off CLIPDEX_TEXT_SERIAL=off
         PREC=int8 one "t$t int8-new(qsmall)" BENCH_THREADS=$t
     done
     r=$((r + 1))

@@ -412,7 +412,10 @@ cdx_status cdx_model_encode_tokens(cdx_model *m, const int32_t *ids, int n, floa
      * microseconds, so waking the pool 100 times costs more than it
      * saves (measured 2.5 against 11.6 ms for 10 int8 tokens on two
      * loaded cores, bench/run-textq.sh).  Float32 keeps the pool. */
-    const int serial = T <= 16 && m->prec != CDX_PRECISION_F32;
+    static int serial_ok = -1; /* CLIPDEX_TEXT_SERIAL=off: the pool (to measure) */
+    if (serial_ok < 0)
+        serial_ok = !(getenv("CLIPDEX_TEXT_SERIAL") && strcmp(getenv("CLIPDEX_TEXT_SERIAL"), "off") == 0);
+    const int serial = serial_ok && T <= 16 && m->prec != CDX_PRECISION_F32;
     const int was_serial = serial ? cdx_pool_serial(1) : 0;
     for (int i = 0; i < m->text.L; i++)
         cdx_block_run(&m->text, &m->text.layers[i], a, 1, T, CDX_ATTN_CAUSAL, 0, NULL, &m->qs);
