@@ -108,9 +108,9 @@ CORE_OBJS += core/engine/openclip.o
 $(BUILD)/core/engine/openclip.o: PROG_CFLAGS = -DCDX_DATADIR='"$(PREFIX)/share/clipdex"' \
 	-DCDX_SRC_DATADIR='"$(CURDIR)/data"'
 # reduced precision (bf16, int8) through oneDNN: CPU level, prepared layers
-CORE_OBJS += core/engine/cpu.o core/engine/precision.o core/engine/qlinear.o core/engine/qgram.o
+CORE_OBJS += core/engine/cpu.o core/engine/precision.o core/engine/qlinear.o core/engine/qgram.o core/engine/qsmall.o core/engine/qcache.o
 CORE_OBJS += core/engine/tower_key.o
-UNIT_TESTS += test_tokenizer test_weights test_kernels test_qlinear
+UNIT_TESTS += test_tokenizer test_weights test_kernels test_qlinear test_qsmall
 BENCHES += engine_bench
 # bench/README-precision.md: oneDNN on its own threads against our column split
 BENCHES += onednn_split
@@ -126,7 +126,7 @@ $(BUILD)/%.o: %.cc $(BUILD)/.flags
 # The compute kernels are written to be vectorised: -O3 and OpenMP's simd
 # pragmas; they never call the OpenMP runtime (libgomp is linked only for
 # FAISS's own code; core/pool.h says why our threads are our own).
-$(BUILD)/core/engine/kernels.o $(BUILD)/core/engine/linear.o $(BUILD)/core/engine/qlinear.o $(BUILD)/core/engine/qgram.o: KFLAGS = -O3 -fopenmp-simd
+$(BUILD)/core/engine/kernels.o $(BUILD)/core/engine/linear.o $(BUILD)/core/engine/qlinear.o $(BUILD)/core/engine/qgram.o $(BUILD)/core/engine/qsmall.o: KFLAGS = -O3 -fopenmp-simd
 
 # ---- core/train/: contrastive training (clipdex train): trainable
 # parameters, forward with activations, backward, loss, AdamW, saving ----
@@ -326,7 +326,7 @@ testdata: all
 	@$(PYTHON) tests/tools/make_testdata.py --out build/testdata
 
 check: tests-build testdata
-	CLIPDEX_PRECISION=f32 CLIPDEX_BUILD=$(BUILD) PYTHON=$(PYTHON) prove -f $(PROVE_FLAGS) \
+	CLIPDEX_PRECISION=f32 CLIPDEX_CACHE=off CLIPDEX_BUILD=$(BUILD) PYTHON=$(PYTHON) prove -f $(PROVE_FLAGS) \
 		$(T_BINS) $(sort $(wildcard tests/cli/*.t))
 
 asan-check:

@@ -481,6 +481,13 @@ cdx_precision cdx_precision_auto(const char **why);
 /* The CPU level the kernels use, e.g. "avx512_bf16" (static). */
 const char *cdx_cpu_level(void);
 
+/* Where converted (bf16/int8) weights are cached: $CLIPDEX_CACHE if it is
+ * a directory path, else $XDG_CACHE_HOME/clipdex/weights, else
+ * ~/.cache/clipdex/weights; NULL when CLIPDEX_CACHE=off or there is no
+ * home.  Freed with free().  cdx_model_set_precision writes a tower's
+ * converted weights there the first time and maps them afterwards. */
+char *cdx_weights_cache_dir(void);
+
 /* Switch m to precision p (AUTO resolved as above), preparing converted
  * weights for the loaded towers (once per precision; F32 frees them).
  * Bad p is CDX_ERR_ARG; out of memory leaves m at its old precision. */

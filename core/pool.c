@@ -94,9 +94,18 @@ static void grow(int want)
     }
 }
 
+static __thread int serial;
+
+int cdx_pool_serial(int on)
+{
+    int was = serial;
+    serial = on;
+    return was;
+}
+
 void cdx_parallel_for(int64_t n, int64_t min_chunk, cdx_range_fn fn, void *ctx)
 {
-    int threads = cdx_threads_internal();
+    int threads = serial ? 1 : cdx_threads_internal();
     int64_t parts64;
     int parts;
 

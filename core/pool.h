@@ -25,4 +25,9 @@ typedef void (*cdx_range_fn)(void *ctx, int64_t begin, int64_t end);
  * different threads are serialised. */
 void cdx_parallel_for(int64_t n, int64_t min_chunk, cdx_range_fn fn, void *ctx);
 
+/* While on (per calling thread), cdx_parallel_for runs every job inline
+ * on that thread: for work too short to pay for waking the pool (a text
+ * query of a few tokens).  Returns the previous setting. */
+int cdx_pool_serial(int on);
+
 #endif

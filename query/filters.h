@@ -68,9 +68,12 @@ typedef struct qctx {
     int identity_only; /* qctx_open_model: the model only names the vector
                           space (dupes), so no precision is prepared */
     int one_shot;      /* a few inputs are encoded, then the process exits
-                          (search, similar): auto means float32, because
-                          converting a tower to bf16/int8 (~0.4 s) costs
-                          more than it saves on a few encodes */
+                          (search, similar): auto means int8 for a text
+                          query and the native precision with the image
+                          tower, the converted weights coming from the
+                          cache after the first run; float32 when the
+                          cache is off (converting, ~0.4 s a tower, costs
+                          more than a few encodes save) */
     char *data_dir;          /* heap */
     cdx_store *store;
     char *model_dir;         /* heap */

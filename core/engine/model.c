@@ -31,6 +31,7 @@
 #include "linear.h"
 #include "qlinear.h"
 #include "siglip.h"
+#include "pool.h"
 #include "transformer.h"
 #include "weights.h"
 
@@ -406,8 +407,19 @@ cdx_status cdx_model_encode_tokens(cdx_model *m, const int32_t *ids, int n, floa
         for (int c = 0; c < C; c++)
             a->x[(int64_t)t * C + c] =
                 m->tok_emb[(int64_t)ids[t] * C + c] + m->tpos_emb[(int64_t)t * C + c];
+    /* A short query at bf16/int8 runs on this thread alone: its products
+     * stream the weights once (qsmall.c) and every other step is a few
+     * microseconds, so waking the pool 100 times costs more than it
+     * saves (measured 2.5 against 11.6 ms for 10 int8 tokens on two
+     * loaded cores, bench/run-textq.sh).  Float32 keeps the pool. */
+    static int serial_ok = -1; /* CLIPDEX_TEXT_SERIAL=off: the pool (to measure) */
+    if (serial_ok < 0)
+        serial_ok = !(getenv("CLIPDEX_TEXT_SERIAL") && strcmp(getenv("CLIPDEX_TEXT_SERIAL"), "off") == 0);
+    const int serial = serial_ok && T <= 16 && m->prec != CDX_PRECISION_F32;
+    const int was_serial = serial ? cdx_pool_serial(1) : 0;
     for (int i = 0; i < m->text.L; i++)
         cdx_block_run(&m->text, &m->text.layers[i], a, 1, T, CDX_ATTN_CAUSAL, 0, NULL, &m->qs);
+    if (serial) cdx_pool_serial(was_serial);
     /* Only the pooled row is needed from here on. */
     float *row = a->h;
     cdx_layernorm(row, a->x + (int64_t)pool * C, m->final_ln_w, m->final_ln_b, 1, C, m->text.eps);
@@ -503,6 +515,10 @@ cdx_status cdx_model_set_precision(cdx_model *m, cdx_precision p)
     m->patch_q = NULL;
     m->prec = CDX_PRECISION_F32;
     m->prec_why = "float32 (a reduced precision could not be prepared)";
+    /* a text tower mostly runs one query of a few tokens */
+    m->text.qflags = CDX_QL_FEW_ROWS;
+    m->text.cache_tower = "text";
+    m->vision.cache_tower = "vision";
     if (p != CDX_PRECISION_F32) {
         if (((m->towers & CDX_TOWER_TEXT) && (st = cdx_stack_prepare(&m->text, m->w, p))) ||
             ((m->towers & CDX_TOWER_VISION) && (st = cdx_stack_prepare(&m->vision, m->w, p))) ||

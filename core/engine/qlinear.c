@@ -25,6 +25,7 @@
 #include "linear.h"
 #include "pool.h"
 #include "qlinear.h"
+#include "qsmall.h"
 
 #define MAX_SLICES 64
 
@@ -45,6 +46,14 @@ struct cdx_qlinear {
     float *wscale;           /* int8: (N) per-output-channel scales */
     float *inv_smooth;       /* int8: (K) 1/s, or NULL */
     size_t bytes;
+    /* int8 with AVX-512 VNNI for few rows (CDX_QL_FEW_ROWS): the weights
+     * packed for qsmall.c, and oneDNN's layout made from them only when
+     * a call has more than CDX_QSMALL_MAX_ROWS rows (a text query never
+     * does), so a query process holds one copy of the weights. */
+    cdx_qsmall small;
+    void *small_mem;         /* owns small.w and small.comp */
+    int pending;             /* oneDNN slices not made yet */
+    int borrowed;            /* wscale, inv_smooth, small point into a cache file */
 };
 
 /* ------------------------------------------------------------ oneDNN */
@@ -140,6 +149,15 @@ fail:
 out:
     pthread_mutex_unlock(&cache_lock);
     return e;
+}
+
+int cdx_qlinear_primitives(void)
+{
+    int n = 0;
+    pthread_mutex_lock(&cache_lock);
+    for (const struct prim *e = cache; e; e = e->next) n++;
+    pthread_mutex_unlock(&cache_lock);
+    return n;
 }
 
 /* ------------------------------------------------------------ rounding */
@@ -319,8 +337,35 @@ out:
     return ok;
 }
 
+static const char *small_impl(const cdx_qlinear *q)
+{
+    return q->p == CDX_PRECISION_INT8 ? "qsmall avx512_vnni (oneDNN above 32 rows)"
+                                      : "qsmall avx512_bf16 (oneDNN above 32 rows)";
+}
+
 cdx_status cdx_qlinear_new(const float *W, int K, int N, cdx_precision p, const float *act,
                            cdx_qlinear **out)
+{
+    return cdx_qlinear_new_flags(W, K, N, p, act, 0, out);
+}
+
+/* The small-row layout from plain (N,K) int8 or bf16 weights. */
+static int make_small(cdx_qlinear *q, const void *plain)
+{
+    if (q->p == CDX_PRECISION_BF16) {
+        const size_t wb = cdx_qsmall_wbytes_bf16(q->K, q->N);
+        if (!(q->small_mem = aligned_alloc(64, (wb + 63) & ~(size_t)63))) return 0;
+        cdx_qsmall_pack_bf16(&q->small, q->small_mem, plain, q->K, q->N);
+        return 1;
+    }
+    const size_t wb = cdx_qsmall_wbytes(q->K, q->N), cb = cdx_qsmall_cbytes(q->K, q->N);
+    if (!(q->small_mem = aligned_alloc(64, (wb + cb + 63) & ~(size_t)63))) return 0;
+    cdx_qsmall_pack(&q->small, q->small_mem, (int32_t *)((char *)q->small_mem + wb), plain, q->K, q->N);
+    return 1;
+}
+
+cdx_status cdx_qlinear_new_flags(const float *W, int K, int N, cdx_precision p, const float *act,
+                                 unsigned flags, cdx_qlinear **out)
 {
     cdx_status st = CDX_OK;
     cdx_qlinear *q = NULL;
@@ -395,7 +440,19 @@ cdx_status cdx_qlinear_new(const float *W, int K, int N, cdx_precision p, const 
     const int native = p == CDX_PRECISION_BF16
                            ? isa >= CDX_ISA_AVX512
                            : isa == CDX_ISA_AVX2_VNNI || isa >= CDX_ISA_AVX512_VNNI;
-    if (engine && native && to_onednn(q, plain, esz)) {
+    /* CLIPDEX_QSMALL=off: the oneDNN path for every row count (to measure
+     * one against the other in one run) */
+    const char *qs_env = getenv("CLIPDEX_QSMALL");
+    if (qs_env && strcmp(qs_env, "off") == 0) flags &= ~CDX_QL_FEW_ROWS;
+    if (engine && (flags & CDX_QL_FEW_ROWS) &&
+        (p == CDX_PRECISION_INT8 ? cdx_qsmall_native() : cdx_qsmall_native_bf16())) {
+        if (!make_small(q, plain)) goto nomem;
+        q->onednn = 1;
+        q->pending = 1;
+        q->impl = small_impl(q);
+        q->bytes += p == CDX_PRECISION_INT8 ? cdx_qsmall_wbytes(K, N) + cdx_qsmall_cbytes(K, N)
+                                            : cdx_qsmall_wbytes_bf16(K, N);
+    } else if (engine && native && to_onednn(q, plain, esz)) {
         q->onednn = 1;
     } else {
         /* Emulated: the same values as floats, through the float32 path. */
@@ -425,9 +482,125 @@ void cdx_qlinear_free(cdx_qlinear *q)
     if (!q) return;
     for (int s = 0; s < q->nslices; s++) dnnl_memory_destroy(q->sl[s].wmem);
     free(q->wf);
-    free(q->wscale);
-    free(q->inv_smooth);
+    if (!q->borrowed) {
+        free(q->wscale);
+        free(q->inv_smooth);
+    }
+    free(q->small_mem);
     free(q);
+}
+
+int cdx_qlinear_export(const cdx_qlinear *q, cdx_qlinear_desc *d, const void *blob[CDX_QL_MAX_BLOBS])
+{
+    memset(d, 0, sizeof *d);
+    if (!q->onednn || (q->pending && !q->small.w)) return 0;
+    d->K = (uint32_t)q->K;
+    d->N = (uint32_t)q->N;
+    d->p = (uint32_t)q->p;
+    d->has_smooth = q->inv_smooth != NULL;
+    int nb = 0;
+    if (q->p == CDX_PRECISION_INT8) {
+        blob[nb] = q->wscale;
+        d->blob_bytes[nb++] = (uint64_t)q->N * sizeof(float);
+        if (q->inv_smooth) {
+            blob[nb] = q->inv_smooth;
+            d->blob_bytes[nb++] = (uint64_t)q->K * sizeof(float);
+        }
+    }
+    if (q->small.w) {
+        d->kind = 0;
+        blob[nb] = q->small.w; /* int8: comp follows it in small_mem */
+        d->blob_bytes[nb++] = q->small.bf16 ? cdx_qsmall_wbytes_bf16(q->K, q->N)
+                                            : cdx_qsmall_wbytes(q->K, q->N) + cdx_qsmall_cbytes(q->K, q->N);
+    } else {
+        d->kind = 1;
+        d->nslices = (uint32_t)q->nslices;
+        for (int s = 0; s < q->nslices; s++) {
+            void *h = NULL;
+            if (dnnl_memory_get_data_handle(q->sl[s].wmem, &h) || !h) return 0;
+            d->slice_n0[s] = (uint32_t)q->sl[s].n0;
+            d->slice_n[s] = (uint32_t)q->sl[s].n;
+            blob[nb] = h;
+            d->blob_bytes[nb++] = dnnl_memory_desc_get_size(&q->sl[s].wmd);
+        }
+    }
+    d->nblobs = (uint32_t)nb;
+    return 1;
+}
+
+cdx_status cdx_qlinear_import(const cdx_qlinear_desc *d, const void *const blob[CDX_QL_MAX_BLOBS],
+                              cdx_qlinear **out)
+{
+    cdx_qlinear *q = NULL;
+    *out = NULL;
+    pthread_once(&engine_once, engine_init);
+    const int int8 = d->p == CDX_PRECISION_INT8;
+    uint32_t nb = 0;
+    if ((d->p != CDX_PRECISION_BF16 && !int8) || !engine || d->K == 0 || d->N == 0 ||
+        d->K > (1u << 20) || d->N > (1u << 20) || d->nslices > MAX_SLICES || d->nblobs > CDX_QL_MAX_BLOBS ||
+        (d->kind == 0 && !(int8 ? cdx_qsmall_native() : cdx_qsmall_native_bf16())) || d->kind > 1 ||
+        (d->has_smooth && !int8))
+        goto bad;
+    if (!(q = calloc(1, sizeof *q))) return cdx_fail(CDX_ERR_NOMEM, "out of memory");
+    q->p = (cdx_precision)d->p;
+    q->K = (int)d->K;
+    q->N = (int)d->N;
+    q->onednn = 1;
+    q->borrowed = 1;
+    if (int8) {
+        if (d->blob_bytes[nb] != (uint64_t)q->N * sizeof(float)) goto bad;
+        q->wscale = (float *)blob[nb++];
+        if (d->has_smooth) {
+            if (d->blob_bytes[nb] != (uint64_t)q->K * sizeof(float)) goto bad;
+            q->inv_smooth = (float *)blob[nb++];
+        }
+    }
+    if (d->kind == 0 && !int8) {
+        const size_t wb = cdx_qsmall_wbytes_bf16(q->K, q->N);
+        if (d->blob_bytes[nb] != wb) goto bad;
+        q->small = (cdx_qsmall){q->K, q->N, (q->K + 1) / 2, (q->N + 31) / 32, (const int8_t *)blob[nb], NULL, 1};
+        nb++;
+        q->pending = 1;
+        q->impl = small_impl(q);
+        q->bytes = wb;
+    } else if (d->kind == 0) {
+        const size_t wb = cdx_qsmall_wbytes(q->K, q->N), cb = cdx_qsmall_cbytes(q->K, q->N);
+        if (d->blob_bytes[nb] != wb + cb) goto bad;
+        q->small = (cdx_qsmall){q->K, q->N, (q->K + 3) / 4, (q->N + 31) / 32, (const int8_t *)blob[nb],
+                                (const int32_t *)((const char *)blob[nb] + wb), 0};
+        nb++;
+        q->pending = 1;
+        q->impl = small_impl(q);
+        q->bytes = wb + cb;
+    } else {
+        if (d->nslices == 0) goto bad;
+        for (uint32_t s = 0, n0 = 0; s < d->nslices; s++) {
+            struct slice *sl = &q->sl[s];
+            if (d->slice_n0[s] != n0 || d->slice_n[s] == 0 || d->slice_n[s] > d->N - n0) goto bad;
+            sl->n0 = (int)n0;
+            sl->n = (int)d->slice_n[s];
+            n0 += d->slice_n[s];
+            if (s + 1 == d->nslices && n0 != d->N) goto bad;
+            dnnl_primitive_desc_t pd = make_pd(q->p, 256, q->K, sl->n, q->N, NULL);
+            if (!pd) goto bad;
+            const char *impl = NULL;
+            dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+            q->impl = impl && strncmp(impl, "brg", 3) == 0 ? "oneDNN brgemm" : "oneDNN";
+            sl->wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+            dnnl_primitive_desc_destroy(pd);
+            if (dnnl_memory_desc_get_size(&sl->wmd) != d->blob_bytes[nb] ||
+                dnnl_memory_create(&sl->wmem, &sl->wmd, engine, (void *)blob[nb]))
+                goto bad;
+            q->nslices++;
+            q->bytes += d->blob_bytes[nb++];
+        }
+    }
+    if (nb != d->nblobs) goto bad;
+    *out = q;
+    return CDX_OK;
+bad:
+    cdx_qlinear_free(q);
+    return cdx_fail(CDX_ERR_FORMAT, "a cached layer does not match this process's layout");
 }
 
 size_t cdx_qlinear_bytes(const cdx_qlinear *q) { return q->bytes; }
@@ -466,6 +639,7 @@ struct run_ctx {
     int32_t *acc;
     const float *rowscale;
     float *y;
+    float *ydst; /* bf16: where oneDNN writes (y, or Mp padded rows) */
     int64_t R;
 };
 
@@ -481,7 +655,7 @@ static void run_slices(void *vctx, int64_t s0, int64_t s1)
     for (int64_t s = s0; s < s1; s++) {
         const struct slice *sl = &q->sl[s];
         struct prim *e = c->prims[s];
-        void *dst = q->p == CDX_PRECISION_BF16 ? (void *)(c->y + sl->n0) : (void *)(c->acc + sl->n0);
+        void *dst = q->p == CDX_PRECISION_BF16 ? (void *)(c->ydst + sl->n0) : (void *)(c->acc + sl->n0);
         pthread_mutex_lock(&e->use);
         dnnl_memory_set_data_handle(e->src, c->src);
         dnnl_memory_set_data_handle(e->dst, dst);
@@ -501,18 +675,83 @@ static void run_slices(void *vctx, int64_t s0, int64_t s1)
     omp_set_num_threads(saved);
 }
 
+/* Few rows through qsmall.c: quantise each row to int8 (the same values
+ * as the oneDNN path), shift to u8 for vpdpbusd, then one pass over the
+ * packed weights with the dequantisation in the kernel's epilogue. */
+static cdx_status run_small(const cdx_qlinear *q, cdx_qscratch *s, float *y, const float *x,
+                            int64_t R)
+{
+    const int K = q->K, KP = 4 * q->small.KG;
+    if (!grow(s, (size_t)R * KP, R))
+        return cdx_fail(CDX_ERR_NOMEM, "out of memory for a %lld-row product", (long long)R);
+    if (q->small.bf16) {
+        for (int64_t r = 0; r < R; r++) {
+            uint16_t *d = (uint16_t *)((char *)s->buf + r * KP);
+            bf16_row_avx512(d, x + r * K, K);
+            memset(d + K, 0, (size_t)KP - 2 * (size_t)K);
+        }
+        cdx_qsmall_run(&q->small, y, s->buf, NULL, NULL, R);
+        return CDX_OK;
+    }
+    for (int64_t r = 0; r < R; r++) {
+        int8_t *d = (int8_t *)s->buf + r * KP;
+        s->rowscale[r] = quant_row_avx512(d, x + r * K, q->inv_smooth, K);
+        memset(d + K, 0, (size_t)(KP - K));
+        uint8_t *u = (uint8_t *)d;
+        for (int k = 0; k < KP; k++) u[k] ^= 0x80; /* q + 128 */
+    }
+    cdx_qsmall_run(&q->small, y, s->buf, s->rowscale, q->wscale, R);
+    return CDX_OK;
+}
+
+/* oneDNN's layout for a small-row layer, made on its first call with
+ * more rows.  Layers are shared read-only by callers, hence the lock. */
+static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int ensure_onednn(const cdx_qlinear *cq)
+{
+    cdx_qlinear *q = (cdx_qlinear *)cq;
+    int ok = 1;
+    pthread_mutex_lock(&pending_lock);
+    if (q->pending) {
+        const size_t esz = q->small.bf16 ? 2 : 1;
+        void *plain = malloc((size_t)q->N * q->K * esz);
+        ok = plain != NULL;
+        if (ok && q->small.bf16) cdx_qsmall_unpack_bf16(&q->small, plain);
+        else if (ok) cdx_qsmall_unpack(&q->small, plain);
+        ok = ok && to_onednn(q, plain, esz);
+        q->impl = small_impl(q); /* to_onednn named its own */
+        free(plain);
+        if (ok) __atomic_store_n(&q->pending, 0, __ATOMIC_RELEASE); /* read unlocked in run */
+    }
+    pthread_mutex_unlock(&pending_lock);
+    return ok;
+}
+
 cdx_status cdx_qlinear_run(const cdx_qlinear *q, cdx_qscratch *s, float *y, const float *x,
                            int64_t R)
 {
     const int K = q->K, N = q->N;
     const int bf = q->p == CDX_PRECISION_BF16;
-    size_t xbytes = (size_t)R * K * (q->onednn ? (bf ? 2 : 1) : sizeof(float));
-    size_t abytes = !bf && q->onednn ? (size_t)R * N * sizeof(int32_t) : 0;
+    if (q->small.w && R <= CDX_QSMALL_MAX_ROWS) return run_small(q, s, y, x, R);
+    /* oneDNN runs Mp rows: above 16, R rounded up to a multiple of 8
+     * (zero rows below), so its cached primitives are one per row count
+     * up to 16 and one per 8 above, not one per text length (at most 24
+     * for one text of up to 77 tokens).  Up to 16 rows exactly: padding
+     * 10 bf16 rows to 16 measured 10-20% slower (bench/run-textq.sh). */
+    static int pad = -1; /* CLIPDEX_ONEDNN_PAD=off: exact rows (to measure the padding) */
+    if (pad < 0) pad = !(getenv("CLIPDEX_ONEDNN_PAD") && strcmp(getenv("CLIPDEX_ONEDNN_PAD"), "off") == 0);
+    const int64_t Mp = q->onednn && pad && R > 16 ? (R + 7) & ~(int64_t)7 : R;
+    const size_t esz = q->onednn ? (bf ? 2 : 1) : sizeof(float);
+    size_t xbytes = (size_t)Mp * K * esz;
+    size_t abytes = !bf && q->onednn ? (size_t)Mp * N * sizeof(int32_t) : 0;
+    size_t ybytes = bf && Mp > R ? (size_t)Mp * N * sizeof(float) : 0;
     xbytes = (xbytes + 63) & ~(size_t)63;
-    if (!grow(s, xbytes + abytes, R))
+    if (!grow(s, xbytes + abytes + ybytes, R))
         return cdx_fail(CDX_ERR_NOMEM, "out of memory for a %lld-row product", (long long)R);
     struct cvt_ctx cc = {x, s->buf, K, q->inv_smooth, s->rowscale, !q->onednn};
     cdx_parallel_for(R, 8, bf ? cvt_bf16 : cvt_int8, &cc);
+    if (Mp > R) memset((char *)s->buf + (size_t)R * K * esz, 0, (size_t)(Mp - R) * K * esz);
     if (!q->onednn) {
         cdx_linear(y, s->buf, q->wf, R, K, N);
         if (!bf)
@@ -521,12 +760,16 @@ cdx_status cdx_qlinear_run(const cdx_qlinear *q, cdx_qscratch *s, float *y, cons
         return CDX_OK;
     }
     struct prim *prims[MAX_SLICES];
+    if (__atomic_load_n(&q->pending, __ATOMIC_ACQUIRE) && !ensure_onednn(q))
+        return cdx_fail(CDX_ERR_NOMEM, "out of memory for oneDNN's copy of a %dx%d int8 layer", N, K);
     for (int i = 0; i < q->nslices; i++)
-        if (!(prims[i] = get_prim(q, i, R)))
+        if (!(prims[i] = get_prim(q, i, Mp)))
             return cdx_fail(CDX_ERR_INTERNAL, "oneDNN could not build a %lldx%dx%d %s product",
-                            (long long)R, K, q->sl[i].n, cdx_precision_name(q->p));
-    struct run_ctx rc = {q, prims, s->buf, (int32_t *)((char *)s->buf + xbytes), s->rowscale, y, R};
+                            (long long)Mp, K, q->sl[i].n, cdx_precision_name(q->p));
+    float *ydst = ybytes ? (float *)((char *)s->buf + xbytes + abytes) : y;
+    struct run_ctx rc = {q, prims, s->buf, (int32_t *)((char *)s->buf + xbytes), s->rowscale, y, ydst, R};
     cdx_parallel_for(q->nslices, 1, run_slices, &rc);
+    if (ydst != y) memcpy(y, ydst, (size_t)R * N * sizeof(float));
     return CDX_OK;
 }
 
@@ -540,6 +783,25 @@ static float *plain_weights(const cdx_qlinear *q)
     if (!w) return NULL;
     if (!q->onednn) {
         memcpy(w, q->wf, NK * sizeof(float));
+        return w;
+    }
+    if (q->small.w) {
+        void *b = malloc(NK * (q->small.bf16 ? 2 : 1));
+        if (!b) {
+            free(w);
+            return NULL;
+        }
+        if (q->small.bf16) {
+            cdx_qsmall_unpack_bf16(&q->small, b);
+            for (size_t i = 0; i < NK; i++) {
+                uint32_t u = (uint32_t)((uint16_t *)b)[i] << 16;
+                memcpy(&w[i], &u, 4);
+            }
+        } else {
+            cdx_qsmall_unpack(&q->small, b);
+            for (size_t i = 0; i < NK; i++) w[i] = ((int8_t *)b)[i];
+        }
+        free(b);
         return w;
     }
     const size_t esz = q->p == CDX_PRECISION_BF16 ? 2 : 1;

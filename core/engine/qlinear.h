@@ -54,11 +54,44 @@ typedef struct cdx_qscratch {
 cdx_status cdx_qlinear_new(const float *W, int K, int N, cdx_precision p, const float *act,
                            cdx_qlinear **out);
 void cdx_qlinear_free(cdx_qlinear *q);
+/* As cdx_qlinear_new, with hints: CDX_QL_FEW_ROWS says most calls have
+ * few rows (a text tower): int8 with AVX-512 VNNI then runs up to
+ * CDX_QSMALL_MAX_ROWS rows in qsmall.c and makes oneDNN's copy of the
+ * weights only when a call has more. */
+#define CDX_QL_FEW_ROWS 1u
+cdx_status cdx_qlinear_new_flags(const float *W, int K, int N, cdx_precision p, const float *act,
+                                 unsigned flags, cdx_qlinear **out);
 
 /* y (R,N) = x (R,K) W^T.  Not thread-safe per scratch. */
 cdx_status cdx_qlinear_run(const cdx_qlinear *q, cdx_qscratch *s, float *y, const float *x,
                            int64_t R);
 void cdx_qscratch_release(cdx_qscratch *s);
+
+/* The converted-weights cache (qcache.c) saves a prepared layer as this
+ * description and its blobs, and makes a layer back from them with the
+ * blobs borrowed (a read-only file mapping that must outlive the layer).
+ *   kind 0: int8 few-rows: wscale, [inv_smooth], qsmall's packed weights
+ *   kind 1: oneDNN:  [wscale, inv_smooth (int8)], one blocked slice each
+ * The layout of a kind 1 slice is oneDNN's choice for this CPU and
+ * version (both are in the cache key); import checks its size again. */
+#define CDX_QL_MAX_BLOBS 72
+typedef struct cdx_qlinear_desc {
+    uint32_t K, N, p, kind, nslices, has_smooth, nblobs, reserved;
+    uint32_t slice_n0[64], slice_n[64];
+    uint64_t blob_bytes[CDX_QL_MAX_BLOBS];
+} cdx_qlinear_desc;
+/* 1 and fills d and blob[] (pointers into q), or 0 when q cannot be
+ * saved (the float32 emulation, or oneDNN's copy not made). */
+int cdx_qlinear_export(const cdx_qlinear *q, cdx_qlinear_desc *d, const void *blob[CDX_QL_MAX_BLOBS]);
+/* A layer from d and its blobs (each 64-byte aligned, borrowed).
+ * CDX_ERR_FORMAT when d does not describe a layer this process would
+ * make (then nothing is kept). */
+cdx_status cdx_qlinear_import(const cdx_qlinear_desc *d, const void *const blob[CDX_QL_MAX_BLOBS],
+                              cdx_qlinear **out);
+
+/* oneDNN primitives made so far in this process (for the test that the
+ * row padding bounds them). */
+int cdx_qlinear_primitives(void);
 
 /* Bytes of weight data the layer holds. */
 size_t cdx_qlinear_bytes(const cdx_qlinear *q);

@@ -606,6 +606,9 @@ cdx_status cdx_siglip_set_precision(cdx_siglip *s, cdx_precision p)
     cdx_qlinear_free(s->patch_q);
     s->patch_q = NULL;
     if (p == CDX_PRECISION_F32) return CDX_OK;
+    s->text.qflags = CDX_QL_FEW_ROWS; /* mostly one query of a few tokens */
+    s->text.cache_tower = "text";
+    s->vision.cache_tower = "vision";
     if (((s->towers & CDX_TOWER_TEXT) && (st = cdx_stack_prepare(&s->text, s->w, p))) ||
         ((s->towers & CDX_TOWER_VISION) && (st = cdx_stack_prepare(&s->vision, s->w, p))) ||
         ((s->towers & CDX_TOWER_VISION) &&

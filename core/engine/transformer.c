@@ -10,6 +10,7 @@
 #include "kernels.h"
 #include "linear.h"
 #include "pool.h"
+#include "qcache.h"
 #include "transformer.h"
 
 cdx_status cdx_stack_init(cdx_stack *t, const cdx_tower_info *ti, cdx_act act)
@@ -36,6 +37,7 @@ static void unprepare(cdx_stack *t)
             *q[j] = NULL;
         }
     }
+    cdx_qcache_release(t);
 }
 
 void cdx_stack_free(cdx_stack *t)
@@ -188,6 +190,9 @@ cdx_status cdx_stack_prepare(cdx_stack *t, cdx_weights *w, cdx_precision p)
     float *a1 = NULL, *a2 = NULL, *wqkv = NULL;
     unprepare(t);
     if (p == CDX_PRECISION_F32) return CDX_OK;
+    /* converted by an earlier process: nothing to read of the float32
+     * weights (their pages are never touched) */
+    if (cdx_qcache_load(t, w, p)) return CDX_OK;
     a1 = malloc(sizeof(float) * (size_t)C);
     a2 = malloc(sizeof(float) * (size_t)C);
     /* q, k and v as one product needs 3C columns of the MLP's buffer */
@@ -208,14 +213,14 @@ cdx_status cdx_stack_prepare(cdx_stack *t, cdx_weights *w, cdx_precision p)
             memcpy(wqkv, l->q_w, CC * sizeof(float));
             memcpy(wqkv + CC, l->k_w, CC * sizeof(float));
             memcpy(wqkv + 2 * CC, l->v_w, CC * sizeof(float));
-            st = cdx_qlinear_new(wqkv, C, 3 * C, p, a1, &l->qkv_q);
-        } else if (!(st = cdx_qlinear_new(l->q_w, C, C, p, a1, &l->q_q)) &&
-                   !(st = cdx_qlinear_new(l->k_w, C, C, p, a1, &l->k_q))) {
-            st = cdx_qlinear_new(l->v_w, C, C, p, a1, &l->v_q);
+            st = cdx_qlinear_new_flags(wqkv, C, 3 * C, p, a1, t->qflags, &l->qkv_q);
+        } else if (!(st = cdx_qlinear_new_flags(l->q_w, C, C, p, a1, t->qflags, &l->q_q)) &&
+                   !(st = cdx_qlinear_new_flags(l->k_w, C, C, p, a1, t->qflags, &l->k_q))) {
+            st = cdx_qlinear_new_flags(l->v_w, C, C, p, a1, t->qflags, &l->v_q);
         }
-        if (st || (st = cdx_qlinear_new(l->o_w, C, C, p, NULL, &l->o_q)) ||
-            (st = cdx_qlinear_new(l->fc1_w, C, F, p, a2, &l->fc1_q)) ||
-            (st = cdx_qlinear_new(l->fc2_w, F, C, p, NULL, &l->fc2_q)))
+        if (st || (st = cdx_qlinear_new_flags(l->o_w, C, C, p, NULL, t->qflags, &l->o_q)) ||
+            (st = cdx_qlinear_new_flags(l->fc1_w, C, F, p, a2, t->qflags, &l->fc1_q)) ||
+            (st = cdx_qlinear_new_flags(l->fc2_w, F, C, p, NULL, t->qflags, &l->fc2_q)))
             goto out;
         /* The float32 originals are only read again if the precision
          * goes back to f32: out of memory until then (a text query at
@@ -227,6 +232,7 @@ cdx_status cdx_stack_prepare(cdx_stack *t, cdx_weights *w, cdx_precision p)
     }
 out:
     if (st) unprepare(t);
+    else cdx_qcache_store(t, w, p);
     free(a1);
     free(a2);
     free(wqkv);

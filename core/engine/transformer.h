@@ -42,6 +42,13 @@ typedef struct cdx_stack {
     float eps;
     cdx_act act;
     cdx_block_w *layers; /* L entries, owned */
+    unsigned qflags;     /* cdx_qlinear_new_flags hints (CDX_QL_FEW_ROWS for text) */
+    /* The converted-weights cache (qcache.h): the tower's name in the
+     * key ("text", "vision"; NULL: not cached) and, when the products
+     * came from a cache file, its mapping. */
+    const char *cache_tower;
+    void *cache_map;
+    size_t cache_len;
 } cdx_stack;
 
 /* Activation buffers, (rows, width) row-major, rows >= B*T of a call:

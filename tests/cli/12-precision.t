@@ -36,6 +36,7 @@ import clip_ref  # noqa: E402
 BUILD = os.environ.get("CLIPDEX_BUILD", "build")
 CLIPDEX = os.path.join(ROOT, BUILD, "bin", "clipdex")
 UNIT = os.path.join(ROOT, BUILD, "tests", "test_qlinear")
+UNIT_SMALL = os.path.join(ROOT, BUILD, "tests", "test_qsmall")
 AGREE = os.path.join(ROOT, BUILD, "tests", "tools", "precision_agree")
 TESTDATA = os.path.join(ROOT, "build", "testdata")
 IMAGES = os.path.join(TESTDATA, "images")
@@ -184,6 +185,11 @@ def main():
         ok(p.returncode == 0 and "# CPU level %s" % lvl in out,
            "CLIPDEX_ISA=%s: kernels match their scalar twin (test_qlinear, %d checks)"
            % (lvl, out.count("\nok ") + out.startswith("ok ")))
+        p = run([UNIT_SMALL], {"CLIPDEX_ISA": lvl})
+        out = p.stdout.decode()
+        ok(p.returncode == 0 and "# CPU level %s" % lvl in out,
+           "CLIPDEX_ISA=%s: the few-row int8 kernel matches the integer product (test_qsmall, %s)"
+           % (lvl, out.splitlines()[0].split("qsmall kernel: ")[-1] if out else "no output"))
         m = run([CLIPDEX, "model", "--model", d], {"CLIPDEX_ISA": lvl}).stdout.decode()
         line = [l for l in m.splitlines() if l.startswith("precision:")]
         ok(line and line[0].startswith("precision: %s (auto" % expect_auto[lvl]),

@@ -71,6 +71,10 @@ static uint32_t bits(float f)
     return u;
 }
 
+/* cdx_qlinear_new_flags hints for check() (CDX_QL_FEW_ROWS: qsmall.c
+ * up to 32 rows, oneDNN's layout made on the first call above). */
+static unsigned qflags;
+
 /* One shape at one precision: fast vs twin, and vs the exact product. */
 static void check(cdx_precision p, int64_t R, int K, int N, int outliers, double bound)
 {
@@ -91,7 +95,7 @@ static void check(cdx_precision p, int64_t R, int K, int N, int outliers, double
     exact(ye, x, W, R, K, N);
     cdx_qlinear *q = NULL;
     cdx_qscratch s = {0};
-    if (!ok(cdx_qlinear_new(W, K, N, p, act, &q) == CDX_OK, "%s %lldx%dx%d: prepared (%s)", pn,
+    if (!ok(cdx_qlinear_new_flags(W, K, N, p, act, qflags, &q) == CDX_OK, "%s %lldx%dx%d: prepared (%s)", pn,
             (long long)R, K, N, cdx_last_error()))
         goto out;
     memset(y, 0xff, sizeof(float) * (size_t)R * N); /* NaN: every output must be written */
@@ -147,5 +151,81 @@ int main(void)
     check(CDX_PRECISION_BF16, 50, 768, 768, 1, 8e-3);
     check(CDX_PRECISION_INT8, 50, 768, 768, 1, 2e-2);
     check(CDX_PRECISION_INT8, 10, 512, 2048, 1, 2e-2);
+    /* The few-rows layout: qsmall.c at 1, 10, 32 rows, oneDNN's copy made
+     * from it at 33 and 77 (the same layer object runs both below) */
+    qflags = CDX_QL_FEW_ROWS;
+    static const struct { int64_t R; int K, N; } few[] = {
+        {1, 512, 512}, {10, 512, 1536}, {10, 2048, 512}, {32, 512, 512}, {33, 512, 512},
+        {77, 2048, 512}, {7, 100, 37},
+    };
+    for (size_t i = 0; i < sizeof few / sizeof few[0]; i++)
+        check(CDX_PRECISION_INT8, few[i].R, few[i].K, few[i].N, 0, 2e-2);
+    check(CDX_PRECISION_INT8, 10, 512, 2048, 1, 2e-2);
+    for (size_t i = 0; i < sizeof few / sizeof few[0]; i++)
+        check(CDX_PRECISION_BF16, few[i].R, few[i].K, few[i].N, 0, 8e-3);
+    {
+        /* one layer: few rows, then many (oneDNN's copy from the packed
+         * weights), then few again: each against the twin */
+        const int K = 512, N = 512;
+        float *W = malloc(sizeof(float) * N * K), *x = malloc(sizeof(float) * 77 * K);
+        float *y = malloc(sizeof(float) * 77 * N), *yr = malloc(sizeof(float) * 77 * N);
+        for (int i = 0; i < N * K; i++) W[i] = frand() / sqrtf((float)K);
+        for (int i = 0; i < 77 * K; i++) x[i] = frand();
+        cdx_qlinear *q = NULL;
+        cdx_qscratch s = {0};
+        if (ok(cdx_qlinear_new_flags(W, K, N, CDX_PRECISION_INT8, NULL, CDX_QL_FEW_ROWS, &q) == CDX_OK,
+               "few-rows layer prepared")) {
+            const int64_t rows[] = {10, 77, 10, 1};
+            for (int i = 0; i < 4; i++) {
+                cdx_qlinear_run(q, &s, y, x, rows[i]);
+                cdx_qlinear_ref(q, yr, x, rows[i]);
+                double e = rel_errf(y, yr, (size_t)rows[i] * N);
+                ok(e < 2e-5, "few-rows layer, call %d at %lld rows (%s): vs twin %.2e", i + 1,
+                   (long long)rows[i], cdx_qlinear_backend(q), e);
+            }
+        }
+        cdx_qlinear_free(q);
+        cdx_qscratch_release(&s);
+        free(W);
+        free(x);
+        free(y);
+        free(yr);
+    }
+    qflags = 0;
+    {
+        /* Row counts 41..48 share one set of oneDNN primitives (rows
+         * padded to a multiple of 8), and the padded rows change nothing:
+         * each count against the twin. */
+        const int K = 256, N = 384;
+        float *W = malloc(sizeof(float) * N * K), *x = malloc(sizeof(float) * 48 * K);
+        float *y = malloc(sizeof(float) * 48 * N), *yr = malloc(sizeof(float) * 48 * N);
+        for (int i = 0; i < N * K; i++) W[i] = frand() / sqrtf((float)K);
+        for (int i = 0; i < 48 * K; i++) x[i] = frand();
+        for (int pi = 0; pi < 2; pi++) {
+            const cdx_precision p = pi ? CDX_PRECISION_INT8 : CDX_PRECISION_BF16;
+            cdx_qlinear *q = NULL;
+            cdx_qscratch s = {0};
+            if (cdx_qlinear_new(W, K, N, p, NULL, &q) != CDX_OK) continue;
+            cdx_qlinear_run(q, &s, y, x, 41);
+            const int before = cdx_qlinear_primitives();
+            double worst = 0;
+            for (int R = 41; R <= 48; R++) {
+                memset(y, 0xff, sizeof(float) * 48 * N);
+                cdx_qlinear_run(q, &s, y, x, R);
+                cdx_qlinear_ref(q, yr, x, R);
+                double e = rel_errf(y, yr, (size_t)R * N);
+                worst = e > worst ? e : worst;
+            }
+            ok(worst < 2e-5, "%s rows 41..48: vs twin, worst %.2e", cdx_precision_name(p), worst);
+            ok(cdx_qlinear_primitives() == before, "%s rows 41..48: no new oneDNN primitive (%d)",
+               cdx_precision_name(p), cdx_qlinear_primitives());
+            cdx_qlinear_free(q);
+            cdx_qscratch_release(&s);
+        }
+        free(W);
+        free(x);
+        free(y);
+        free(yr);
+    }
     return done_testing();
 }
