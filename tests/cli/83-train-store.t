@@ -202,7 +202,10 @@ T.ok(p.returncode == 0 and b"0 embedded" in p.stderr and vectors_table() == befo
 if b"0 embedded" not in p.stderr:
     T.diag(p.stderr.decode()[-2000:])
 st = clipdex("status")
-T.ok(st.returncode == 0, "clipdex status runs on the shared store")
+T.ok(st.returncode == 0 and b"shared by:   1 other model with the same image tower" in st.stdout,
+     "clipdex status: the vector space is shared by 1 other model")
+stj = clipdex("status", "--format", "json")
+T.ok(stj.returncode == 0 and json.loads(stj.stdout)["model"].get("shared_by") == 1, "status --format json: shared_by 1")
 
 # ---------------------------------------------------------------- a store from before schema 5
 con = sqlite3.connect(os.path.join(store, "clipdex.db"))
