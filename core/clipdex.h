@@ -645,6 +645,8 @@ typedef struct cdx_store_model_info {
     int dim;
     int64_t n_vectors;
     int current;       /* the model the writer used last */
+    int64_t n_shared;  /* other models with the same image tower that use
+                          this vector space (schema 005 model_keys) */
 } cdx_store_model_info;
 cdx_status cdx_store_models(cdx_store *s, cdx_store_model_info **out, size_t *n);
 void cdx_store_models_free(cdx_store_model_info *v, size_t n);

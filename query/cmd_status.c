@@ -103,6 +103,9 @@ static void print_text(const status *x)
     if (x->cur)
         printf("model:       %s (%d-d, %lld vectors) %s\n", x->cur->name, x->cur->dim,
                (long long)x->cur->n_vectors, x->cur->dir);
+    if (x->cur && x->cur->n_shared)
+        printf("shared by:   %lld other model%s with the same image tower (tuned text towers)\n",
+               (long long)x->cur->n_shared, x->cur->n_shared == 1 ? "" : "s");
     else
         printf("model:       none yet\n");
     printf("index type:  %s\n", x->cur ? x->cur->index_factory : x->index_type ? x->index_type : "-");
@@ -155,7 +158,8 @@ static void print_json(const status *x)
         printf("\"model\":{");
         json_str_or_null("name", x->cur->name, 1);
         json_str_or_null("dir", x->cur->dir, 1);
-        printf("\"dim\":%d,\"vectors\":%lld},", x->cur->dim, (long long)x->cur->n_vectors);
+        printf("\"dim\":%d,\"vectors\":%lld,\"shared_by\":%lld},", x->cur->dim, (long long)x->cur->n_vectors,
+               (long long)x->cur->n_shared);
         json_str_or_null("index_type", x->cur->index_factory, 1);
     } else {
         printf("\"model\":null,");

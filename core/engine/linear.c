@@ -39,10 +39,10 @@ struct sgemm_ctx {
 
 int cdx_fixed_blocks(int n, int unit, int *width)
 {
-    /* At most 16 bands (an even split for 1, 2, 4, 8 or 16 threads),
+    /* At most 8 bands (an even split for 1, 2, 4 or 8 threads),
      * each a multiple of unit and as wide as that allows: every band
      * repacks the other operand, so narrower costs time. */
-    int units = (n + unit - 1) / unit, per = (units + 15) / 16;
+    int units = (n + unit - 1) / unit, per = (units + 7) / 8;
     *width = per * unit;
     return (n + *width - 1) / *width;
 }

@@ -878,7 +878,8 @@ cdx_status cdx_store_models(cdx_store *s, cdx_store_model_info **out, size_t *n)
     query_int(s, "SELECT value FROM meta WHERE key = 'current_model'", 0, 0, &cur);
     if (sqlite3_prepare_v2(s->db,
                            "SELECT id, key, name, dir, index_factory, dim, "
-                           "(SELECT count(*) FROM vectors WHERE model_id = models.id) "
+                           "(SELECT count(*) FROM vectors WHERE model_id = models.id), "
+                           "(SELECT count(*) FROM model_keys WHERE model_id = models.id) "
                            "FROM models ORDER BY id", -1, &q, NULL) != SQLITE_OK)
         return cdx_store_sqlfail(s, "prepare");
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
@@ -900,6 +901,7 @@ cdx_status cdx_store_models(cdx_store *s, cdx_store_model_info **out, size_t *n)
         mi->index_factory = strdup((const char *)sqlite3_column_text(q, 4));
         mi->dim = sqlite3_column_int(q, 5);
         mi->n_vectors = sqlite3_column_int64(q, 6);
+        mi->n_shared = sqlite3_column_int64(q, 7);
         mi->current = mi->id == cur;
         if (!mi->key || !mi->name || !mi->dir || !mi->index_factory) {
             st = cdx_fail(CDX_ERR_NOMEM, "out of memory");

@@ -170,6 +170,23 @@ for b in bad[:5]:
 T.ok(got and all(np.array_equal(got[k], w0[k]) for k in got if k.startswith(("vision_model.", "visual_projection."))),
      "the image tower and its projection are bit-identical to the input's")
 
+# the path itself: the image embeddings given as float32 (the inference
+# engine's, which the training forward equals exactly) give the same loss
+# and gradients to the bit as the pixels (tests/tools/grad_dump)
+gd = os.path.join(qf.ROOT, qf.BUILD, "tests", "tools", "grad_dump")
+pix = rng.standard_normal((4, 3, 224, 224)).astype("<f4")
+pix.tofile(os.path.join(tmp, "pix.f32"))
+with open(os.path.join(tmp, "ids.txt"), "w") as f:
+    f.write("49406 320 1674 49407\n49406 320 736 2101 49407 0 0\n49406 1237 49407\n49406 320 49407 0\n")
+for extra in ([], ["--sub-batch", "3"]):
+    r = subprocess.run([gd, tiny, os.path.join(tmp, "pix.f32"), os.path.join(tmp, "ids.txt"),
+                        os.path.join(tmp, "g.safetensors"), "--lock", "image"] + extra, capture_output=True, text=True)
+    T.ok(r.returncode == 0 and "from_embeddings_identical 1" in r.stdout,
+         "--lock image %s: float32 image embeddings instead of pixels give bit-identical loss and gradients"
+         % " ".join(extra))
+    if r.returncode != 0:
+        T.diag(r.stderr)
+
 # ---------------------------------------------------------------- search with M'
 before = vectors_table()
 q = "a red circle"
@@ -202,7 +219,10 @@ T.ok(p.returncode == 0 and b"0 embedded" in p.stderr and vectors_table() == befo
 if b"0 embedded" not in p.stderr:
     T.diag(p.stderr.decode()[-2000:])
 st = clipdex("status")
-T.ok(st.returncode == 0, "clipdex status runs on the shared store")
+T.ok(st.returncode == 0 and b"shared by:   1 other model with the same image tower" in st.stdout,
+     "clipdex status: the vector space is shared by 1 other model")
+stj = clipdex("status", "--format", "json")
+T.ok(stj.returncode == 0 and json.loads(stj.stdout)["model"].get("shared_by") == 1, "status --format json: shared_by 1")
 
 # ---------------------------------------------------------------- a store from before schema 5
 con = sqlite3.connect(os.path.join(store, "clipdex.db"))

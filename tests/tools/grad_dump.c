@@ -13,7 +13,9 @@
  * loss and backward pass, and writes the trainable parameters' gradients
  * to OUT (safetensors).  --sub-batch N takes the gradient-caching path
  * (cdx_train_grad_cached) N pairs at a time.  Prints "loss L", "logit_scale T" and
- * "embed_maxdiff D".  Exit 0, or 1 on a failure (message on stderr).
+ * "embed_maxdiff D"; with --lock image also "from_embeddings_identical 1"
+ * when the image embeddings given directly (clipdex train --from-store's
+ * path) give the same loss and gradients to the bit.  Exit 0, or 1 on a failure (message on stderr).
  */
 #include <math.h>
 #include <stdio.h>
@@ -133,6 +135,39 @@ int main(int argc, char **argv)
     printf("loss %.9g\n", loss);
     printf("logit_scale %.9g\n", cdx_train_param_find(tm, "logit_scale")->w[0]);
     if (cdx_train_save_grads(tm, argv[4])) return die("save");
+    if (locked & CDX_TRAIN_VISION) {
+        /* LiT from the store (cdx_train_batch.img_emb): given the inference
+         * engine's float32 image embeddings instead of the pixels, the
+         * loss and every gradient must be the same bits */
+        int np = cdx_train_n_params(tm), same = 1;
+        float **g0 = calloc((size_t)np, sizeof *g0);
+        for (int i = 0; i < np; i++) {
+            cdx_train_param *p = cdx_train_param_at(tm, i);
+            if (!p->trainable) continue;
+            g0[i] = malloc(sizeof(float) * (size_t)p->numel);
+            memcpy(g0[i], p->g, sizeof(float) * (size_t)p->numel);
+        }
+        /* the engine's kernels depend on the row count (few rows stream,
+         * many go to sgemm), so embed as the sub-batches did */
+        float *emb = malloc(sizeof(float) * (size_t)n * E);
+        for (int i = 0; i < n; i += sub ? sub : n)
+            if (cdx_model_encode_images(m, pix + per * (size_t)i, sub && n - i > sub ? sub : n - i,
+                                        emb + (size_t)i * E, 0))
+                return die("encode images");
+        cdx_train_batch be = {n, NULL, ids, lens, emb, NULL, NULL};
+        double loss2 = 0;
+        if (sub ? cdx_train_grad_cached(tm, &be, sub, &loss2) : cdx_train_grad(tm, &be, &loss2))
+            return die("grad from embeddings");
+        same = loss2 == loss;
+        for (int i = 0; i < np; i++) {
+            cdx_train_param *p = cdx_train_param_at(tm, i);
+            if (g0[i] && memcmp(g0[i], p->g, sizeof(float) * (size_t)p->numel)) same = 0;
+            free(g0[i]);
+        }
+        free(g0);
+        free(emb);
+        printf("from_embeddings_identical %d\n", same);
+    }
     cdx_model_close(m);
     cdx_train_close(tm);
     free(pix);
