@@ -40,7 +40,7 @@
 
 /* ---------------------------------------------------------------- open */
 
-cdx_status add_param(cdx_train_model *m, const char *name, int ndim, int64_t d0, int64_t d1,
+cdx_status cdx_train_add_param(cdx_train_model *m, const char *name, int ndim, int64_t d0, int64_t d1,
                             int64_t d2, int64_t d3, cdx_train_tower tower, int layer,
                             cdx_train_param **out)
 {
@@ -84,7 +84,7 @@ static const char *const block_names[B_N] = {
     "mlp.fc2.bias",
 };
 
-cdx_status add_tower(cdx_train_model *m, const char *prefix, struct ttower *t,
+cdx_status cdx_train_add_tower(cdx_train_model *m, const char *prefix, struct ttower *t,
                             const cdx_tower_info *ti, cdx_act act, int causal,
                             cdx_train_tower tower)
 {
@@ -107,8 +107,8 @@ cdx_status add_tower(cdx_train_model *m, const char *prefix, struct ttower *t,
             int is_w = k == B_Q_W || k == B_K_W || k == B_V_W || k == B_O_W || k == B_FC1_W ||
                        k == B_FC2_W;
             snprintf(name, sizeof name, "%s.encoder.layers.%d.%s", prefix, l, block_names[k]);
-            cdx_status st = add_param(m, name, is_w ? 2 : 1, d0, is_w ? d1 : 0, 0, 0, tower, l,
-                                      &t->bp[l * B_N + k]);
+            cdx_status st = cdx_train_add_param(m, name, is_w ? 2 : 1, d0, is_w ? d1 : 0, 0, 0, tower, l,
+                                                &t->bp[l * B_N + k]);
             if (st) return st;
         }
     return CDX_OK;
@@ -161,39 +161,39 @@ cdx_status cdx_train_open(const char *dir, cdx_train_model **out)
         goto fail;
     }
     const cdx_train_tower TX = CDX_TRAIN_TEXT, VI = CDX_TRAIN_VISION;
-    if ((st = add_param(m, "text_model.embeddings.token_embedding.weight", 2, ti->vocab_size,
-                        ti->hidden, 0, 0, TX, -1, &m->tok_emb)) ||
-        (st = add_param(m, "text_model.embeddings.position_embedding.weight", 2, ti->max_positions,
-                        ti->hidden, 0, 0, TX, -1, &m->tpos)) ||
-        (st = add_tower(m, "text_model", &m->text, ti, m->cfg.text_act, 1, TX)) ||
-        (st = add_param(m, "text_model.final_layer_norm.weight", 1, ti->hidden, 0, 0, 0, TX, -1,
-                        &m->fln_w)) ||
-        (st = add_param(m, "text_model.final_layer_norm.bias", 1, ti->hidden, 0, 0, 0, TX, -1,
-                        &m->fln_b)) ||
-        (st = add_param(m, "text_projection.weight", 2, E, ti->hidden, 0, 0, TX, -1, &m->tproj)) ||
-        (st = add_param(m, "vision_model.embeddings.class_embedding", 1, vi->hidden, 0, 0, 0, VI, -1,
-                        &m->cls)) ||
-        (st = add_param(m, "vision_model.embeddings.patch_embedding.weight", 4, vi->hidden, 3, P, P,
-                        VI, -1, &m->patch)) ||
-        (st = add_param(m, "vision_model.embeddings.position_embedding.weight", 2, Nv, vi->hidden, 0,
-                        0, VI, -1, &m->vpos)) ||
-        (st = add_param(m, "vision_model.pre_layrnorm.weight", 1, vi->hidden, 0, 0, 0, VI, -1,
-                        &m->pre_w)) ||
-        (st = add_param(m, "vision_model.pre_layrnorm.bias", 1, vi->hidden, 0, 0, 0, VI, -1,
-                        &m->pre_b)) ||
-        (st = add_tower(m, "vision_model", &m->vision, vi, m->cfg.vision_act, 0, VI)) ||
-        (st = add_param(m, "vision_model.post_layernorm.weight", 1, vi->hidden, 0, 0, 0, VI, -1,
-                        &m->post_w)) ||
-        (st = add_param(m, "vision_model.post_layernorm.bias", 1, vi->hidden, 0, 0, 0, VI, -1,
-                        &m->post_b)) ||
-        (st = add_param(m, "visual_projection.weight", 2, E, vi->hidden, 0, 0, VI, -1, &m->vproj)))
+    if ((st = cdx_train_add_param(m, "text_model.embeddings.token_embedding.weight", 2, ti->vocab_size,
+                                  ti->hidden, 0, 0, TX, -1, &m->tok_emb)) ||
+        (st = cdx_train_add_param(m, "text_model.embeddings.position_embedding.weight", 2, ti->max_positions,
+                                  ti->hidden, 0, 0, TX, -1, &m->tpos)) ||
+        (st = cdx_train_add_tower(m, "text_model", &m->text, ti, m->cfg.text_act, 1, TX)) ||
+        (st = cdx_train_add_param(m, "text_model.final_layer_norm.weight", 1, ti->hidden, 0, 0, 0, TX, -1,
+                                  &m->fln_w)) ||
+        (st = cdx_train_add_param(m, "text_model.final_layer_norm.bias", 1, ti->hidden, 0, 0, 0, TX, -1,
+                                  &m->fln_b)) ||
+        (st = cdx_train_add_param(m, "text_projection.weight", 2, E, ti->hidden, 0, 0, TX, -1, &m->tproj)) ||
+        (st = cdx_train_add_param(m, "vision_model.embeddings.class_embedding", 1, vi->hidden, 0, 0, 0, VI,
+                                  -1, &m->cls)) ||
+        (st = cdx_train_add_param(m, "vision_model.embeddings.patch_embedding.weight", 4, vi->hidden, 3, P, P,
+                                  VI, -1, &m->patch)) ||
+        (st = cdx_train_add_param(m, "vision_model.embeddings.position_embedding.weight", 2, Nv, vi->hidden,
+                                  0, 0, VI, -1, &m->vpos)) ||
+        (st = cdx_train_add_param(m, "vision_model.pre_layrnorm.weight", 1, vi->hidden, 0, 0, 0, VI, -1,
+                                  &m->pre_w)) ||
+        (st = cdx_train_add_param(m, "vision_model.pre_layrnorm.bias", 1, vi->hidden, 0, 0, 0, VI, -1,
+                                  &m->pre_b)) ||
+        (st = cdx_train_add_tower(m, "vision_model", &m->vision, vi, m->cfg.vision_act, 0, VI)) ||
+        (st = cdx_train_add_param(m, "vision_model.post_layernorm.weight", 1, vi->hidden, 0, 0, 0, VI, -1,
+                                  &m->post_w)) ||
+        (st = cdx_train_add_param(m, "vision_model.post_layernorm.bias", 1, vi->hidden, 0, 0, 0, VI, -1,
+                                  &m->post_b)) ||
+        (st = cdx_train_add_param(m, "visual_projection.weight", 2, E, vi->hidden, 0, 0, VI, -1, &m->vproj)))
         goto fail;
     {
         /* a scalar as transformers saves it; some exports store it as [1] */
         const cdx_tensor_info *ls = cdx_weights_find(m->w, "logit_scale");
         int one_d = ls && ls->ndim == 1;
-        if ((st = add_param(m, "logit_scale", one_d, 1, 0, 0, 0, CDX_TRAIN_SHARED, -1,
-                            &m->logit_scale)))
+        if ((st = cdx_train_add_param(m, "logit_scale", one_d, 1, 0, 0, 0, CDX_TRAIN_SHARED, -1,
+                                      &m->logit_scale)))
             goto fail;
         m->logit_scale->decay = 0;
     }
@@ -292,7 +292,7 @@ void cdx_train_zero_grad(cdx_train_model *m)
 /* ---------------------------------------------------------------- forward */
 
 /* Room for the activations of R rows in n_seq sequences. */
-cdx_status tower_reserve(cdx_train_model *m, struct ttower *t, int64_t R, int n_seq)
+cdx_status cdx_train_tower_reserve(cdx_train_model *m, struct ttower *t, int64_t R, int n_seq)
 {
     const size_t C = (size_t)t->C, F = (size_t)t->F, L = (size_t)t->L;
     /* per block 8 (R,C) and 2 (R,F); x_out of the last; scratch (R,max(C,F)) */
@@ -338,7 +338,7 @@ cdx_status tower_reserve(cdx_train_model *m, struct ttower *t, int64_t R, int n_
 #define W(t, l, k) ((t)->bp[(l) * B_N + (k)]->w)
 
 /* One block, forward: acts[l].x_in -> acts[l].x_out. */
-void block_forward(struct ttower *t, int l)
+void cdx_train_block_forward(struct ttower *t, int l)
 {
     struct blk_act *a = &t->acts[l];
     const int64_t R = t->R;
@@ -383,7 +383,7 @@ static cdx_status vision_forward(cdx_train_model *m, int n, const float *pixels,
     const int S = m->cfg.vision.image_size, P = m->cfg.vision.patch_size, side = S / P;
     const int NP = side * side, N = NP + 1, C = t->C, E = m->cfg.projection_dim, PPP = 3 * P * P;
     cdx_status st;
-    if ((st = tower_reserve(m, t, (int64_t)n * N, n))) return st;
+    if ((st = cdx_train_tower_reserve(m, t, (int64_t)n * N, n))) return st;
     for (int s = 0; s < n; s++) {
         t->off[s] = (int64_t)s * N;
         t->len[s] = N;
@@ -415,7 +415,7 @@ static cdx_status vision_forward(cdx_train_model *m, int n, const float *pixels,
                     pe[((int64_t)b * NP + p) * C + c] + m->vpos->w[(int64_t)(p + 1) * C + c];
     }
     cdx_layernorm(t->acts[0].x_in, m->x0, m->pre_w->w, m->pre_b->w, (int64_t)n * N, C, t->eps);
-    for (int l = 0; l < t->L; l++) block_forward(t, l);
+    for (int l = 0; l < t->L; l++) cdx_train_block_forward(t, l);
     const float *xo = t->acts[t->L - 1].x_out;
     for (int b = 0; b < n; b++)
         memcpy(m->vpool_in + (int64_t)b * C, xo + (int64_t)b * N * C, sizeof(float) * (size_t)C);
@@ -440,7 +440,7 @@ static cdx_status text_forward(cdx_train_model *m, int n, const int32_t *ids, co
     for (int64_t r = 0; r < R; r++)
         if (ids[r] < 0 || ids[r] >= V)
             return cdx_fail(CDX_ERR_ARG, "token id %d is outside the vocabulary (%d)", (int)ids[r], V);
-    if ((st = tower_reserve(m, t, R, n))) return st;
+    if ((st = cdx_train_tower_reserve(m, t, R, n))) return st;
     size_t need = 2 * (size_t)n * C;
     if (need > m->tcap || (size_t)R > m->ids_cap) {
         free(m->tmem);
@@ -468,7 +468,7 @@ static cdx_status text_forward(cdx_train_model *m, int n, const int32_t *ids, co
                                        m->tpos->w[(int64_t)i * C + c];
         off += lens[s];
     }
-    for (int l = 0; l < t->L; l++) block_forward(t, l);
+    for (int l = 0; l < t->L; l++) cdx_train_block_forward(t, l);
     const float *xo = t->acts[t->L - 1].x_out;
     for (int s = 0; s < n; s++)
         memcpy(m->tpool_in + (int64_t)s * C, xo + (t->off[s] + t->len[s] - 1) * C,
@@ -509,7 +509,7 @@ cdx_status cdx_train_forward(cdx_train_model *m, const cdx_train_batch *b, float
 #define G(t, l, k) ((t)->bp[(l) * B_N + (k)]->trainable ? (t)->bp[(l) * B_N + (k)]->g : NULL)
 #define PG(p) ((p)->trainable ? (p)->g : NULL)
 
-cdx_status scratch_new(const struct ttower *t, struct bwd_scratch *s)
+cdx_status cdx_train_scratch_new(const struct ttower *t, struct bwd_scratch *s)
 {
     const size_t RC = (size_t)t->R * t->C, RF = (size_t)t->R * t->F;
     s->mem = malloc(sizeof(float) * (5 * RC + 2 * RF));
@@ -526,7 +526,7 @@ cdx_status scratch_new(const struct ttower *t, struct bwd_scratch *s)
 
 /* One block, backward: dx (R,C) holds d x_out on entry, d x_in on return;
  * the block's trainable parameters' g accumulate. */
-void block_backward(struct ttower *t, int l, float *dx, struct bwd_scratch *s)
+void cdx_train_block_backward(struct ttower *t, int l, float *dx, struct bwd_scratch *s)
 {
     const struct blk_act *a = &t->acts[l];
     const int64_t R = t->R;
@@ -573,7 +573,7 @@ static int block_trainable(const struct ttower *t, int l)
 
 /* The lowest block the backward pass must reach: 0 when the embeddings
  * learn, else the first block with a trainable parameter (t->L: none). */
-int lowest_block(const struct ttower *t, int emb_trainable)
+int cdx_train_lowest_block(const struct ttower *t, int emb_trainable)
 {
     if (emb_trainable) return 0;
     for (int l = 0; l < t->L; l++)
@@ -601,12 +601,12 @@ static cdx_status vision_backward(cdx_train_model *m, const float *d_img)
     const int emb = m->cls->trainable || m->patch->trainable || m->vpos->trainable ||
                     m->pre_w->trainable || m->pre_b->trainable;
     const int head = m->vproj->trainable || m->post_w->trainable || m->post_b->trainable;
-    const int low = lowest_block(t, emb);
+    const int low = cdx_train_lowest_block(t, emb);
     struct bwd_scratch s = {0};
     float *dx = NULL, *dpool = NULL;
     cdx_status st = CDX_OK;
     if (!head && low == t->L) return CDX_OK; /* the tower is frozen */
-    if ((st = scratch_new(t, &s))) return st;
+    if ((st = cdx_train_scratch_new(t, &s))) return st;
     dx = calloc((size_t)t->R * C, sizeof(float));
     dpool = malloc(sizeof(float) * 2 * (size_t)n * C);
     if (!dx || !dpool) {
@@ -616,7 +616,7 @@ static cdx_status vision_backward(cdx_train_model *m, const float *d_img)
     head_backward(m->vproj, m->post_w, m->post_b, m->vpool_in, m->vpool_ln, d_img, dpool,
                   dpool + (size_t)n * C, n, C, E, t->eps);
     for (int b = 0; b < n; b++) memcpy(dx + (int64_t)b * N * C, dpool + (int64_t)b * C, sizeof(float) * C);
-    for (int l = t->L - 1; l >= low; l--) block_backward(t, l, dx, &s);
+    for (int l = t->L - 1; l >= low; l--) cdx_train_block_backward(t, l, dx, &s);
     if (emb) {
         /* x = preLN(x0): dx0 into dh (free now) */
         float *dx0 = s.dh;
@@ -647,12 +647,12 @@ static cdx_status text_backward(cdx_train_model *m, const float *d_txt)
     const int n = m->n, C = t->C, E = m->cfg.projection_dim;
     const int emb = m->tok_emb->trainable || m->tpos->trainable;
     const int head = m->tproj->trainable || m->fln_w->trainable || m->fln_b->trainable;
-    const int low = lowest_block(t, emb);
+    const int low = cdx_train_lowest_block(t, emb);
     struct bwd_scratch s = {0};
     float *dx = NULL, *dpool = NULL;
     cdx_status st = CDX_OK;
     if (!head && low == t->L) return CDX_OK;
-    if ((st = scratch_new(t, &s))) return st;
+    if ((st = cdx_train_scratch_new(t, &s))) return st;
     dx = calloc((size_t)t->R * C, sizeof(float));
     dpool = malloc(sizeof(float) * 2 * (size_t)n * C);
     if (!dx || !dpool) {
@@ -663,7 +663,7 @@ static cdx_status text_backward(cdx_train_model *m, const float *d_txt)
                   dpool + (size_t)n * C, n, C, E, t->eps);
     for (int i = 0; i < n; i++)
         memcpy(dx + (t->off[i] + t->len[i] - 1) * C, dpool + (int64_t)i * C, sizeof(float) * C);
-    for (int l = t->L - 1; l >= low; l--) block_backward(t, l, dx, &s);
+    for (int l = t->L - 1; l >= low; l--) cdx_train_block_backward(t, l, dx, &s);
     if (emb)
         for (int i = 0; i < n; i++)
             for (int j = 0; j < t->len[i]; j++) {

@@ -83,29 +83,23 @@ struct cdx_train_model {
 };
 
 /* The pieces of train.c the families share (train_siglip.c). */
-#define add_param cdx_train_add_param
-#define add_tower cdx_train_add_tower
-#define tower_reserve cdx_train_tower_reserve
-#define block_forward cdx_train_block_forward
-#define block_backward cdx_train_block_backward
-#define scratch_new cdx_train_scratch_new
-#define lowest_block cdx_train_lowest_block
-
 struct bwd_scratch {
     float *dh, *dout, *dq, *dk, *dv; /* (R,C) */
     float *da, *dpre;                /* (R,F) */
     float *mem;
 };
 
-cdx_status add_param(cdx_train_model *m, const char *name, int ndim, int64_t d0, int64_t d1,
-                     int64_t d2, int64_t d3, cdx_train_tower tower, int layer, cdx_train_param **out);
-cdx_status add_tower(cdx_train_model *m, const char *prefix, struct ttower *t,
-                     const cdx_tower_info *ti, cdx_act act, int causal, cdx_train_tower tower);
-cdx_status tower_reserve(cdx_train_model *m, struct ttower *t, int64_t R, int n_seq);
-void block_forward(struct ttower *t, int l);
-void block_backward(struct ttower *t, int l, float *dx, struct bwd_scratch *s);
-cdx_status scratch_new(const struct ttower *t, struct bwd_scratch *s);
-int lowest_block(const struct ttower *t, int emb_trainable);
+cdx_status cdx_train_add_param(cdx_train_model *m, const char *name, int ndim, int64_t d0,
+                               int64_t d1, int64_t d2, int64_t d3, cdx_train_tower tower, int layer,
+                               cdx_train_param **out);
+cdx_status cdx_train_add_tower(cdx_train_model *m, const char *prefix, struct ttower *t,
+                               const cdx_tower_info *ti, cdx_act act, int causal,
+                               cdx_train_tower tower);
+cdx_status cdx_train_tower_reserve(cdx_train_model *m, struct ttower *t, int64_t R, int n_seq);
+void cdx_train_block_forward(struct ttower *t, int l);
+void cdx_train_block_backward(struct ttower *t, int l, float *dx, struct bwd_scratch *s);
+cdx_status cdx_train_scratch_new(const struct ttower *t, struct bwd_scratch *s);
+int cdx_train_lowest_block(const struct ttower *t, int emb_trainable);
 
 /* SigLIP (train_siglip.c): the parameters of dir's checkpoint (m->dir,
  * m->w unset), the forward and backward passes, the hooks of train.c. */

@@ -87,7 +87,7 @@ static cdx_status add_same(cdx_train_model *m, const char *prefix, const char *n
 {
     char full[128];
     snprintf(full, sizeof full, "%s%s", prefix, name);
-    return add_param(m, full, ndim, d0, d1, d2, d3, tower, layer, out);
+    return cdx_train_add_param(m, full, ndim, d0, d1, d2, d3, tower, layer, out);
 }
 
 /* A tower's blocks: open_clip's names, q/k/v split out of in_proj. */
@@ -182,8 +182,8 @@ cdx_status cdx_train_openclip_open(cdx_train_model *m)
         (st = add_from(m, "visual.proj:T", 2, E, Cv, src, 1, VI, -1, &m->vproj)))
         return st;
     const cdx_tensor_info *ls = cdx_weights_find(m->w, "logit_scale");
-    if ((st = add_param(m, "logit_scale", ls && ls->ndim == 1, 1, 0, 0, 0, CDX_TRAIN_SHARED, -1,
-                        &m->logit_scale)))
+    if ((st = cdx_train_add_param(m, "logit_scale", ls && ls->ndim == 1, 1, 0, 0, 0, CDX_TRAIN_SHARED, -1,
+                                  &m->logit_scale)))
         return st;
     m->logit_scale->decay = 0;
     return CDX_OK;

@@ -93,44 +93,53 @@ cdx_status cdx_train_siglip_open(cdx_train_model *m)
     m->params = calloc((size_t)(24 + 16 * (ti->layers + vi->layers)), sizeof *m->params);
     if (!m->params) return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory", m->dir);
     const cdx_train_tower TX = CDX_TRAIN_TEXT, VI = CDX_TRAIN_VISION;
-    if ((st = add_param(m, "text_model.embeddings.token_embedding.weight", 2, ti->vocab_size, ti->hidden,
-                        0, 0, TX, -1, &m->tok_emb)) ||
-        (st = add_param(m, "text_model.embeddings.position_embedding.weight", 2, ti->max_positions,
-                        ti->hidden, 0, 0, TX, -1, &m->tpos)) ||
-        (st = add_tower(m, "text_model", &m->text, ti, m->cfg.text_act, 0, TX)) ||
-        (st = add_param(m, "text_model.final_layer_norm.weight", 1, ti->hidden, 0, 0, 0, TX, -1, &m->fln_w)) ||
-        (st = add_param(m, "text_model.final_layer_norm.bias", 1, ti->hidden, 0, 0, 0, TX, -1, &m->fln_b)) ||
-        (st = add_param(m, "text_model.head.weight", 2, E, ti->hidden, 0, 0, TX, -1, &s->head_w)) ||
-        (st = add_param(m, "text_model.head.bias", 1, E, 0, 0, 0, TX, -1, &s->head_b)) ||
-        (st = add_param(m, "vision_model.embeddings.patch_embedding.weight", 4, C, 3, P, P, VI, -1,
-                        &m->patch)) ||
-        (st = add_param(m, "vision_model.embeddings.patch_embedding.bias", 1, C, 0, 0, 0, VI, -1,
-                        &m->patch_b)) ||
-        (st = add_param(m, "vision_model.embeddings.position_embedding.weight", 2, side * side, C, 0, 0,
-                        VI, -1, &m->vpos)) ||
-        (st = add_tower(m, "vision_model", &m->vision, vi, m->cfg.vision_act, 0, VI)) ||
-        (st = add_param(m, "vision_model.post_layernorm.weight", 1, C, 0, 0, 0, VI, -1, &m->post_w)) ||
-        (st = add_param(m, "vision_model.post_layernorm.bias", 1, C, 0, 0, 0, VI, -1, &m->post_b)) ||
-        (st = add_param(m, "vision_model.head.probe", 3, 1, 1, C, 0, VI, -1, &s->probe)) ||
-        (st = add_param(m, "vision_model.head.attention.in_proj_weight", 2, 3 * C, C, 0, 0, VI, -1, &s->in_w)) ||
-        (st = add_param(m, "vision_model.head.attention.in_proj_bias", 1, 3 * C, 0, 0, 0, VI, -1, &s->in_b)) ||
-        (st = add_param(m, "vision_model.head.attention.out_proj.weight", 2, C, C, 0, 0, VI, -1, &s->out_w)) ||
-        (st = add_param(m, "vision_model.head.attention.out_proj.bias", 1, C, 0, 0, 0, VI, -1, &s->out_b)) ||
-        (st = add_param(m, "vision_model.head.layernorm.weight", 1, C, 0, 0, 0, VI, -1, &s->ln_w)) ||
-        (st = add_param(m, "vision_model.head.layernorm.bias", 1, C, 0, 0, 0, VI, -1, &s->ln_b)) ||
-        (st = add_param(m, "vision_model.head.mlp.fc1.weight", 2, F, C, 0, 0, VI, -1, &s->fc1_w)) ||
-        (st = add_param(m, "vision_model.head.mlp.fc1.bias", 1, F, 0, 0, 0, VI, -1, &s->fc1_b)) ||
-        (st = add_param(m, "vision_model.head.mlp.fc2.weight", 2, C, F, 0, 0, VI, -1, &s->fc2_w)) ||
-        (st = add_param(m, "vision_model.head.mlp.fc2.bias", 1, C, 0, 0, 0, VI, -1, &s->fc2_b)))
+    if ((st = cdx_train_add_param(m, "text_model.embeddings.token_embedding.weight", 2, ti->vocab_size,
+                                  ti->hidden, 0, 0, TX, -1, &m->tok_emb)) ||
+        (st = cdx_train_add_param(m, "text_model.embeddings.position_embedding.weight", 2, ti->max_positions,
+                                  ti->hidden, 0, 0, TX, -1, &m->tpos)) ||
+        (st = cdx_train_add_tower(m, "text_model", &m->text, ti, m->cfg.text_act, 0, TX)) ||
+        (st = cdx_train_add_param(m, "text_model.final_layer_norm.weight", 1, ti->hidden, 0, 0, 0, TX, -1,
+                                  &m->fln_w)) ||
+        (st = cdx_train_add_param(m, "text_model.final_layer_norm.bias", 1, ti->hidden, 0, 0, 0, TX, -1,
+                                  &m->fln_b)) ||
+        (st = cdx_train_add_param(m, "text_model.head.weight", 2, E, ti->hidden, 0, 0, TX, -1, &s->head_w)) ||
+        (st = cdx_train_add_param(m, "text_model.head.bias", 1, E, 0, 0, 0, TX, -1, &s->head_b)) ||
+        (st = cdx_train_add_param(m, "vision_model.embeddings.patch_embedding.weight", 4, C, 3, P, P, VI, -1,
+                                  &m->patch)) ||
+        (st = cdx_train_add_param(m, "vision_model.embeddings.patch_embedding.bias", 1, C, 0, 0, 0, VI, -1,
+                                  &m->patch_b)) ||
+        (st = cdx_train_add_param(m, "vision_model.embeddings.position_embedding.weight", 2, side * side, C,
+                                  0, 0, VI, -1, &m->vpos)) ||
+        (st = cdx_train_add_tower(m, "vision_model", &m->vision, vi, m->cfg.vision_act, 0, VI)) ||
+        (st = cdx_train_add_param(m, "vision_model.post_layernorm.weight", 1, C, 0, 0, 0, VI, -1,
+                                  &m->post_w)) ||
+        (st = cdx_train_add_param(m, "vision_model.post_layernorm.bias", 1, C, 0, 0, 0, VI, -1,
+                                  &m->post_b)) ||
+        (st = cdx_train_add_param(m, "vision_model.head.probe", 3, 1, 1, C, 0, VI, -1, &s->probe)) ||
+        (st = cdx_train_add_param(m, "vision_model.head.attention.in_proj_weight", 2, 3 * C, C, 0, 0, VI,
+                                  -1, &s->in_w)) ||
+        (st = cdx_train_add_param(m, "vision_model.head.attention.in_proj_bias", 1, 3 * C, 0, 0, 0, VI, -1,
+                                  &s->in_b)) ||
+        (st = cdx_train_add_param(m, "vision_model.head.attention.out_proj.weight", 2, C, C, 0, 0, VI, -1,
+                                  &s->out_w)) ||
+        (st = cdx_train_add_param(m, "vision_model.head.attention.out_proj.bias", 1, C, 0, 0, 0, VI, -1,
+                                  &s->out_b)) ||
+        (st = cdx_train_add_param(m, "vision_model.head.layernorm.weight", 1, C, 0, 0, 0, VI, -1,
+                                  &s->ln_w)) ||
+        (st = cdx_train_add_param(m, "vision_model.head.layernorm.bias", 1, C, 0, 0, 0, VI, -1, &s->ln_b)) ||
+        (st = cdx_train_add_param(m, "vision_model.head.mlp.fc1.weight", 2, F, C, 0, 0, VI, -1, &s->fc1_w)) ||
+        (st = cdx_train_add_param(m, "vision_model.head.mlp.fc1.bias", 1, F, 0, 0, 0, VI, -1, &s->fc1_b)) ||
+        (st = cdx_train_add_param(m, "vision_model.head.mlp.fc2.weight", 2, C, F, 0, 0, VI, -1, &s->fc2_w)) ||
+        (st = cdx_train_add_param(m, "vision_model.head.mlp.fc2.bias", 1, C, 0, 0, 0, VI, -1, &s->fc2_b)))
         return st;
     {
         /* scalars, or [1] as the published checkpoints store them */
         const cdx_tensor_info *a = cdx_weights_find(m->w, "logit_scale");
         const cdx_tensor_info *b = cdx_weights_find(m->w, "logit_bias");
-        if ((st = add_param(m, "logit_scale", a && a->ndim == 0 ? 0 : 1, 1, 0, 0, 0, CDX_TRAIN_SHARED, -1,
-                            &m->logit_scale)) ||
-            (st = add_param(m, "logit_bias", b && b->ndim == 0 ? 0 : 1, 1, 0, 0, 0, CDX_TRAIN_SHARED, -1,
-                            &m->logit_bias)))
+        if ((st = cdx_train_add_param(m, "logit_scale", a && a->ndim == 0 ? 0 : 1, 1, 0, 0, 0,
+                                      CDX_TRAIN_SHARED, -1, &m->logit_scale)) ||
+            (st = cdx_train_add_param(m, "logit_bias", b && b->ndim == 0 ? 0 : 1, 1, 0, 0, 0,
+                                      CDX_TRAIN_SHARED, -1, &m->logit_bias)))
             return st;
         m->logit_scale->decay = m->logit_bias->decay = 0;
     }
@@ -185,7 +194,7 @@ static cdx_status vision_forward(cdx_train_model *m, int n, const float *pixels,
     const int NP = side * side, C = t->C, F = t->F, H = t->H, D = C / H, PPP = 3 * P * P;
     const int64_t R = (int64_t)n * NP;
     cdx_status st;
-    if ((st = tower_reserve(m, t, R, n))) return st;
+    if ((st = cdx_train_tower_reserve(m, t, R, n))) return st;
     t->nk = NULL;
     for (int b = 0; b < n; b++) {
         t->off[b] = (int64_t)b * NP;
@@ -219,7 +228,7 @@ static cdx_status vision_forward(cdx_train_model *m, int n, const float *pixels,
     cdx_linear(x, s->col, m->patch->w, R, PPP, C);
     cdx_add_bias(x, m->patch_b->w, R, C);
     for (int b = 0; b < n; b++) cdx_add_bias(x + (int64_t)b * NP * C, m->vpos->w, 1, NP * C);
-    for (int l = 0; l < t->L; l++) block_forward(t, l);
+    for (int l = 0; l < t->L; l++) cdx_train_block_forward(t, l);
     cdx_layernorm(s->hp, t->acts[t->L - 1].x_out, m->post_w->w, m->post_b->w, R, C, t->eps);
 
     /* the pooling head, as siglip.c's encode_chunk */
@@ -318,7 +327,7 @@ static cdx_status text_forward(cdx_train_model *m, int n, const int32_t *ids, co
         for (int64_t r = r0; r < R; r++) s->rid[r] = q[s->pos[r]];
         rows[i] = (int)(R - r0);
     }
-    if ((st = tower_reserve(m, t, R, n))) {
+    if ((st = cdx_train_tower_reserve(m, t, R, n))) {
         free(rows);
         return st;
     }
@@ -344,7 +353,7 @@ static cdx_status text_forward(cdx_train_model *m, int n, const int32_t *ids, co
     for (int64_t r = 0; r < R; r++)
         for (int c = 0; c < C; c++)
             x[r * C + c] = m->tok_emb->w[(int64_t)s->rid[r] * C + c] + m->tpos->w[(int64_t)s->pos[r] * C + c];
-    for (int l = 0; l < t->L; l++) block_forward(t, l);
+    for (int l = 0; l < t->L; l++) cdx_train_block_forward(t, l);
     const float *xo = t->acts[t->L - 1].x_out;
     for (int i = 0; i < n; i++)
         memcpy(m->tpool_in + (int64_t)i * C, xo + (t->off[i] + t->len[i] - 1) * C, sizeof(float) * (size_t)C);
@@ -390,12 +399,12 @@ static cdx_status vision_backward(cdx_train_model *m, const float *d_img)
                                       s->out_b, s->ln_w, s->ln_b, s->fc1_w, s->fc1_b, s->fc2_w, s->fc2_b};
     const int emb = m->patch->trainable || m->patch_b->trainable || m->vpos->trainable;
     const int head = any_trainable(heads, (int)(sizeof heads / sizeof *heads));
-    const int low = lowest_block(t, emb);
+    const int low = cdx_train_lowest_block(t, emb);
     struct bwd_scratch bs = {0};
     float *dx = NULL, *buf = NULL;
     cdx_status st = CDX_OK;
     if (!head && low == t->L) return CDX_OK; /* the tower is frozen */
-    if ((st = scratch_new(t, &bs))) return st;
+    if ((st = cdx_train_scratch_new(t, &bs))) return st;
     dx = calloc((size_t)R * C, sizeof(float));
     /* dhr, dhl, dho (n,C); da, dpre (n,F); dq (C), dprobe (C), p (NP) */
     buf = malloc(sizeof(float) * (3 * (size_t)n * C + 2 * (size_t)n * F + 2 * (size_t)C + (size_t)NP));
@@ -469,7 +478,7 @@ static cdx_status vision_backward(cdx_train_model *m, const float *d_img)
     /* hp = post_layernorm(x_L) */
     cdx_grad_layernorm(dx, PG(m->post_w), PG(m->post_b), dhp, t->acts[t->L - 1].x_out, m->post_w->w, R, C,
                        t->eps);
-    for (int l = t->L - 1; l >= low; l--) block_backward(t, l, dx, &bs);
+    for (int l = t->L - 1; l >= low; l--) cdx_train_block_backward(t, l, dx, &bs);
     if (emb) {
         /* x0 = col W^T + b + positions */
         if (m->vpos->trainable)
@@ -493,12 +502,12 @@ static cdx_status text_backward(cdx_train_model *m, const float *d_txt)
     const int emb = m->tok_emb->trainable || m->tpos->trainable;
     const int head = s->head_w->trainable || s->head_b->trainable || m->fln_w->trainable ||
                      m->fln_b->trainable;
-    const int low = lowest_block(t, emb);
+    const int low = cdx_train_lowest_block(t, emb);
     struct bwd_scratch bs = {0};
     float *dx = NULL, *dpool = NULL;
     cdx_status st = CDX_OK;
     if (!head && low == t->L) return CDX_OK;
-    if ((st = scratch_new(t, &bs))) return st;
+    if ((st = cdx_train_scratch_new(t, &bs))) return st;
     dx = calloc((size_t)t->R * C, sizeof(float));
     dpool = malloc(sizeof(float) * 2 * (size_t)n * C);
     if (!dx || !dpool) {
@@ -511,7 +520,7 @@ static cdx_status text_backward(cdx_train_model *m, const float *d_txt)
     cdx_grad_layernorm(dpool, PG(m->fln_w), PG(m->fln_b), dln, m->tpool_in, m->fln_w->w, n, C, t->eps);
     for (int i = 0; i < n; i++)
         memcpy(dx + (t->off[i] + t->len[i] - 1) * C, dpool + (int64_t)i * C, sizeof(float) * C);
-    for (int l = t->L - 1; l >= low; l--) block_backward(t, l, dx, &bs);
+    for (int l = t->L - 1; l >= low; l--) cdx_train_block_backward(t, l, dx, &bs);
     if (emb)
         for (int64_t r = 0; r < t->R; r++) {
             if (m->tok_emb->trainable) {
