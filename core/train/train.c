@@ -694,6 +694,27 @@ cdx_status cdx_train_backward(cdx_train_model *m, const float *d_img, const floa
 
 /* ---------------------------------------------------------------- loss */
 
+void cdx_train_unit_rows(const float *x, int n, int E, double *X, double *nx)
+{
+    for (int i = 0; i < n; i++) {
+        double a = 0;
+        for (int e = 0; e < E; e++) a += (double)x[i * E + e] * x[i * E + e];
+        nx[i] = sqrt(a);
+        for (int e = 0; e < E; e++) X[i * E + e] = x[i * E + e] / nx[i];
+    }
+}
+
+void cdx_train_unit_rows_back(const double *X, const double *nx, const double *dX, int n, int E,
+                              float *dx)
+{
+    /* through X = x / |x|: dx = (dX - X (X . dX)) / |x| */
+    for (int i = 0; i < n; i++) {
+        double p = 0;
+        for (int e = 0; e < E; e++) p += X[i * E + e] * dX[i * E + e];
+        for (int e = 0; e < E; e++) dx[i * E + e] = (float)((dX[i * E + e] - X[i * E + e] * p) / nx[i]);
+    }
+}
+
 double cdx_train_clip_loss(const float *img, const float *txt, int n, int E, float t,
                            float *d_img, float *d_txt, float *d_t)
 {
@@ -715,19 +736,8 @@ double cdx_train_clip_loss(const float *img, const float *txt, int n, int E, flo
     Pr = L + (size_t)n * n;
     Pc = Pr + (size_t)n * n;
     nt = ni + n;
-    for (int i = 0; i < n; i++) {
-        double a = 0, b = 0;
-        for (int e = 0; e < E; e++) {
-            a += (double)img[i * E + e] * img[i * E + e];
-            b += (double)txt[i * E + e] * txt[i * E + e];
-        }
-        ni[i] = sqrt(a);
-        nt[i] = sqrt(b);
-        for (int e = 0; e < E; e++) {
-            I[i * E + e] = img[i * E + e] / ni[i];
-            T[i * E + e] = txt[i * E + e] / nt[i];
-        }
-    }
+    cdx_train_unit_rows(img, n, E, I, ni);
+    cdx_train_unit_rows(txt, n, E, T, nt);
     for (int i = 0; i < n; i++)
         for (int j = 0; j < n; j++) {
             double d = 0;
@@ -766,18 +776,8 @@ double cdx_train_clip_loss(const float *img, const float *txt, int n, int E, flo
             dI[i * E + e] = s * a;
             dT[i * E + e] = s * b;
         }
-    /* through y = x / |x|: dx = (dy - y (y . dy)) / |x| */
-    for (int i = 0; i < n; i++) {
-        double pi = 0, pt = 0;
-        for (int e = 0; e < E; e++) {
-            pi += I[i * E + e] * dI[i * E + e];
-            pt += T[i * E + e] * dT[i * E + e];
-        }
-        for (int e = 0; e < E; e++) {
-            d_img[i * E + e] = (float)((dI[i * E + e] - I[i * E + e] * pi) / ni[i]);
-            d_txt[i * E + e] = (float)((dT[i * E + e] - T[i * E + e] * pt) / nt[i]);
-        }
-    }
+    cdx_train_unit_rows_back(I, ni, dI, n, E, d_img);
+    cdx_train_unit_rows_back(T, nt, dT, n, E, d_txt);
     *d_t = (float)dts;
     free(I);
     free(L);

@@ -101,6 +101,13 @@ void cdx_train_block_backward(struct ttower *t, int l, float *dx, struct bwd_scr
 cdx_status cdx_train_scratch_new(const struct ttower *t, struct bwd_scratch *s);
 int cdx_train_lowest_block(const struct ttower *t, int emb_trainable);
 
+/* The rows of x (n,E) scaled to unit length, in double: X, with their
+ * lengths nx (the losses' first step). */
+void cdx_train_unit_rows(const float *x, int n, int E, double *X, double *nx);
+/* dx from dX back through X = x / |x| (the losses' last step). */
+void cdx_train_unit_rows_back(const double *X, const double *nx, const double *dX, int n, int E,
+                              float *dx);
+
 /* SigLIP (train_siglip.c): the parameters of dir's checkpoint (m->dir,
  * m->w unset), the forward and backward passes, the hooks of train.c. */
 cdx_status cdx_train_siglip_open(cdx_train_model *m);

@@ -565,19 +565,8 @@ double cdx_train_sigmoid_loss(const float *img, const float *txt, int n, int E, 
     dI = T + (size_t)n * E;
     dT = dI + (size_t)n * E;
     nt = ni + n;
-    for (int i = 0; i < n; i++) {
-        double a = 0, c = 0;
-        for (int e = 0; e < E; e++) {
-            a += (double)img[i * E + e] * img[i * E + e];
-            c += (double)txt[i * E + e] * txt[i * E + e];
-        }
-        ni[i] = sqrt(a);
-        nt[i] = sqrt(c);
-        for (int e = 0; e < E; e++) {
-            I[i * E + e] = img[i * E + e] / ni[i];
-            T[i * E + e] = txt[i * E + e] / nt[i];
-        }
-    }
+    cdx_train_unit_rows(img, n, E, I, ni);
+    cdx_train_unit_rows(txt, n, E, T, nt);
     /* z_ij = s T_i . I_j + b (text i, image j); y_ij = 2 [i == j] - 1;
      * -log sigmoid(y z) = log(1 + exp(-y z)); its derivative in z is
      * -y sigmoid(-y z) */
@@ -603,18 +592,8 @@ double cdx_train_sigmoid_loss(const float *img, const float *txt, int n, int E, 
             dT[i * E + e] = sc * a;
             dI[i * E + e] = sc * c;
         }
-    /* through y = x / |x|: dx = (dy - y (y . dy)) / |x| */
-    for (int i = 0; i < n; i++) {
-        double pi = 0, pt = 0;
-        for (int e = 0; e < E; e++) {
-            pi += I[i * E + e] * dI[i * E + e];
-            pt += T[i * E + e] * dT[i * E + e];
-        }
-        for (int e = 0; e < E; e++) {
-            d_img[i * E + e] = (float)((dI[i * E + e] - I[i * E + e] * pi) / ni[i]);
-            d_txt[i * E + e] = (float)((dT[i * E + e] - T[i * E + e] * pt) / nt[i]);
-        }
-    }
+    cdx_train_unit_rows_back(I, ni, dI, n, E, d_img);
+    cdx_train_unit_rows_back(T, nt, dT, n, E, d_txt);
     *d_t = (float)dts;
     *d_b = (float)dbs;
     free(I);
