@@ -40,15 +40,10 @@
 
 /* ---------------------------------------------------------------- open */
 
-cdx_status cdx_train_add_param(cdx_train_model *m, const char *name, int ndim, int64_t d0, int64_t d1,
-                            int64_t d2, int64_t d3, cdx_train_tower tower, int layer,
-                            cdx_train_param **out)
+cdx_status cdx_train_param_slot(cdx_train_model *m, const char *name, int ndim, const int64_t *shape,
+                                cdx_train_tower tower, int layer, cdx_train_param **out)
 {
     cdx_train_param *p = &m->params[m->n_params];
-    const float *src;
-    int64_t shape[4] = {d0, d1, d2, d3};
-    cdx_status st = cdx_weights_f32(m->w, name, ndim, shape, &src);
-    if (st) return st;
     snprintf(p->name, sizeof p->name, "%s", name);
     p->ndim = ndim;
     p->numel = 1;
@@ -64,14 +59,27 @@ cdx_status cdx_train_add_param(cdx_train_model *m, const char *name, int ndim, i
         p->w = p->g = NULL;
         return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory for %s", m->dir, name);
     }
-    memcpy(p->w, src, sizeof(float) * (size_t)p->numel);
-    /* the copy is what trains: the checkpoint's pages can leave memory */
-    cdx_weights_drop_pages(m->w, src, (size_t)p->numel);
     p->decay = ndim >= 2;
     p->trainable = 1;
     p->tower = tower;
     p->layer = layer;
     m->n_params++;
+    *out = p;
+    return CDX_OK;
+}
+
+cdx_status cdx_train_add_param(cdx_train_model *m, const char *name, int ndim, int64_t d0,
+                               int64_t d1, int64_t d2, int64_t d3, cdx_train_tower tower, int layer,
+                               cdx_train_param **out)
+{
+    cdx_train_param *p;
+    const float *src;
+    int64_t shape[4] = {d0, d1, d2, d3};
+    cdx_status st = cdx_weights_f32(m->w, name, ndim, shape, &src);
+    if (st || (st = cdx_train_param_slot(m, name, ndim, shape, tower, layer, &p))) return st;
+    memcpy(p->w, src, sizeof(float) * (size_t)p->numel);
+    /* the copy is what trains: the checkpoint's pages can leave memory */
+    cdx_weights_drop_pages(m->w, src, (size_t)p->numel);
     if (out) *out = p;
     return CDX_OK;
 }
@@ -85,8 +93,8 @@ static const char *const block_names[B_N] = {
 };
 
 cdx_status cdx_train_add_tower(cdx_train_model *m, const char *prefix, struct ttower *t,
-                            const cdx_tower_info *ti, cdx_act act, int causal,
-                            cdx_train_tower tower)
+                               const cdx_tower_info *ti, cdx_act act, int causal,
+                               cdx_train_tower tower)
 {
     const int C = ti->hidden, F = ti->intermediate;
     char name[128];

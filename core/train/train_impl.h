@@ -89,6 +89,10 @@ struct bwd_scratch {
     float *mem;
 };
 
+/* The next slot of m->params, named name with that shape, its weights
+ * allocated (uninitialised) and its gradient zeroed. */
+cdx_status cdx_train_param_slot(cdx_train_model *m, const char *name, int ndim, const int64_t *shape,
+                                cdx_train_tower tower, int layer, cdx_train_param **out);
 cdx_status cdx_train_add_param(cdx_train_model *m, const char *name, int ndim, int64_t d0,
                                int64_t d1, int64_t d2, int64_t d3, cdx_train_tower tower, int layer,
                                cdx_train_param **out);

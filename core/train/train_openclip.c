@@ -52,30 +52,15 @@ static cdx_status add_from(cdx_train_model *m, const char *name, int ndim, int64
                            const float *src, int transpose, cdx_train_tower tower, int layer,
                            cdx_train_param **out)
 {
-    cdx_train_param *p = &m->params[m->n_params];
-    snprintf(p->name, sizeof p->name, "%s", name);
-    p->ndim = ndim;
-    p->shape[0] = d0;
-    p->shape[1] = d1;
-    p->numel = ndim == 2 ? d0 * d1 : d0;
-    p->w = malloc(sizeof(float) * (size_t)p->numel);
-    p->g = calloc((size_t)p->numel, sizeof(float));
-    if (!p->w || !p->g) {
-        free(p->w);
-        free(p->g);
-        p->w = p->g = NULL;
-        return cdx_fail(CDX_ERR_NOMEM, "%s: out of memory for %s", m->dir, name);
-    }
+    cdx_train_param *p;
+    const int64_t shape[2] = {d0, d1};
+    cdx_status st = cdx_train_param_slot(m, name, ndim, shape, tower, layer, &p);
+    if (st) return st;
     if (transpose) /* src (d1,d0) -> (d0,d1) */
         for (int64_t i = 0; i < d0; i++)
             for (int64_t j = 0; j < d1; j++) p->w[i * d1 + j] = src[j * d0 + i];
     else
         memcpy(p->w, src, sizeof(float) * (size_t)p->numel);
-    p->decay = ndim >= 2;
-    p->trainable = 1;
-    p->tower = tower;
-    p->layer = layer;
-    m->n_params++;
     if (out) *out = p;
     return CDX_OK;
 }
